@@ -1,0 +1,54 @@
+"""Evaluate one pipeline on test (in-distribution) and OOD (ACTIVE annotated CV positions)."""
+
+import json
+import time
+from pathlib import Path
+
+import spacy
+import typer
+
+from titlecat.corpus import casefold_set, read_docbin
+from titlecat.labels import get_task
+from titlecat.metrics import classification_metrics, plot_confusion, predict_labels
+
+
+def main(
+    task_name: str = typer.Argument(..., metavar="TASK"),
+    model_path: Path = typer.Argument(..., exists=True, file_okay=False),
+    corpus_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Holds test.spacy and ood.spacy"),
+    train_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="The pipeline's training corpus"),
+    output_path: Path = typer.Argument(..., dir_okay=False, help="Metrics JSON; PNGs go beside it"),
+    gpu_id: int = typer.Option(-1),
+):
+    task = get_task(task_name)
+    if gpu_id >= 0:
+        spacy.require_gpu(gpu_id)
+    nlp = spacy.load(model_path)
+    train_titles = casefold_set(read_docbin(train_path, task, nlp)[0])
+    name = output_path.stem
+    result = {"task": task.name, "pipeline": name, "config": output_path.parent.name, "model": str(model_path), "train_corpus": str(train_path)}
+    for split in ("test", "ood"):
+        texts, gold = read_docbin(corpus_dir / f"{split}.spacy", task, nlp)
+        start = time.perf_counter()
+        predicted = predict_labels(nlp, texts)
+        seconds = time.perf_counter() - start
+        scores = classification_metrics(gold, predicted, task)
+        scores["titles_per_second"] = len(texts) / seconds if seconds else None
+        # Seen vs unseen: a title met verbatim (ignoring case) in training tells
+        # memorisation apart from generalisation.
+        seen = [text.casefold() in train_titles for text in texts]
+        for subset, keep in (("seen_in_train", True), ("unseen_in_train", False)):
+            indices = [i for i, flag in enumerate(seen) if flag == keep]
+            if indices:
+                subset_scores = classification_metrics([gold[i] for i in indices], [predicted[i] for i in indices], task)
+                scores[subset] = {k: subset_scores[k] for k in ("n", "accuracy", "macro_f1", "mae") if k in subset_scores}
+        result[split] = scores
+        plot_confusion(scores["confusion"], task.labels, f"{name} on {split}", output_path.parent / f"{name}_{split}_confusion.png")
+        typer.echo(f"{name} {split}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}"
+                   + (f", MAE {scores['mae']:.4f}" if "mae" in scores else ""))
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    output_path.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    typer.run(main)

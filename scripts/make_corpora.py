@@ -1,0 +1,89 @@
+"""Build train/dev/test (70/15/15, stratified) and the OOD set of one task as DocBins, with a report."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import typer
+
+from titlecat.corpus import casefold_set, label_counts, make_nlp, split_70_15_15, subsample_per_label, to_docbin
+from titlecat.labels import get_task
+from titlecat.readers import DataError, as_dicts, read_curated_csv, read_ood
+
+def main(
+    task_name: str = typer.Argument(..., metavar="TASK", help="seniority or department"),
+    assets_dir: Path = typer.Argument(..., exists=True, file_okay=False),
+    output_dir: Path = typer.Argument(..., help="Folder for train/dev/test/ood.spacy and the report"),
+    seed: int = typer.Option(42),
+    max_per_label: int = typer.Option(0, help="Keep at most this many curated titles per label (0 = all)"),
+):
+    task = get_task(task_name)
+    try:
+        curated, curated_skipped = read_curated_csv(assets_dir / task.curated_asset, task)
+        ood, ood_skipped = read_ood(assets_dir / "linkedin-cvs-annotated.json", task)
+    except DataError as error:
+        typer.secho(f"✘ {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    curated = subsample_per_label(curated, max_per_label, seed)
+    splits = split_70_15_15(curated, seed)
+    splits["ood"] = ood
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    nlp = make_nlp()
+    for name, examples in splits.items():
+        to_docbin(examples, task, nlp).to_disk(output_dir / f"{name}.spacy")
+
+    text_counts = Counter(example.text.casefold() for example in curated)
+    ood_titles = casefold_set(example.text for example in ood)
+    train_titles = casefold_set(example.text for example in splits["train"])
+    report = {
+        "task": task.name,
+        "seed": seed,
+        "max_per_label": max_per_label,
+        "sources": {"curated": task.curated_asset, "ood": "linkedin-cvs-annotated.json (ACTIVE positions)"},
+        "counts": {name: len(examples) for name, examples in splits.items()},
+        "label_counts": {name: label_counts(examples, task) for name, examples in splits.items()},
+        "skipped": as_dicts(curated_skipped + ood_skipped),
+        "skipped_by_reason": dict(Counter(skip.reason for skip in curated_skipped + ood_skipped)),
+        "duplicate_titles": {
+            "curated_rows_repeating_an_earlier_title": sum(n - 1 for n in text_counts.values()),
+            "distinct_titles_seen_more_than_once": sum(1 for n in text_counts.values() if n > 1),
+        },
+        "train_titles_also_in_ood": len(train_titles & ood_titles),
+        "ood_titles_also_in_train": sum(1 for example in ood if example.text.casefold() in train_titles),
+    }
+    (output_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    (output_dir / "report.md").write_text(render_report(report))
+    typer.echo(f"✔ {task.name}: " + ", ".join(f"{n} {name}" for name, n in report["counts"].items()) + f" → {output_dir}")
+
+def render_report(report: dict) -> str:
+    splits = list(report["counts"])
+    lines = [
+        f"# Corpus report: {report['task']}",
+        "",
+        f"Seed {report['seed']}; curated titles per label capped at {report['max_per_label'] or 'no cap'}. "
+        f"Curated: `{report['sources']['curated']}`; OOD: {report['sources']['ood']}, evaluation only.",
+        "",
+        "| label | " + " | ".join(splits) + " |",
+        "|---|" + "---:|" * len(splits),
+    ]
+    labels = list(report["label_counts"][splits[0]])
+    for label in labels:
+        lines.append(f"| {label} | " + " | ".join(str(report["label_counts"][s][label]) for s in splits) + " |")
+    lines.append("| **total** | " + " | ".join(str(report["counts"][s]) for s in splits) + " |")
+    duplicates = report["duplicate_titles"]
+    lines += [
+        "",
+        f"- Rows skipped: {len(report['skipped'])} "
+        + (f"({', '.join(f'{n} {reason}' for reason, n in report['skipped_by_reason'].items())})" if report["skipped"] else ""),
+        f"- Duplicate curated titles (case-insensitive): {duplicates['curated_rows_repeating_an_earlier_title']} rows repeat "
+        f"an earlier title ({duplicates['distinct_titles_seen_more_than_once']} distinct titles).",
+        f"- Distinct train titles that also occur among OOD titles: {report['train_titles_also_in_ood']}; "
+        f"OOD rows whose title occurs in train: {report['ood_titles_also_in_train']} of {report['counts']['ood']}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,55 @@
+"""Train one pipeline (task × variant) with `spacy train`, early stopping on dev macro-F1."""
+
+from pathlib import Path
+
+import typer
+from spacy.cli.train import train
+
+from titlecat.labels import get_task
+
+
+def main(
+    task_name: str = typer.Argument(..., metavar="TASK"),
+    variant: str = typer.Argument(..., help="base (curated train) or augmented (+ pseudo-labels)"),
+    config: str = typer.Option("cpu", help="Name of a config in configs/"),
+    corpus_dir: Path = typer.Option(Path("corpus")),
+    training_dir: Path = typer.Option(Path("training")),
+    gpu_id: int = typer.Option(-1),
+    seed: int = typer.Option(42),
+    max_steps: int = typer.Option(3000),
+    max_epochs: int = typer.Option(20),
+    patience: int = typer.Option(1000),
+    eval_frequency: int = typer.Option(200),
+):
+    task = get_task(task_name)
+    train_file = {"base": "train.spacy", "augmented": "train_augmented.spacy"}.get(variant)
+    if train_file is None:
+        raise typer.BadParameter(f"variant {variant!r} is not 'base' or 'augmented'", param_hint="VARIANT")
+    output_dir = training_dir / config / task.name / variant
+    overrides = {
+        "paths.train": str(corpus_dir / task.name / train_file),
+        "paths.dev": str(corpus_dir / task.name / "dev.spacy"),
+        "system.seed": seed,
+        "training.max_steps": max_steps,
+        "training.max_epochs": max_epochs,
+        "training.patience": patience,
+        "training.eval_frequency": eval_frequency,
+    }
+    train(Path("configs") / f"{config}.cfg", output_dir, use_gpu=gpu_id, overrides=overrides)
+    if variant == "augmented":
+        link_default(training_dir / config / task.name, output_dir / "model-best")
+
+
+def link_default(folder: Path, model: Path) -> None:
+    """Make `folder` itself load as `model` (spacy.load("training/cpu/seniority")) through relative symlinks."""
+    for entry in model.iterdir():
+        link = folder / entry.name
+        if link.is_symlink() or link.is_file():
+            link.unlink()
+        elif link.exists():
+            raise FileExistsError(f"{link} exists and is not a link: remove it to point {folder} at {model}")
+        link.symlink_to(entry.relative_to(folder))
+
+
+if __name__ == "__main__":
+    typer.run(main)
