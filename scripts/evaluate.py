@@ -39,6 +39,7 @@ def main(
         seen = [text.casefold() in train_titles for text in texts]
         for subset, keep in (("seen_in_train", True), ("unseen_in_train", False)):
             indices = [i for i, flag in enumerate(seen) if flag == keep]
+            scores[subset] = {"n": 0}
             if indices:
                 subset_scores = classification_metrics([gold[i] for i in indices], [predicted[i] for i in indices], task)
                 scores[subset] = {k: subset_scores[k] for k in ("n", "accuracy", "macro_f1", "mae") if k in subset_scores}

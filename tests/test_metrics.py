@@ -1,0 +1,28 @@
+import pytest
+
+from titlecat.labels import TASKS
+from titlecat.metrics import classification_metrics
+
+
+def test_metrics_on_a_hand_checked_example():
+    gold = ["Junior", "Junior", "Senior", "Lead", "Director", "Lead"]
+    predicted = ["Junior", "Senior", "Senior", "Lead", "Management", "Senior"]
+    m = classification_metrics(gold, predicted, TASKS["seniority"])
+    assert m["accuracy"] == pytest.approx(3 / 6)
+    # Labels in gold or predicted: Junior, Senior, Lead, Director, Management.
+    # F1: Junior 2/3 (P 1, R 1/2), Senior 1/2 (P 1/3, R 1), Lead 2/3 (P 1, R 1/2), Director 0, Management 0.
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 5)
+    # |1-1| + |1-3| + 0 + 0 + |6-5| + |4-3| = 4 over 6
+    assert m["mae"] == pytest.approx(4 / 6)
+    assert m["per_class"]["Senior"] == {"precision": pytest.approx(1 / 3), "recall": 1.0, "f1": 0.5, "support": 1}
+    assert m["per_class"]["Professional"]["support"] == 0
+    labels = m["labels"]
+    assert m["confusion"][labels.index("Lead")][labels.index("Senior")] == 1
+    assert sum(map(sum, m["confusion"])) == 6
+
+
+def test_department_has_no_mae_and_length_mismatch_is_an_error():
+    m = classification_metrics(["Sales", "Other"], ["Sales", "Sales"], TASKS["department"])
+    assert "mae" not in m and m["accuracy"] == 0.5
+    with pytest.raises(ValueError, match="2 gold labels but 1 predictions"):
+        classification_metrics(["Sales", "Other"], ["Sales"], TASKS["department"])

@@ -1,0 +1,147 @@
+"""The real project commands, end to end, on a small subset of the real data."""
+
+import filecmp
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import spacy
+from conftest import SMALL_RUN, copy_project, run_project
+from spacy.tokens import DocBin
+
+from titlecat.labels import TASKS
+
+PIPELINES = [(task, variant) for task in TASKS for variant in ("base", "augmented")]
+
+
+def test_corpora_have_the_protocol_splits_and_full_label_sets(small_project):
+    for name, task in TASKS.items():
+        report = json.loads((small_project / "corpus" / name / "report.json").read_text())
+        counts = report["label_counts"]
+        curated = {label: counts["train"][label] + counts["dev"][label] + counts["test"][label] for label in task.labels}
+        assert max(curated.values()) == 25  # the per-label cap
+        total = sum(curated.values())
+        assert report["counts"]["train"] == pytest.approx(0.7 * total, abs=len(task.labels))
+        assert report["counts"]["ood"] == 623
+        nlp = spacy.blank("xx")
+        docs = list(DocBin().from_disk(small_project / "corpus" / name / "dev.spacy").get_docs(nlp.vocab))
+        assert len(docs) == report["counts"]["dev"]
+        assert all(list(doc.cats) == list(task.labels) and sum(doc.cats.values()) == 1.0 for doc in docs)
+    seniority = json.loads((small_project / "corpus" / "seniority" / "report.json").read_text())
+    assert seniority["label_counts"]["train"]["Professional"] == 0  # the curated CSV has none
+    assert seniority["label_counts"]["ood"]["Professional"] == 216
+
+
+def test_augmented_train_adds_every_pseudo_label(small_project):
+    pseudo = (small_project / "corpus" / "pseudo_labels.jsonl").read_text().splitlines()
+    for name in TASKS:
+        base = len(DocBin().from_disk(small_project / "corpus" / name / "train.spacy"))
+        augmented = len(DocBin().from_disk(small_project / "corpus" / name / "train_augmented.spacy"))
+        assert augmented == base + len(pseudo) > base
+
+
+def test_every_pipeline_is_evaluated_and_summarised(small_project):
+    for task, variant in PIPELINES:
+        metrics = json.loads((small_project / "metrics" / "cpu" / f"{task}_{variant}.json").read_text())
+        for split in ("test", "ood"):
+            assert 0.0 <= metrics[split]["accuracy"] <= 1.0
+            assert set(metrics[split]["per_class"]) == set(TASKS[task].labels)
+            assert ("mae" in metrics[split]) == (task == "seniority")
+            assert (small_project / "metrics" / "cpu" / f"{task}_{variant}_{split}_confusion.png").stat().st_size > 1000
+        ood = metrics["ood"]
+        assert ood["n"] == 623 == sum(map(sum, ood["confusion"]))
+        assert ood["seen_in_train"]["n"] + ood["unseen_in_train"]["n"] == 623
+    summary = (small_project / "metrics" / "summary.md").read_text()
+    assert summary.count("| titlecat cpu:") == 4
+    assert "gemini-2.0-flash zero-shot, recomputed (622 of 623 answered) | | | 0.7961 |" in summary
+    assert "reference: Transformer-Fine-Tuned-augmented | | | 0.6886 | 0.6374" in summary
+
+
+def test_default_pipeline_per_task_is_the_augmented_one(small_project):
+    for task in TASKS:
+        nlp = spacy.load(small_project / "training" / "cpu" / task)
+        doc = nlp("Leiterin Vertrieb DACH")
+        assert set(doc.cats) == set(TASKS[task].labels)
+        assert sum(doc.cats.values()) == pytest.approx(1.0, abs=1e-4)
+        best = spacy.load(small_project / "training" / "cpu" / task / "augmented" / "model-best")
+        assert best("Leiterin Vertrieb DACH").cats == doc.cats
+
+
+def test_rerun_skips_what_is_up_to_date(small_project):
+    result = run_project(small_project, "all", ".", "--vars.asset_mirror", "unused", *SMALL_RUN)
+    assert result.stdout.count("Skipping") >= 9, result.stdout
+
+
+def test_same_seed_same_corpora_and_metrics(small_project, tmp_path, data_dir):
+    again = copy_project(tmp_path / "again")
+    run_project(again, "assets", ".", "--vars.asset_mirror", str(data_dir))
+    for command in ("corpora", "pseudo-label", "augment", "train-department-base"):
+        run_project(again, command, ".", *SMALL_RUN)
+    for name in ("train", "dev", "test", "ood", "train_augmented"):
+        assert filecmp.cmp(small_project / "corpus" / "seniority" / f"{name}.spacy",
+                           again / "corpus" / "seniority" / f"{name}.spacy", shallow=False)
+    output = again / "metrics" / "department_base.json"
+    subprocess.run([sys.executable, "scripts/evaluate.py", "department", "training/cpu/department/base/model-best",
+                    "corpus/department", "corpus/department/train.spacy", str(output)], cwd=again, check=True,
+                   capture_output=True)
+    first = json.loads((small_project / "metrics" / "cpu" / "department_base.json").read_text())
+    second = json.loads(output.read_text())
+    for split in ("test", "ood"):
+        assert second[split]["confusion"] == first[split]["confusion"]
+        assert second[split]["macro_f1"] == first[split]["macro_f1"]
+
+
+def test_wheel_installs_in_a_fresh_venv_and_loads_by_name(small_project, tmp_path):
+    wheels = sorted((small_project / "packages" / "cpu").glob("*/dist/*.whl"))
+    assert [w.name.split("-")[0] for w in wheels] == [
+        "xx_titlecat_department_augmented_cpu", "xx_titlecat_department_base_cpu",
+        "xx_titlecat_seniority_augmented_cpu", "xx_titlecat_seniority_base_cpu"]
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    # spaCy and friends come from this environment through a .pth line; titlecat's editable
+    # install does not (its finder lives in a .pth file, which a plain path entry does not run).
+    site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    with open(f"{site}/dependencies.pth", "w") as file:
+        file.write("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheels[2])], check=True)
+    check = ("import importlib.util, json, spacy\n"
+             "assert importlib.util.find_spec('titlecat') is None\n"
+             "nlp = spacy.load('xx_titlecat_seniority_augmented_cpu')\n"
+             "print(json.dumps({'cats': nlp('Head of Marketing').cats, 'meta': nlp.meta}))\n")
+    output = json.loads(subprocess.run([str(python), "-c", check], cwd=tmp_path, capture_output=True, text=True,
+                                       check=True).stdout)
+    assert set(output["cats"]) == set(TASKS["seniority"].labels)
+    meta = output["meta"]
+    assert meta["version"] == "0.1.0"
+    assert meta["titlecat"]["labels"] == list(TASKS["seniority"].labels)
+    assert 0 <= meta["titlecat"]["metrics"]["ood"]["accuracy"] <= 1
+    assert {s["name"] for s in meta["sources"]} >= {"seniority-v2.csv", "gemini_synthetic.csv"}
+
+
+def test_asset_checksum_mismatch_and_missing_file_are_named(tmp_path, data_dir):
+    mirror = tmp_path / "mirror"
+    shutil.copytree(data_dir, mirror)
+    with (mirror / "seniority-v2.csv").open("a") as file:
+        file.write("Chef,Lead\n")
+    project = copy_project(tmp_path / "project")
+    result = run_project(project, "assets", ".", "--vars.asset_mirror", str(mirror), check=False)
+    assert result.returncode != 0
+    assert "seniority-v2.csv: sha256 mismatch" in result.stderr
+    assert not (project / "assets" / "seniority-v2.csv").exists()
+    (mirror / "seniority-v2.csv").unlink()
+    result = run_project(project, "assets", ".", "--vars.asset_mirror", str(mirror), check=False)
+    assert "seniority-v2.csv: not found in the asset mirror" in result.stderr
+
+
+def test_unknown_label_in_curated_csv_stops_corpora_naming_the_row(tmp_path, data_dir):
+    project = copy_project(tmp_path / "project")
+    run_project(project, "assets", ".", "--vars.asset_mirror", str(data_dir))
+    csv_path = project / "assets" / "department-v2.csv"
+    csv_path.write_text(csv_path.read_text() + "Küchenchef,Kitchen\n")
+    result = run_project(project, "corpora", ".", check=False)
+    assert result.returncode != 0
+    assert "department-v2.csv: line 10147, field 'label': department label 'Kitchen'" in result.stderr
