@@ -79,7 +79,8 @@ def _missing_from_folder(folder: Path) -> list[str]:
 def _air_gap_hint(name: str) -> str:
     base = Path(name).name or "model"
     return (
-        f"On a connected machine run `huggingface-cli download {name} --local-dir /models/{base}`, "
+        f"On a connected machine run `huggingface-cli download {name} --local-dir /models/{base} "
+        '--include "*.json" model.safetensors sentencepiece.bpe.model`, '
         f"copy the folder over, and train with --vars.transformer /models/{base} and HF_HUB_OFFLINE=1."
     )
 
