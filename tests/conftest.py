@@ -1,10 +1,19 @@
+"""Shared fixtures: the real data (from the asset mirror), project copies, a tiny local XLM-RoBERTa."""
+
+from __future__ import annotations
+
 import os
+import random
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# No test may reach the Hugging Face Hub: a local folder must load without a network attempt.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("TITLECAT_DATA", REPO.parent / "shared" / "data" / "snapaddy")).resolve()
@@ -40,7 +49,45 @@ def run_project(project: Path, *args: str, check: bool = True) -> subprocess.Com
 
 @pytest.fixture(scope="session")
 def small_project(tmp_path_factory, data_dir) -> Path:
-    """The whole `all` workflow, once, on a small subset."""
+    """The whole `all` workflow, once, on a small subset. Treat as read-only: copy it to change it."""
     project = copy_project(tmp_path_factory.mktemp("project"))
     run_project(project, "all", ".", "--vars.asset_mirror", str(data_dir), *SMALL_RUN)
     return project
+
+
+def curated_examples(task_name: str, n: int, seed: int = 0):
+    """A shuffled, reproducible sample of n curated titles of a task."""
+    from titlecat.labels import get_task
+    from titlecat.readers import read_curated_csv
+
+    task = get_task(task_name)
+    examples, _ = read_curated_csv(DATA / task.curated_asset, task)
+    random.Random(seed).shuffle(examples)
+    return examples[:n]
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr_dir(tmp_path_factory, data_dir) -> Path:
+    """A tiny random XLM-RoBERTa (tokenizer trained on curated titles of both tasks) in a temp folder.
+
+    Pass it as vars.transformer. Read-only: every test of the session shares it.
+    """
+    from titlecat.tiny_xlmr import build_tiny_xlmr
+
+    titles = [e.text for task in ("department", "seniority") for e in curated_examples(task, 300)]
+    return build_tiny_xlmr(tmp_path_factory.mktemp("tiny-xlmr"), titles, max_length=128)
+
+
+def write_docbins(folder: Path, task_name: str, n_train: int, n_dev: int, seed: int = 0) -> tuple[Path, Path]:
+    """train.spacy/dev.spacy in the project's corpus format."""
+    from titlecat.corpus import to_docbin
+    from titlecat.labels import get_task
+
+    task = get_task(task_name)
+    examples = curated_examples(task_name, n_train + n_dev, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, part in (("train", examples[:n_train]), ("dev", examples[n_train:])):
+        to_docbin(part, task).to_disk(folder / f"{name}.spacy")
+        paths.append(folder / f"{name}.spacy")
+    return paths[0], paths[1]
