@@ -6,6 +6,7 @@ import typer
 from spacy.cli.train import train
 
 from titlecat.labels import get_task
+from titlecat.preflight import PreflightError, config_uses_transformer, preflight
 
 
 def main(
@@ -20,6 +21,7 @@ def main(
     max_epochs: int = typer.Option(20),
     patience: int = typer.Option(1000),
     eval_frequency: int = typer.Option(200),
+    transformer: str = typer.Option("xlm-roberta-base", help="Hub name or local folder (transformer configs only)"),
 ):
     task = get_task(task_name)
     train_file = {"base": "train.spacy", "augmented": "train_augmented.spacy"}.get(variant)
@@ -35,6 +37,15 @@ def main(
         "training.patience": patience,
         "training.eval_frequency": eval_frequency,
     }
+    if config_uses_transformer(config):
+        overrides["components.transformer.model.name"] = transformer
+        # Mixed precision is a GPU feature: spacy-transformers refuses gradient scaling on CPU.
+        overrides["components.transformer.model.mixed_precision"] = gpu_id >= 0
+    try:
+        preflight(config, gpu_id, transformer, mixed_precision=gpu_id >= 0)
+    except PreflightError as error:
+        typer.secho(f"✘ {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
     train(Path("configs") / f"{config}.cfg", output_dir, use_gpu=gpu_id, overrides=overrides)
     if variant == "augmented":
         link_default(training_dir / config / task.name, output_dir / "model-best")

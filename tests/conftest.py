@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -91,3 +92,26 @@ def write_docbins(folder: Path, task_name: str, n_train: int, n_dev: int, seed: 
         to_docbin(part, task).to_disk(folder / f"{name}.spacy")
         paths.append(folder / f"{name}.spacy")
     return paths[0], paths[1]
+
+
+def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str) -> dict:
+    """Install a pipeline wheel into a new venv and spacy.load it by package name, outside the project.
+
+    spaCy and its dependencies come from this environment through a .pth line; titlecat's
+    editable install does not (its finder lives in a .pth file, which a plain path entry
+    does not run), so the wheel must carry everything it needs.
+    """
+    venv = folder / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "dependencies.pth").write_text("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    check = ("import importlib.util, json, sys, spacy\n"
+             "assert importlib.util.find_spec('titlecat') is None\n"
+             "nlp = spacy.load(sys.argv[1])\n"
+             "print(json.dumps({'cats': nlp(sys.argv[2]).cats, 'meta': nlp.meta, 'pipe_names': nlp.pipe_names}))\n")
+    result = subprocess.run([str(python), "-c", check, package, title], cwd=folder, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import spacy
-from conftest import SMALL_RUN, copy_project, run_project
+from conftest import SMALL_RUN, copy_project, load_wheel_in_fresh_venv, run_project
 from spacy.tokens import DocBin
 
 from titlecat.labels import TASKS
@@ -98,22 +98,7 @@ def test_wheel_installs_in_a_fresh_venv_and_loads_by_name(small_project, tmp_pat
     assert [w.name.split("-")[0] for w in wheels] == [
         "xx_titlecat_department_augmented_cpu", "xx_titlecat_department_base_cpu",
         "xx_titlecat_seniority_augmented_cpu", "xx_titlecat_seniority_base_cpu"]
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    python = venv / "bin" / "python"
-    # spaCy and friends come from this environment through a .pth line; titlecat's editable
-    # install does not (its finder lives in a .pth file, which a plain path entry does not run).
-    site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    with open(f"{site}/dependencies.pth", "w") as file:
-        file.write("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheels[2])], check=True)
-    check = ("import importlib.util, json, spacy\n"
-             "assert importlib.util.find_spec('titlecat') is None\n"
-             "nlp = spacy.load('xx_titlecat_seniority_augmented_cpu')\n"
-             "print(json.dumps({'cats': nlp('Head of Marketing').cats, 'meta': nlp.meta}))\n")
-    output = json.loads(subprocess.run([str(python), "-c", check], cwd=tmp_path, capture_output=True, text=True,
-                                       check=True).stdout)
+    output = load_wheel_in_fresh_venv(wheels[2], tmp_path, "xx_titlecat_seniority_augmented_cpu", "Head of Marketing")
     assert set(output["cats"]) == set(TASKS["seniority"].labels)
     meta = output["meta"]
     assert meta["version"] == "0.1.0"

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, curated_examples, write_docbins
+from conftest import REPO, curated_examples, load_wheel_in_fresh_venv, run_project, write_docbins
 
 from titlecat.labels import get_task
 from titlecat.preflight import PreflightError, check_gpu, check_mixed_precision, check_transformer, preflight
@@ -123,3 +123,23 @@ def test_preflight_script(tiny_xlmr_dir):
     )  # fmt: skip
     assert bad.returncode == 1
     assert "vars.transformer" in bad.stdout + bad.stderr
+
+
+def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_path):
+    """The real project commands with --vars.config trf on the tiny model, beside the CPU results."""
+    project = tmp_path / "project"
+    shutil.copytree(small_project, project, symlinks=True)  # corpora and CPU results are up to date there
+    run_project(project, "all", ".", "--vars.config", "trf", "--vars.transformer", str(tiny_xlmr_dir),
+                "--vars.max_steps", "6", "--vars.eval_frequency", "3", "--vars.patience", "6")
+    summary = (project / "metrics" / "summary.md").read_text()
+    assert summary.count("| titlecat cpu:") == 4 and summary.count("| titlecat trf:") == 4
+    task = get_task("seniority")
+    import spacy
+
+    nlp = spacy.load(project / "training" / "trf" / "seniority")
+    assert "transformer" in nlp.pipe_names
+    wheel = next((project / "packages" / "trf").glob("xx_titlecat_seniority_augmented_trf-*/dist/*.whl"))
+    output = load_wheel_in_fresh_venv(wheel, tmp_path, "xx_titlecat_seniority_augmented_trf", "Senior Java Entwickler")
+    assert output["pipe_names"] == ["transformer", "textcat"]
+    assert set(output["cats"]) == set(task.labels)
+    assert abs(sum(output["cats"].values()) - 1.0) < 1e-4

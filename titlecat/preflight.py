@@ -17,7 +17,6 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "spiece.model")
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class PreflightError(RuntimeError):
@@ -146,7 +145,7 @@ def config_uses_transformer(config: str) -> bool:
     """Whether a training config (a name in configs/, or a path) has a spacy-transformers model."""
     path = Path(config)
     if not path.is_file():
-        path = REPO_ROOT / "configs" / f"{config}.cfg"
+        path = Path("configs") / f"{config}.cfg"  # relative to the project folder, where commands run
     if not path.is_file():
         return config == "trf"
     return "spacy-transformers.TransformerModel" in path.read_text(encoding="utf-8")
