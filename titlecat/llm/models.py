@@ -16,7 +16,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional  # typing's: spacy-llm checks `_name`
+from typing import Any, Iterable, Iterator  # noqa: UP035 - spacy-llm's type check reads typing's `_name`
 
 import requests
 from spacy_llm.registry import registry
@@ -95,7 +95,7 @@ class TitleModel:
 
     def answer(self, prompt: TitlePrompt) -> LLMResponse:
         key = answer_key(self.identity(prompt))
-        answers = self.store.get(key) if self.store else []
+        answers = self.store.get(key) if self.store is not None else []
         for raw in answers:
             if is_valid_answer(raw):
                 return LLMResponse(raw, backend=self.backend, from_cache=True, attempts=answers)
@@ -111,7 +111,7 @@ class TitleModel:
                 return LLMResponse(None, "failed", self.backend, requests=sent, error=str(error), attempts=answers)
             except NoRecordedAnswer as error:
                 return LLMResponse(None, "missing", self.backend, requests=0, error=str(error), attempts=answers)
-            if self.store:
+            if self.store is not None:
                 self.store.add(key, raw, backend=self.backend, title=prompt.title, row_id=prompt.row_id)
             answers.append(raw)
             if is_valid_answer(raw) or len(answers) > self.retry_invalid:
@@ -197,7 +197,13 @@ class OpenAICompatibleModel(TitleModel):
 
     def identity(self, prompt: TitlePrompt) -> dict[str, Any]:
         # Row-independent: a title repeated across CVs is asked once.
-        return {"backend": "openai-compatible", "url": self.url, "model": self.model, **self.params, "prompt": prompt.text}
+        return {
+            "backend": "openai-compatible",
+            "url": self.url,
+            "model": self.model,
+            **self.params,
+            "prompt": prompt.text,
+        }
 
     def _redact(self, text: str) -> str:
         key = os.environ.get(self.api_key_env) or ""
@@ -271,7 +277,7 @@ class SpacyLLMModel(TitleModel):
 def make_recorded_model(
     path: str,
     recorded_model: str = "gemini-2.0-flash",
-    store_path: Optional[str] = None,
+    store_path: str | None = None,
     retry_invalid: int = 0,
 ) -> RecordedModel:
     return RecordedModel(path, recorded_model, store_path=store_path, retry_invalid=retry_invalid)
@@ -289,7 +295,7 @@ def make_openai_compatible_model(
     max_tries: int = 5,
     backoff: float = 1.0,
     max_backoff: float = 30.0,
-    store_path: Optional[str] = None,
+    store_path: str | None = None,
     retry_invalid: int = 1,
 ) -> OpenAICompatibleModel:
     return OpenAICompatibleModel(
@@ -309,9 +315,7 @@ def make_openai_compatible_model(
 
 
 @registry.llm_models("titlecat.SpacyLLM.v1")
-def make_spacy_llm_model(
-    model: Any, name: str, store_path: Optional[str] = None, retry_invalid: int = 1
-) -> SpacyLLMModel:
+def make_spacy_llm_model(model: Any, name: str, store_path: str | None = None, retry_invalid: int = 1) -> SpacyLLMModel:
     return SpacyLLMModel(model, name, store_path=store_path, retry_invalid=retry_invalid)
 
 

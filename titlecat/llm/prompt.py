@@ -113,7 +113,8 @@ def instructions(examples: list[dict[str, str]]) -> str:
 
 def render_prompt(instructions_text: str, title: str) -> str:
     # The title is JSON-quoted so that quotes or markup inside it cannot end the prompt's structure.
-    return f"{instructions_text}\n\nNow the job title to classify.\n{TITLE_LINE}{json.dumps(title, ensure_ascii=False)}\nAnswer:"
+    quoted = json.dumps(title, ensure_ascii=False)
+    return f"{instructions_text}\n\nNow the job title to classify.\n{TITLE_LINE}{quoted}\nAnswer:"
 
 
 def title_of_prompt(prompt: str) -> str:

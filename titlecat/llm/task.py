@@ -8,7 +8,7 @@ department and seniority label sets do not overlap, so `doc.cats` holds the
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Tuple  # noqa: UP035 - spacy-llm's type check reads typing's `_name`
+from typing import Any, Iterable, Tuple  # noqa: UP035 - spacy-llm's type check reads typing's `_name`
 
 from spacy.tokens import Doc
 from spacy_llm.registry import registry
@@ -25,7 +25,7 @@ STATUSES = ("labelled", "invalid", "failed", "missing")
 
 
 class JobTitleTask:
-    def __init__(self, examples: Optional[Iterable[dict]] = None):
+    def __init__(self, examples: Iterable[dict] | None = None):
         self.examples = check_examples(list(DEFAULT_EXAMPLES if examples is None else examples))
         self._instructions = instructions(self.examples)
 
@@ -38,7 +38,7 @@ class JobTitleTask:
         return DEPARTMENT_LABELS + SENIORITY_LABELS
 
     def generate_prompts(
-        self, docs: Iterable[Doc], context_length: Optional[int] = None
+        self, docs: Iterable[Doc], context_length: int | None = None
     ) -> Iterable[Tuple[Iterable[TitlePrompt], Iterable[Doc]]]:  # noqa: UP006
         # One shard per doc: a job title never comes near a context limit.
         for doc in docs:
@@ -48,7 +48,7 @@ class JobTitleTask:
     def parse_responses(
         self, shards: Iterable[Iterable[Doc]], responses: Iterable[Iterable[LLMResponse]]
     ) -> Iterable[Doc]:
-        for doc_shards, doc_responses in zip(shards, responses):
+        for doc_shards, doc_responses in zip(shards, responses, strict=True):
             (doc,) = list(doc_shards)
             (response,) = list(doc_responses)
             set_result(doc, response)
@@ -81,6 +81,6 @@ def set_result(doc: Doc, response: Any) -> None:
 
 
 @registry.llm_tasks("titlecat.JobTitle.v1")
-def make_job_title_task(examples: Optional[Iterable[dict]] = None) -> JobTitleTask:
+def make_job_title_task(examples: Iterable[dict] | None = None) -> JobTitleTask:
     """Department + seniority of one job title; `examples` (e.g. spacy.FewShotReader.v1) replace the default facts."""
     return JobTitleTask(examples)
