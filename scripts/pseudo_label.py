@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 from wasabi import msg
@@ -24,24 +25,40 @@ app = typer.Typer(add_completion=False)
 
 @app.command()
 def main(
-    input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="linkedin-cvs-not-annotated.json"),
-    output_path: Path = typer.Argument(..., dir_okay=False, help="Pseudo-label JSONL to write"),
-    backend: str = typer.Option("recorded", help="Picks configs/llm_<backend>.cfg: recorded | openai"),
-    config_path: Path = typer.Option(None, "--config", help="Config file instead of configs/llm_<backend>.cfg"),
-    recorded: Path = typer.Option(Path("assets/gemini_synthetic.csv"), help="Recorded answers (recorded backend)"),
-    store: Path = typer.Option(None, help="Answer store JSONL [default: corpus/llm_answers/<backend>.jsonl]"),
-    rejects: Path = typer.Option(Path("corpus/pseudo_label_rejects.jsonl"), help="Rows without a valid answer"),
-    report_dir: Path = typer.Option(Path("metrics/pseudo_labels"), help="summary.json + label_distribution.png"),
-    curated_dir: Path = typer.Option(None, help="Folder of the curated CSVs, for the distribution plot"),
-    compare: list[Path] = typer.Option(None, help="Other backends' pseudo-label JSONL: report agreement per task"),
-    base_url: str = typer.Option(None, help="openai: base URL, e.g. http://127.0.0.1:8000/v1"),
-    model: str = typer.Option(None, help="openai: model name"),
-    api_key_env: str = typer.Option(None, help="openai: environment variable holding the key (never the key)"),
-    timeout: float = typer.Option(None, help="openai: seconds per request"),
-    max_tries: int = typer.Option(None, help="openai: tries per request on 429/5xx/timeouts"),
-    backoff: float = typer.Option(None, help="openai: first backoff in seconds (doubles per retry)"),
-    limit: int = typer.Option(None, help="Only the first N positions (smoke tests)"),
-    progress: bool = typer.Option(True, help="Show the progress bar"),
+    input_path: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="linkedin-cvs-not-annotated.json")],
+    output_path: Annotated[Path, typer.Argument(dir_okay=False, help="Pseudo-label JSONL to write")],
+    backend: Annotated[str, typer.Option(help="Picks configs/llm_<backend>.cfg: recorded | openai")] = "recorded",
+    config_path: Annotated[
+        Path | None, typer.Option("--config", help="Config file instead of configs/llm_<backend>.cfg")
+    ] = None,
+    recorded: Annotated[Path, typer.Option(help="Recorded answers (recorded backend)")] = Path(
+        "assets/gemini_synthetic.csv"
+    ),
+    store: Annotated[
+        Path | None, typer.Option(help="Answer store JSONL [default: corpus/llm_answers/<backend>.jsonl]")
+    ] = None,
+    rejects: Annotated[Path, typer.Option(help="Rows without a valid answer")] = Path(
+        "corpus/pseudo_label_rejects.jsonl"
+    ),
+    report_dir: Annotated[Path, typer.Option(help="summary.json + label_distribution.png")] = Path(
+        "metrics/pseudo_labels"
+    ),
+    curated_dir: Annotated[
+        Path | None, typer.Option(help="Folder of the curated CSVs, for the distribution plot")
+    ] = None,
+    compare: Annotated[
+        list[Path] | None, typer.Option(help="Other backends' pseudo-label JSONL: report agreement per task")
+    ] = None,
+    base_url: Annotated[str | None, typer.Option(help="openai: base URL, e.g. http://127.0.0.1:8000/v1")] = None,
+    model: Annotated[str | None, typer.Option(help="openai: model name")] = None,
+    api_key_env: Annotated[
+        str | None, typer.Option(help="openai: environment variable holding the key (never the key)")
+    ] = None,
+    timeout: Annotated[float | None, typer.Option(help="openai: seconds per request")] = None,
+    max_tries: Annotated[int | None, typer.Option(help="openai: tries per request on 429/5xx/timeouts")] = None,
+    backoff: Annotated[float | None, typer.Option(help="openai: first backoff in seconds (doubles per retry)")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N positions (smoke tests)")] = None,
+    progress: Annotated[bool, typer.Option(help="Show the progress bar")] = True,
 ):
     config_path = config_path or Path("configs") / f"llm_{backend}.cfg"
     if not config_path.exists():
