@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from spacy.util import load_config
 from wasabi import msg
 
 from titlecat.llm import BackendError
@@ -64,12 +65,18 @@ def main(
     if not config_path.exists():
         msg.fail(f"No config {config_path} for backend {backend!r}", exits=2)
     store = store or Path("corpus") / "llm_answers" / f"{backend}.jsonl"
+    try:
+        config = load_config(config_path, interpolate=False)
+    except (OSError, ValueError) as error:
+        msg.fail(f"{config_path}: {error}", exits=1)
     overrides = {"paths.store": str(store)}
-    if backend == "recorded":
+    # Backend-specific options are passed every time by project.yml: apply each only where the config has it.
+    if "recorded" in config["paths"]:
         overrides["paths.recorded"] = str(recorded)
-    options = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "timeout": timeout}
-    options |= {"max_tries": max_tries, "backoff": backoff}
-    overrides |= {f"components.llm.model.{key}": value for key, value in options.items() if value is not None}
+    if config["components"]["llm"]["model"].get("@llm_models") == "titlecat.OpenAICompatible.v1":
+        options = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "timeout": timeout}
+        options |= {"max_tries": max_tries, "backoff": backoff}
+        overrides |= {f"components.llm.model.{key}": value for key, value in options.items() if value is not None}
 
     try:
         positions, skipped = read_cv_positions(input_path)
