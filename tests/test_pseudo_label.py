@@ -1,0 +1,340 @@
+"""The llm pseudo-labelling step: recorded backend, and a live backend against a fake server with faults."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from titlecat.labels import DEPARTMENT_LABELS, SENIORITY_LABELS, TASKS, seniority_from_ordinal
+from titlecat.llm import ROW_ID_KEY, AnswerStore, BackendError, InvalidAnswer, parse_answer
+from titlecat.llm.run import load_pipeline, pseudo_label
+from titlecat.readers import PSEUDO_LABEL_FIELDS, Position, read_jsonl, read_pseudo_labels, read_recorded_answers
+
+from fake_openai_server import FakeOpenAI
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("TITLECAT_DATA", REPO.parent / "shared" / "data" / "snapaddy"))
+UNLABELLED = DATA / "linkedin-cvs-not-annotated.json"
+RECORDED = DATA / "gemini_synthetic.csv"
+SCRIPT = REPO / "scripts" / "pseudo_label.py"
+
+
+def write_cvs(path: Path, titles: list[str]) -> Path:
+    """A CV file in the shape of linkedin-cvs-not-annotated.json: rows are 0..n-1 in this order."""
+    path.write_text(json.dumps([[{"position": t, "status": "ACTIVE"} for t in titles]]), encoding="utf-8")
+    return path
+
+
+def run_cli(args: list[str], cwd: Path, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *map(str, args), "--no-progress"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        **kwargs,
+    )
+
+
+def records(path: Path) -> list[dict]:
+    return [record for _, record in read_jsonl(path)]
+
+
+# --- the answer parser ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ('{"department": "Sales", "seniority": "Senior"}', ("Sales", "Senior")),
+        ('```json\n{"department": "Other", "seniority": "Lead"}\n```', ("Other", "Lead")),
+        ('{"department": "Administrative", "seniority": "2.0"}', ("Administrative", "Professional")),
+        ('{"department": "Marketing", "seniority": 6}', ("Marketing", "Director")),
+    ],
+)
+def test_parse_answer_accepts(raw, expected):
+    answer = parse_answer(raw)
+    assert (answer.department, answer.seniority) == expected
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "Sales, Senior",
+        '{"department": "Sales", "seniority": ',
+        '["Sales", "Senior"]',
+        '{"department": "Sales"}',
+        '{"department": "sales", "seniority": "Senior"}',  # near misses are rejected, not mapped
+        '{"department": "Astronautics", "seniority": "Senior"}',
+        '{"department": "Sales", "seniority": "Intern"}',
+        '{"department": "Sales", "seniority": 7}',
+        '{"department": "Sales", "seniority": 2.5}',
+        '{"department": "Sales", "seniority": true}',
+    ],
+)
+def test_parse_answer_rejects(raw):
+    with pytest.raises(InvalidAnswer):
+        parse_answer(raw)
+
+
+def test_store_drops_partial_last_line(tmp_path):
+    path = tmp_path / "store.jsonl"
+    store = AnswerStore(path)
+    store.add("k1", "answer 1")
+    store.close()
+    with path.open("a", encoding="utf-8") as file:
+        file.write('{"key": "k2", "raw_ans')  # a write cut off by a kill
+    with pytest.warns(UserWarning, match="partial last line"):
+        store = AnswerStore(path)
+    store.add("k3", "answer 3")
+    store.close()
+    assert AnswerStore(path).get("k1") == ["answer 1"] and AnswerStore(path).get("k3") == ["answer 3"]
+
+
+# --- recorded backend ----------------------------------------------------------------------------------------------
+
+
+def test_recorded_backend_reproduces_recorded_labels(tmp_path):
+    recorded = read_recorded_answers(RECORDED)
+    # The first 60 rows, plus every row of titles whose recorded answers differ between rows (answered per row).
+    rows = set(range(60)) | {r for r, a in recorded.items() if a["position"] in ("IT Consultant", "Partner", "Owner")}
+    from titlecat.readers import read_cv_positions
+
+    positions = [p for p in read_cv_positions(UNLABELLED)[0] if p.row in rows]
+    out, cli_store = tmp_path / "pseudo.jsonl", tmp_path / "store.jsonl"
+    args = [UNLABELLED, out, "--config", REPO / "configs" / "llm_recorded.cfg", "--recorded", RECORDED]
+    args += ["--store", cli_store, "--rejects", tmp_path / "rejects.jsonl", "--report-dir", tmp_path / "report"]
+    args += ["--curated-dir", DATA, "--limit", 60]
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "recorded" in result.stdout and "no model was queried" in result.stdout
+    written = records(out)
+    assert [r["row_id"] for r in written] == list(range(60))
+    assert all(set(PSEUDO_LABEL_FIELDS) <= set(r) for r in written)
+    for task in TASKS.values():
+        assert len(read_pseudo_labels(out, task)) == 60
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["labelled"] == 60 and summary["invalid"] == summary["no_recorded_answer"] == 0
+    assert "recorded" in summary["note"] and (tmp_path / "report" / "label_distribution.png").stat().st_size > 0
+
+    # In process, over the subset with the per-row conflicts: the llm pipeline gives each row its recorded labels.
+    store = tmp_path / "store2.jsonl"
+    nlp = load_pipeline(
+        REPO / "configs" / "llm_recorded.cfg", {"paths.recorded": str(RECORDED), "paths.store": str(store)}
+    )
+    labelled, rejects, counts = pseudo_label(nlp, positions, progress=False)
+    assert not rejects and counts["labelled"] == len(positions) > 60
+    for record in labelled:
+        answer = recorded[record["row_id"]]
+        assert record["department"] == answer["department"]
+        assert record["seniority"] == seniority_from_ordinal(answer["seniority"])
+        assert record["backend"] == "recorded:gemini-2.0-flash"
+    # Same inputs, same backend: everything from the store.
+    nlp = load_pipeline(
+        REPO / "configs" / "llm_recorded.cfg", {"paths.recorded": str(RECORDED), "paths.store": str(store)}
+    )
+    again, _, counts = pseudo_label(nlp, positions, progress=False)
+    assert counts["from_cache"] == len(positions) and counts["requests"] == 0
+    assert [(r["row_id"], r["department"], r["seniority"]) for r in again] == [
+        (r["row_id"], r["department"], r["seniority"]) for r in labelled
+    ]
+    # doc.cats: one-hot over both label sets.
+    doc = nlp.make_doc(positions[0].text)
+    doc.user_data[ROW_ID_KEY] = positions[0].row
+    doc = nlp(doc)
+    assert set(doc.cats) == set(DEPARTMENT_LABELS) | set(SENIORITY_LABELS) and sum(doc.cats.values()) == 2.0
+    assert doc.cats[labelled[0]["department"]] == doc.cats[labelled[0]["seniority"]] == 1.0
+
+
+def test_recorded_backend_reports_missing_and_invalid(tmp_path):
+    titles = ["Bookkeeper", "Co-Owner", "Logistics Officer", "Truck driver/ laborer", "Fuel Driver"]
+    cvs = write_cvs(tmp_path / "cvs.json", titles)
+    csv = tmp_path / "recorded.csv"
+    csv.write_text(
+        "row_id,position,department,seniority\n"
+        "0,Bookkeeper,Administrative,2.0\n"
+        "1,Co-Owner,Astronautics,5.0\n"  # department outside the set
+        "2,Logistics Officer,Other,7.0\n"  # seniority outside 1..6
+        "3,Someone Else,Other,1.0\n",  # recorded for another title: not this one's answer
+        encoding="utf-8",
+    )  # row 4 has no recorded answer
+    nlp = load_pipeline(REPO / "configs" / "llm_recorded.cfg", {"paths.recorded": str(csv), "paths.store": None})
+    positions = [Position(t, i, 0, "ACTIVE") for i, t in enumerate(titles)]
+    labelled, rejects, counts = pseudo_label(nlp, positions, progress=False)
+    assert [r["row_id"] for r in labelled] == [0]
+    assert {(r["row_id"], r["reason"]) for r in rejects} == {
+        (1, "invalid"),
+        (2, "invalid"),
+        (3, "no_recorded_answer"),
+        (4, "no_recorded_answer"),
+    }
+    invalid = {r["row_id"]: r for r in rejects}
+    assert "Astronautics" in invalid[1]["raw_answer"] and "department" in invalid[1]["error"]
+    assert invalid[4]["raw_answer"] is None and "row 4" in invalid[4]["error"]
+    assert counts["invalid"] == 2 and counts["no_recorded_answer"] == 2
+    assert cvs.exists()
+
+
+# --- live backend against a fake OpenAI-compatible server ------------------------------------------------------------
+
+FAULTS = {
+    "Sales Manager": ["429", "ok"],
+    "Server Hiccup": ["500", "ok"],
+    "Always Down": ["500"],
+    "Slow Title": ["timeout", "ok"],
+    "Broken Json": ["malformed"],
+    "Bad Label": ["bad_label"],
+    "Fixed On Retry": ["malformed", "ok"],
+}
+ANSWERS = {
+    "Sales Manager": {"department": "Sales", "seniority": "Management"},
+    "Buchhalter": {"department": "Administrative", "seniority": "Professional"},
+}
+
+
+OPENAI_SETTINGS = {
+    "model": "fake-model",
+    "api_key_env": "TITLECAT_TEST_KEY",
+    "timeout": 0.5,
+    "max_tries": 3,
+    "backoff": 0.01,
+}
+
+
+def openai_args(server: FakeOpenAI, cvs: Path, tmp: Path) -> list:
+    args = [cvs, tmp / "pseudo.jsonl", "--config", REPO / "configs" / "llm_openai.cfg", "--base-url", server.base_url]
+    args += [x for key, value in OPENAI_SETTINGS.items() for x in (f"--{key.replace('_', '-')}", value)]
+    args += ["--store", tmp / "store" / "answers.jsonl", "--rejects", tmp / "rejects.jsonl"]
+    return args + ["--report-dir", tmp / "report"]
+
+
+def test_openai_backend_retries_rejects_and_keeps_the_key_secret(tmp_path, monkeypatch):
+    titles = [*FAULTS, "Buchhalter", "Buchhalter"]
+    cvs = write_cvs(tmp_path / "cvs.json", titles)
+    key = f"sk-test-{uuid.uuid4().hex}"
+    with FakeOpenAI(FAULTS, ANSWERS, api_key=key) as server:
+        result = run_cli(openai_args(server, cvs, tmp_path), tmp_path, {"TITLECAT_TEST_KEY": key})
+        assert result.returncode == 0, result.stderr
+        first = dict(server.requests)
+        # 429 and 500 and a timeout are retried with backoff; an invalid answer is asked once more.
+        assert first == {
+            "Sales Manager": 2,
+            "Server Hiccup": 2,
+            "Always Down": 3,
+            "Slow Title": 2,
+            "Broken Json": 2,
+            "Bad Label": 2,
+            "Fixed On Retry": 2,
+            "Buchhalter": 1,  # a repeated title is asked once
+        }
+        assert server.auth_ok == {True: sum(first.values())}
+
+        written = records(tmp_path / "pseudo.jsonl")
+        labels = {r["row_id"]: (r["text"], r["department"], r["seniority"]) for r in written}
+        assert labels == {
+            0: ("Sales Manager", "Sales", "Management"),
+            1: ("Server Hiccup", "Other", "Professional"),
+            3: ("Slow Title", "Other", "Professional"),
+            6: ("Fixed On Retry", "Other", "Professional"),
+            7: ("Buchhalter", "Administrative", "Professional"),
+            8: ("Buchhalter", "Administrative", "Professional"),
+        }
+        assert {r["backend"] for r in written} == {"openai:fake-model"}
+        rejects = {r["text"]: r for r in records(tmp_path / "rejects.jsonl")}
+        assert {t: r["reason"] for t, r in rejects.items()} == {
+            "Always Down": "failed",
+            "Broken Json": "invalid",
+            "Bad Label": "invalid",
+        }
+        assert rejects["Broken Json"]["raw_answer"] == '{"department": "Sales", "seniority": '
+        assert len(rejects["Broken Json"]["attempts"]) == 2 and "not valid JSON" in rejects["Broken Json"]["error"]
+        assert "Astronautics" in rejects["Bad Label"]["raw_answer"]
+        assert "HTTP 500" in rejects["Always Down"]["error"]
+        summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+        assert (summary["labelled"], summary["invalid"], summary["failed"]) == (6, 2, 1)
+
+        # Rerun (in process, to keep the suite fast): only the failed title is asked again; stored answers,
+        # valid or invalid twice, are reused.
+        monkeypatch.setenv("TITLECAT_TEST_KEY", key)
+        overrides = {f"components.llm.model.{k}": v for k, v in OPENAI_SETTINGS.items()}
+        overrides |= {
+            "components.llm.model.base_url": server.base_url,
+            "paths.store": str(tmp_path / "store" / "answers.jsonl"),
+        }
+        nlp = load_pipeline(REPO / "configs" / "llm_openai.cfg", overrides)
+        positions = [Position(t, i, 0, "ACTIVE") for i, t in enumerate(titles)]
+        again, again_rejects, counts = pseudo_label(nlp, positions, progress=False)
+        assert {t: n - first[t] for t, n in server.requests.items() if n != first[t]} == {"Always Down": 3}
+        assert again == [{**r, "from_cache": True} for r in written]
+        assert counts["from_cache"] == 8 and counts["requests"] == 1 and len(again_rejects) == 3
+
+    # The key was sent (auth_ok) but appears in no file and no log.
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+    for output in (result.stdout, result.stderr):
+        assert key not in output
+
+
+def test_openai_backend_stops_on_auth_error_without_leaking_the_key(tmp_path, monkeypatch):
+    key = f"sk-test-{uuid.uuid4().hex}"
+    monkeypatch.setenv("TITLECAT_TEST_KEY", key)
+    with FakeOpenAI({"Analyst": ["401"]}) as server:
+        overrides = {
+            "components.llm.model.base_url": server.base_url,
+            "components.llm.model.api_key_env": "TITLECAT_TEST_KEY",
+            "paths.store": str(tmp_path / "store.jsonl"),
+        }
+        nlp = load_pipeline(REPO / "configs" / "llm_openai.cfg", overrides)
+        with pytest.raises(BackendError, match="HTTP 401") as error:
+            pseudo_label(nlp, [Position("Analyst", 0, 0, "ACTIVE")], progress=False)
+        assert server.requests["Analyst"] == 1  # no retry
+        assert key not in str(error.value)
+
+
+def test_openai_run_killed_midway_and_rerun_yields_every_row_once(tmp_path):
+    titles = [f"Job Title {i}" for i in range(40)]
+    cvs = write_cvs(tmp_path / "cvs.json", titles)
+    store = tmp_path / "store" / "answers.jsonl"
+    with FakeOpenAI(delay=0.05) as server:
+        args = openai_args(server, cvs, tmp_path)
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TITLECAT_TEST_KEY": "sk-test-kill"}
+        process = subprocess.Popen(
+            [sys.executable, str(SCRIPT), *map(str, args), "--no-progress"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 45
+            while sum(server.requests.values()) < 12 and time.monotonic() < deadline and process.poll() is None:
+                time.sleep(0.02)
+            assert process.poll() is None, "the run ended before it could be killed"
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=10)
+        assert not (tmp_path / "pseudo.jsonl").exists()  # nothing half-written
+        stored = len(records(store))
+        assert 10 <= stored < 40
+        sent_before = sum(server.requests.values())
+
+        server.delay = 0.0
+        result = run_cli(args, tmp_path, {"TITLECAT_TEST_KEY": "sk-test-kill"})
+        assert result.returncode == 0, result.stderr
+        assert sum(server.requests.values()) - sent_before == 40 - stored  # only what was missing
+    written = records(tmp_path / "pseudo.jsonl")
+    assert sorted(r["row_id"] for r in written) == list(range(40))
+    assert [r["text"] for r in written] == titles
+    assert sum(r["from_cache"] for r in written) == stored
