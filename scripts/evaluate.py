@@ -7,6 +7,7 @@ from pathlib import Path
 import spacy
 import typer
 
+import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
 from titlecat.corpus import casefold_set, read_docbin
 from titlecat.labels import get_task
 from titlecat.metrics import classification_metrics, plot_confusion, predict_labels

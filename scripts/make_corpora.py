@@ -10,6 +10,7 @@ from titlecat.corpus import casefold_set, label_counts, make_nlp, split_70_15_15
 from titlecat.labels import get_task
 from titlecat.readers import DataError, as_dicts, read_curated_csv, read_ood
 
+
 def main(
     task_name: str = typer.Argument(..., metavar="TASK", help="seniority or department"),
     assets_dir: Path = typer.Argument(..., exists=True, file_okay=False),

@@ -69,8 +69,8 @@ def test_default_pipeline_per_task_is_the_augmented_one(small_project):
         assert best("Leiterin Vertrieb DACH").cats == doc.cats
 
 
-def test_rerun_skips_what_is_up_to_date(small_project):
-    result = run_project(small_project, "all", ".", "--vars.asset_mirror", "unused", *SMALL_RUN)
+def test_rerun_skips_what_is_up_to_date(small_project, data_dir):
+    result = run_project(small_project, "all", ".", "--vars.asset_mirror", str(data_dir), *SMALL_RUN)
     assert result.stdout.count("Skipping") >= 9, result.stdout
 
 

@@ -78,3 +78,25 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], ti
 def predict_labels(nlp, texts: Sequence[str], batch_size: int = 1000) -> list[str]:
     """The highest-scoring label of each title."""
     return [max(doc.cats, key=doc.cats.get) for doc in nlp.pipe(texts, batch_size=batch_size)]
+
+
+def bootstrap_intervals(gold: Sequence[str], predicted: Sequence[str], task: Task, resamples: int = 1000,
+                        seed: int = 42, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap confidence intervals of accuracy, macro-F1 (and MAE) over resampled titles."""
+    gold_array, predicted_array = np.asarray(gold), np.asarray(predicted)
+    rng = np.random.RandomState(seed)
+    samples: dict[str, list[float]] = {"accuracy": [], "macro_f1": []}
+    if task.ordinal:
+        samples["mae"] = []
+        gold_ordinal = np.array([SENIORITY_ORDINAL[g] for g in gold])
+        predicted_ordinal = np.array([SENIORITY_ORDINAL[p] for p in predicted])
+    for _ in range(resamples):
+        index = rng.randint(0, len(gold_array), len(gold_array))
+        g, p = gold_array[index], predicted_array[index]
+        samples["accuracy"].append(float(np.mean(g == p)))
+        samples["macro_f1"].append(float(f1_score(g, p, average="macro", zero_division=0)))
+        if task.ordinal:
+            samples["mae"].append(float(np.mean(np.abs(gold_ordinal[index] - predicted_ordinal[index]))))
+    tail = (1 - level) / 2 * 100
+    return {name: (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
+            for name, values in samples.items()}
