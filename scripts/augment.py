@@ -29,8 +29,12 @@ def main(
     augmented.merge(to_docbin(pseudo, task, nlp))
     output_path.parent.mkdir(parents=True, exist_ok=True)
     augmented.to_disk(output_path)
-    report = {"task": task.name, "curated_train": len(augmented) - len(pseudo), "pseudo_labelled": len(pseudo),
-              "pseudo_label_counts": label_counts(pseudo, task)}
+    report = {
+        "task": task.name,
+        "curated_train": len(augmented) - len(pseudo),
+        "pseudo_labelled": len(pseudo),
+        "pseudo_label_counts": label_counts(pseudo, task),
+    }
     output_path.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     typer.echo(f"✔ {task.name}: {report['curated_train']} curated + {len(pseudo)} pseudo-labelled → {output_path}")
 

@@ -5,6 +5,7 @@ import json
 import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import spacy
@@ -66,26 +67,38 @@ def main(
             for config in configs:
                 model_dir = training_dir / config / task.name / variant
                 nlp = spacy.load(model_dir / "model-best")
-                rows.append({
-                    "system": f"titlecat {config}", "task": task.name, "variant": variant,
-                    "ood": score(ood_gold, predict_labels(nlp, ood_texts), task, ood_texts, train_titles, seed),
-                    "train_seconds": json.loads((model_dir / "train_time.json").read_text())["seconds"],
-                    "titles_per_second": titles_per_second(lambda texts: predict_labels(nlp, texts), ood_texts),
-                })
+                rows.append(
+                    {
+                        "system": f"titlecat {config}",
+                        "task": task.name,
+                        "variant": variant,
+                        "ood": score(ood_gold, predict_labels(nlp, ood_texts), task, ood_texts, train_titles, seed),
+                        "train_seconds": json.loads((model_dir / "train_time.json").read_text())["seconds"],
+                        "titles_per_second": titles_per_second(partial(predict_labels, nlp), ood_texts),
+                    }
+                )
                 typer.echo(f"✔ titlecat {config} {task.name} {variant}")
             start = time.perf_counter()
             baseline = train_tfidf_logreg(train_texts, train_gold, seed)
             train_seconds = time.perf_counter() - start
-            rows.append({
-                "system": "TF-IDF + logistic regression", "task": task.name, "variant": variant,
-                "ood": score(ood_gold, list(baseline.predict(ood_texts)), task, ood_texts, train_titles, seed),
-                "train_seconds": train_seconds,
-                "titles_per_second": titles_per_second(baseline.predict, ood_texts),
-            })
+            rows.append(
+                {
+                    "system": "TF-IDF + logistic regression",
+                    "task": task.name,
+                    "variant": variant,
+                    "ood": score(ood_gold, list(baseline.predict(ood_texts)), task, ood_texts, train_titles, seed),
+                    "train_seconds": train_seconds,
+                    "titles_per_second": titles_per_second(baseline.predict, ood_texts),
+                }
+            )
             typer.echo(f"✔ TF-IDF baseline {task.name} {variant}")
     references = read_reference_results(assets_dir / "all_results.csv")
-    result = {"machine": f"{platform.machine()}, {_cpu_count()} cores", "configs": configs, "rows": rows,
-              "reference": references}
+    result = {
+        "machine": f"{platform.machine()}, {_cpu_count()} cores",
+        "configs": configs,
+        "rows": rows,
+        "reference": references,
+    }
     output_path.parent.mkdir(parents=True, exist_ok=True)
     output_path.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     output_path.write_text(render(result))
@@ -108,26 +121,37 @@ def _subset(scores: dict) -> str:
 
 
 def render(result: dict) -> str:
-    lines = ["# Benchmark", "",
-             f"OOD = 623 ACTIVE annotated CV positions (evaluation only). 95% bootstrap intervals (1,000 resamples) "
-             f"in brackets. Seen/unseen: OOD titles that do / do not occur verbatim (ignoring case) in that "
-             f"pipeline's training data. Wall time and speed measured in this run on {result['machine']}; "
-             f"speed = titles/second predicting batches of 1,000 titles (up to {SPEED_TITLES:,} titles or 3 s), "
-             "one process.", ""]
+    lines = [
+        "# Benchmark",
+        "",
+        f"OOD = 623 ACTIVE annotated CV positions (evaluation only). 95% bootstrap intervals (1,000 resamples) "
+        f"in brackets. Seen/unseen: OOD titles that do / do not occur verbatim (ignoring case) in that "
+        f"pipeline's training data. Wall time and speed measured in this run on {result['machine']}; "
+        f"speed = titles/second predicting batches of 1,000 titles (up to {SPEED_TITLES:,} titles or 3 s), "
+        "one process.",
+        "",
+    ]
     for task in TASKS:
-        lines += [f"## {task}", "",
-                  "| system | variant | OOD accuracy | OOD macro-F1 | OOD MAE | seen acc (n) | unseen acc (n) "
-                  "| train s | titles/s |",
-                  "|---|---|---|---|---|---|---|---:|---:|"]
+        lines += [
+            f"## {task}",
+            "",
+            "| system | variant | OOD accuracy | OOD macro-F1 | OOD MAE | seen acc (n) | unseen acc (n) "
+            "| train s | titles/s |",
+            "|---|---|---|---|---|---|---|---:|---:|",
+        ]
         for row in (r for r in result["rows"] if r["task"] == task):
             ood = row["ood"]
-            lines.append(f"| {row['system']} | {row['variant']} | {_metric(ood, 'accuracy')} | "
-                         f"{_metric(ood, 'macro_f1')} | {_metric(ood, 'mae')} | {_subset(ood['seen'])} | {_subset(ood['unseen'])} | "
-                         f"{row['train_seconds']:.0f} | {row['titles_per_second']:,.0f} |")
+            lines.append(
+                f"| {row['system']} | {row['variant']} | {_metric(ood, 'accuracy')} | "
+                f"{_metric(ood, 'macro_f1')} | {_metric(ood, 'mae')} | "
+                f"{_subset(ood['seen'])} | {_subset(ood['unseen'])} | "
+                f"{row['train_seconds']:.0f} | {row['titles_per_second']:,.0f} |"
+            )
         for ref in (r for r in result["reference"] if r["target"] == task):
             mae = f"{ref['mae']:.3f}" if ref["mae"] is not None else ""
-            lines.append(f"| reference: {ref['model']} | | {ref['accuracy']:.3f} | {ref['macro_f1']:.3f} | {mae} "
-                         "| | | | |")
+            lines.append(
+                f"| reference: {ref['model']} | | {ref['accuracy']:.3f} | {ref['macro_f1']:.3f} | {mae} | | | | |"
+            )
         lines.append("")
     return "\n".join(lines)
 

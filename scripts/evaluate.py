@@ -27,7 +27,13 @@ def main(
     nlp = spacy.load(model_path)
     train_titles = casefold_set(read_docbin(train_path, task, nlp)[0])
     name = output_path.stem
-    result = {"task": task.name, "pipeline": name, "config": output_path.parent.name, "model": str(model_path), "train_corpus": str(train_path)}
+    result = {
+        "task": task.name,
+        "pipeline": name,
+        "config": output_path.parent.name,
+        "model": str(model_path),
+        "train_corpus": str(train_path),
+    }
     for split in ("test", "ood"):
         texts, gold = read_docbin(corpus_dir / f"{split}.spacy", task, nlp)
         start = time.perf_counter()
@@ -42,12 +48,20 @@ def main(
             indices = [i for i, flag in enumerate(seen) if flag == keep]
             scores[subset] = {"n": 0}
             if indices:
-                subset_scores = classification_metrics([gold[i] for i in indices], [predicted[i] for i in indices], task)
-                scores[subset] = {k: subset_scores[k] for k in ("n", "accuracy", "macro_f1", "mae") if k in subset_scores}
+                subset_scores = classification_metrics(
+                    [gold[i] for i in indices], [predicted[i] for i in indices], task
+                )
+                scores[subset] = {
+                    k: subset_scores[k] for k in ("n", "accuracy", "macro_f1", "mae") if k in subset_scores
+                }
         result[split] = scores
-        plot_confusion(scores["confusion"], task.labels, f"{name} on {split}", output_path.parent / f"{name}_{split}_confusion.png")
-        typer.echo(f"{name} {split}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}"
-                   + (f", MAE {scores['mae']:.4f}" if "mae" in scores else ""))
+        plot_confusion(
+            scores["confusion"], task.labels, f"{name} on {split}", output_path.parent / f"{name}_{split}_confusion.png"
+        )
+        typer.echo(
+            f"{name} {split}: accuracy {scores['accuracy']:.4f}, macro-F1 {scores['macro_f1']:.4f}"
+            + (f", MAE {scores['mae']:.4f}" if "mae" in scores else "")
+        )
     output_path.parent.mkdir(parents=True, exist_ok=True)
     output_path.write_text(json.dumps(result, indent=2) + "\n")
 

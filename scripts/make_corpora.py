@@ -55,7 +55,10 @@ def main(
     }
     (output_dir / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (output_dir / "report.md").write_text(render_report(report))
-    typer.echo(f"✔ {task.name}: " + ", ".join(f"{n} {name}" for name, n in report["counts"].items()) + f" → {output_dir}")
+    typer.echo(
+        f"✔ {task.name}: " + ", ".join(f"{n} {name}" for name, n in report["counts"].items()) + f" → {output_dir}"
+    )
+
 
 def render_report(report: dict) -> str:
     splits = list(report["counts"])
@@ -76,8 +79,13 @@ def render_report(report: dict) -> str:
     lines += [
         "",
         f"- Rows skipped: {len(report['skipped'])} "
-        + (f"({', '.join(f'{n} {reason}' for reason, n in report['skipped_by_reason'].items())})" if report["skipped"] else ""),
-        f"- Duplicate curated titles (case-insensitive): {duplicates['curated_rows_repeating_an_earlier_title']} rows repeat "
+        + (
+            f"({', '.join(f'{n} {reason}' for reason, n in report['skipped_by_reason'].items())})"
+            if report["skipped"]
+            else ""
+        ),
+        "- Duplicate curated titles (case-insensitive): "
+        f"{duplicates['curated_rows_repeating_an_earlier_title']} rows repeat "
         f"an earlier title ({duplicates['distinct_titles_seen_more_than_once']} distinct titles).",
         f"- Distinct train titles that also occur among OOD titles: {report['train_titles_also_in_ood']}; "
         f"OOD rows whose title occurs in train: {report['ood_titles_also_in_train']} of {report['counts']['ood']}.",

@@ -24,8 +24,10 @@ def main(
 ):
     task = get_task(task_name)
     metrics = json.loads(metrics_path.read_text())
-    summary = {split: {k: metrics[split][k] for k in ("n", "accuracy", "macro_f1", "mae") if k in metrics[split]}
-               for split in ("test", "ood")}
+    summary = {
+        split: {k: metrics[split][k] for k in ("n", "accuracy", "macro_f1", "mae") if k in metrics[split]}
+        for split in ("test", "ood")
+    }
     data = "curated CSV" + (" + LLM pseudo-labelled CV titles" if variant == "augmented" else "")
     meta = {
         "name": f"titlecat_{task.name}_{variant}_{config}",
@@ -35,17 +37,35 @@ def main(
         f"macro-F1 {summary['ood']['macro_f1']:.3f}.",
         "author": "titlecat",
         "license": "MIT",
-        "sources": [{"name": asset["dest"].split("/")[-1], "url": asset["url"], "description": asset["description"]}
-                    for asset in srsly.read_yaml(project_file)["assets"]],
+        "sources": [
+            {"name": asset["dest"].split("/")[-1], "url": asset["url"], "description": asset["description"]}
+            for asset in srsly.read_yaml(project_file)["assets"]
+        ],
         "performance": {f"{split}_{key}": value for split, scores in summary.items() for key, value in scores.items()},
-        "titlecat": {"task": task.name, "variant": variant, "config": config, "labels": list(task.labels),
-                     "metrics": summary},
+        "titlecat": {
+            "task": task.name,
+            "variant": variant,
+            "config": config,
+            "labels": list(task.labels),
+            "metrics": summary,
+        },
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     meta_path = output_dir / f"meta_{task.name}_{variant}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    command = [sys.executable, "-m", "spacy", "package", str(model_path), str(output_dir), "--meta-path", str(meta_path),
-               "--build", "wheel", "--force"]
+    command = [
+        sys.executable,
+        "-m",
+        "spacy",
+        "package",
+        str(model_path),
+        str(output_dir),
+        "--meta-path",
+        str(meta_path),
+        "--build",
+        "wheel",
+        "--force",
+    ]
     if code:
         command += ["--code", code]
     if subprocess.run(command).returncode != 0:

@@ -22,28 +22,44 @@ def main(
     ours = [json.loads(path.read_text()) for path in sorted(metrics_dir.glob("*/*_*.json"))]
     ours = [m for m in ours if "ood" in m and "test" in m]
     zero_shot = {
-        name: score_zero_shot(assets_dir / "gemini_results.csv", read_ood(assets_dir / "linkedin-cvs-annotated.json", task)[0], task)
+        name: score_zero_shot(
+            assets_dir / "gemini_results.csv", read_ood(assets_dir / "linkedin-cvs-annotated.json", task)[0], task
+        )
         for name, task in TASKS.items()
     }
     references = read_reference_results(assets_dir / "all_results.csv")
-    lines = ["# titlecat results", "",
-             "OOD = the ACTIVE positions of linkedin-cvs-annotated.json (evaluation only). "
-             "Test = the 15% in-distribution split of the curated CSV.", ""]
+    lines = [
+        "# titlecat results",
+        "",
+        "OOD = the ACTIVE positions of linkedin-cvs-annotated.json (evaluation only). "
+        "Test = the 15% in-distribution split of the curated CSV.",
+        "",
+    ]
     for task_name in TASKS:
-        lines += [f"## {task_name}", "",
-                  "| system | test acc | test macro-F1 | OOD acc | OOD macro-F1 | OOD MAE | OOD unseen acc (n) |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [
+            f"## {task_name}",
+            "",
+            "| system | test acc | test macro-F1 | OOD acc | OOD macro-F1 | OOD MAE | OOD unseen acc (n) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for m in (m for m in ours if m["task"] == task_name):
             unseen = m["ood"].get("unseen_in_train")
             unseen_text = f"{unseen['accuracy']:.4f} ({unseen['n']})" if unseen else ""
             label = f"titlecat {m['config']}: {m['pipeline']}"
-            lines.append(f"| {label} | {fmt(m['test']['accuracy'])} | {fmt(m['test']['macro_f1'])} | "
-                         f"{fmt(m['ood']['accuracy'])} | {fmt(m['ood']['macro_f1'])} | {fmt(m['ood'].get('mae'))} | {unseen_text} |")
+            lines.append(
+                f"| {label} | {fmt(m['test']['accuracy'])} | {fmt(m['test']['macro_f1'])} | "
+                f"{fmt(m['ood']['accuracy'])} | {fmt(m['ood']['macro_f1'])} | {fmt(m['ood'].get('mae'))} | "
+                f"{unseen_text} |"
+            )
         z = zero_shot[task_name]
-        lines.append(f"| gemini-2.0-flash zero-shot, recomputed ({z['answered']} of {z['n']} answered) | | | "
-                     f"{fmt(z['accuracy'])} | {fmt(z['macro_f1'])} | {fmt(z.get('mae'))} | |")
+        lines.append(
+            f"| gemini-2.0-flash zero-shot, recomputed ({z['answered']} of {z['n']} answered) | | | "
+            f"{fmt(z['accuracy'])} | {fmt(z['macro_f1'])} | {fmt(z.get('mae'))} | |"
+        )
         for r in (r for r in references if r["target"] == task_name):
-            lines.append(f"| reference: {r['model']} | | | {fmt(r['accuracy'])} | {fmt(r['macro_f1'])} | {fmt(r['mae'])} | |")
+            lines.append(
+                f"| reference: {r['model']} | | | {fmt(r['accuracy'])} | {fmt(r['macro_f1'])} | {fmt(r['mae'])} | |"
+            )
         lines.append("")
     lines += [
         "gemini-2.0-flash zero-shot is recomputed from gemini_results.csv, which has no answer for one of the 623 OOD "
@@ -53,8 +69,9 @@ def main(
         "",
     ]
     output_path.write_text("\n".join(lines))
-    output_path.with_suffix(".json").write_text(json.dumps({"pipelines": ours, "zero_shot": zero_shot,
-                                                            "reference": references}, indent=2) + "\n")
+    output_path.with_suffix(".json").write_text(
+        json.dumps({"pipelines": ours, "zero_shot": zero_shot, "reference": references}, indent=2) + "\n"
+    )
     typer.echo(f"✔ {output_path}")
 
 

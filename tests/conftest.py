@@ -20,8 +20,16 @@ REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("TITLECAT_DATA", REPO.parent / "shared" / "data" / "snapaddy")).resolve()
 
 # Small but real: a few curated titles per label, a few dozen training steps.
-SMALL_RUN = ["--vars.max_per_label", "25", "--vars.max_steps", "60", "--vars.eval_frequency", "20",
-             "--vars.patience", "40"]
+SMALL_RUN = [
+    "--vars.max_per_label",
+    "25",
+    "--vars.max_steps",
+    "60",
+    "--vars.eval_frequency",
+    "20",
+    "--vars.patience",
+    "40",
+]
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +49,13 @@ def copy_project(destination: Path) -> Path:
 
 
 def run_project(project: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run([sys.executable, "-m", "spacy", "project", "run", *args], cwd=project,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "spacy", "project", "run", *args], cwd=project, capture_output=True, text=True
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"spacy project run {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        raise AssertionError(
+            f"spacy project run {' '.join(args)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
     return result
 
 
@@ -104,14 +115,17 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
     venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
-    site = subprocess.run([str(python), "-c", "import site; print(site.getsitepackages()[0])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     Path(site, "dependencies.pth").write_text("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
-    check = ("import importlib.util, json, sys, spacy\n"
-             "assert importlib.util.find_spec('titlecat') is None\n"
-             "nlp = spacy.load(sys.argv[1])\n"
-             "print(json.dumps({'cats': nlp(sys.argv[2]).cats, 'meta': nlp.meta, 'pipe_names': nlp.pipe_names}))\n")
+    check = (
+        "import importlib.util, json, sys, spacy\n"
+        "assert importlib.util.find_spec('titlecat') is None\n"
+        "nlp = spacy.load(sys.argv[1])\n"
+        "print(json.dumps({'cats': nlp(sys.argv[2]).cats, 'meta': nlp.meta, 'pipe_names': nlp.pipe_names}))\n"
+    )
     result = subprocess.run([str(python), "-c", check, package, title], cwd=folder, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)

@@ -20,7 +20,9 @@ def test_corpora_have_the_protocol_splits_and_full_label_sets(small_project):
     for name, task in TASKS.items():
         report = json.loads((small_project / "corpus" / name / "report.json").read_text())
         counts = report["label_counts"]
-        curated = {label: counts["train"][label] + counts["dev"][label] + counts["test"][label] for label in task.labels}
+        curated = {
+            label: counts["train"][label] + counts["dev"][label] + counts["test"][label] for label in task.labels
+        }
         assert max(curated.values()) == 25  # the per-label cap
         total = sum(curated.values())
         assert report["counts"]["train"] == pytest.approx(0.7 * total, abs=len(task.labels))
@@ -80,12 +82,26 @@ def test_same_seed_same_corpora_and_metrics(small_project, tmp_path, data_dir):
     for command in ("corpora", "pseudo-label", "augment", "train-department-base"):
         run_project(again, command, ".", *SMALL_RUN)
     for name in ("train", "dev", "test", "ood", "train_augmented"):
-        assert filecmp.cmp(small_project / "corpus" / "seniority" / f"{name}.spacy",
-                           again / "corpus" / "seniority" / f"{name}.spacy", shallow=False)
+        assert filecmp.cmp(
+            small_project / "corpus" / "seniority" / f"{name}.spacy",
+            again / "corpus" / "seniority" / f"{name}.spacy",
+            shallow=False,
+        )
     output = again / "metrics" / "department_base.json"
-    subprocess.run([sys.executable, "scripts/evaluate.py", "department", "training/cpu/department/base/model-best",
-                    "corpus/department", "corpus/department/train.spacy", str(output)], cwd=again, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "scripts/evaluate.py",
+            "department",
+            "training/cpu/department/base/model-best",
+            "corpus/department",
+            "corpus/department/train.spacy",
+            str(output),
+        ],
+        cwd=again,
+        check=True,
+        capture_output=True,
+    )
     first = json.loads((small_project / "metrics" / "cpu" / "department_base.json").read_text())
     second = json.loads(output.read_text())
     for split in ("test", "ood"):
@@ -96,8 +112,11 @@ def test_same_seed_same_corpora_and_metrics(small_project, tmp_path, data_dir):
 def test_wheel_installs_in_a_fresh_venv_and_loads_by_name(small_project, tmp_path):
     wheels = sorted((small_project / "packages" / "cpu").glob("*/dist/*.whl"))
     assert [w.name.split("-")[0] for w in wheels] == [
-        "xx_titlecat_department_augmented_cpu", "xx_titlecat_department_base_cpu",
-        "xx_titlecat_seniority_augmented_cpu", "xx_titlecat_seniority_base_cpu"]
+        "xx_titlecat_department_augmented_cpu",
+        "xx_titlecat_department_base_cpu",
+        "xx_titlecat_seniority_augmented_cpu",
+        "xx_titlecat_seniority_base_cpu",
+    ]
     output = load_wheel_in_fresh_venv(wheels[2], tmp_path, "xx_titlecat_seniority_augmented_cpu", "Head of Marketing")
     assert set(output["cats"]) == set(TASKS["seniority"].labels)
     meta = output["meta"]

@@ -12,13 +12,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from fake_openai_server import FakeOpenAI
 
 from titlecat.labels import DEPARTMENT_LABELS, SENIORITY_LABELS, TASKS, seniority_from_ordinal
 from titlecat.llm import ROW_ID_KEY, AnswerStore, BackendError, InvalidAnswer, parse_answer
 from titlecat.llm.run import load_pipeline, pseudo_label
 from titlecat.readers import PSEUDO_LABEL_FIELDS, Position, read_jsonl, read_pseudo_labels, read_recorded_answers
-
-from fake_openai_server import FakeOpenAI
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("TITLECAT_DATA", REPO.parent / "shared" / "data" / "snapaddy"))

@@ -44,8 +44,10 @@ def test_curated_csv_wrong_header_and_wrong_field_count(tmp_path):
 
 
 def test_cv_positions_numbering_skips_and_errors(tmp_path):
-    cvs = [[{"position": "CEO", "status": "ACTIVE"}, {"position": "", "status": "ACTIVE"}],
-           [{"position": None, "status": "INACTIVE"}, {"position": " Head  of Sales ", "status": "ACTIVE"}]]
+    cvs = [
+        [{"position": "CEO", "status": "ACTIVE"}, {"position": "", "status": "ACTIVE"}],
+        [{"position": None, "status": "INACTIVE"}, {"position": " Head  of Sales ", "status": "ACTIVE"}],
+    ]
     positions, skipped = read_cv_positions(write(tmp_path / "cvs.json", json.dumps(cvs)))
     # Rows keep the running index of the file, so they match the recorded answers' row_id.
     assert [(p.text, p.row, p.cv) for p in positions] == [("CEO", 0, 0), ("Head of Sales", 3, 1)]
@@ -57,8 +59,12 @@ def test_cv_positions_numbering_skips_and_errors(tmp_path):
 
 
 def test_ood_is_active_positions_with_validated_labels(tmp_path):
-    cvs = [[{"position": "CEO", "status": "ACTIVE", "department": "Other", "seniority": "Management"},
-            {"position": "Trainee", "status": "INACTIVE", "department": "Sales", "seniority": "Junior"}]]
+    cvs = [
+        [
+            {"position": "CEO", "status": "ACTIVE", "department": "Other", "seniority": "Management"},
+            {"position": "Trainee", "status": "INACTIVE", "department": "Sales", "seniority": "Junior"},
+        ]
+    ]
     examples, _ = read_ood(write(tmp_path / "a.json", json.dumps(cvs)), SENIORITY)
     assert [(e.text, e.label) for e in examples] == [("CEO", "Management")]
     cvs[0][0]["seniority"] = "Boss"
@@ -70,11 +76,19 @@ def test_ood_is_active_positions_with_validated_labels(tmp_path):
 
 
 def test_pseudo_labels_reader_validates_each_line(tmp_path):
-    good = {"row_id": 0, "text": "Bookkeeper", "department": "Administrative", "seniority": "Professional",
-            "backend": "recorded", "raw_answer": "{}"}
+    good = {
+        "row_id": 0,
+        "text": "Bookkeeper",
+        "department": "Administrative",
+        "seniority": "Professional",
+        "backend": "recorded",
+        "raw_answer": "{}",
+    }
     path = write(tmp_path / "p.jsonl", json.dumps(good) + "\n\n" + json.dumps({**good, "seniority": "7"}) + "\n")
     assert [(e.text, e.label, e.row) for e in read_pseudo_labels(path, DEPARTMENT)] == [
-        ("Bookkeeper", "Administrative", 1), ("Bookkeeper", "Administrative", 3)]
+        ("Bookkeeper", "Administrative", 1),
+        ("Bookkeeper", "Administrative", 3),
+    ]
     with pytest.raises(DataError, match=r"p\.jsonl: line 3, field 'seniority'"):
         read_pseudo_labels(path, SENIORITY)
     with pytest.raises(DataError, match=r"q\.jsonl: line 1: malformed JSON"):

@@ -129,8 +129,21 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
     """The real project commands with --vars.config trf on the tiny model, beside the CPU results."""
     project = tmp_path / "project"
     shutil.copytree(small_project, project, symlinks=True)  # corpora and CPU results are up to date there
-    run_project(project, "all", ".", "--vars.config", "trf", "--vars.transformer", str(tiny_xlmr_dir),
-                "--vars.max_steps", "6", "--vars.eval_frequency", "3", "--vars.patience", "6")
+    run_project(
+        project,
+        "all",
+        ".",
+        "--vars.config",
+        "trf",
+        "--vars.transformer",
+        str(tiny_xlmr_dir),
+        "--vars.max_steps",
+        "6",
+        "--vars.eval_frequency",
+        "3",
+        "--vars.patience",
+        "6",
+    )
     summary = (project / "metrics" / "summary.md").read_text()
     assert summary.count("| titlecat cpu:") == 4 and summary.count("| titlecat trf:") == 4
     task = get_task("seniority")

@@ -7,7 +7,6 @@ self-contained: it imports spacy, thinc and numpy, never the rest of titlecat.
 from __future__ import annotations
 
 from functools import partial
-from typing import List
 
 import numpy as np
 from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
@@ -30,7 +29,7 @@ def title_features(text: str, min_n: int, max_n: int) -> list[str]:
     """
     words = text.lower().split()
     features = [f"w:{word}" for word in words]
-    features += [f"b:{first} {second}" for first, second in zip(words, words[1:])]
+    features += [f"b:{first} {second}" for first, second in zip(words, words[1:], strict=False)]
     for word in words:
         padded = f" {word} "
         for n in range(min_n, max_n + 1):
@@ -38,8 +37,8 @@ def title_features(text: str, min_n: int, max_n: int) -> list[str]:
     return features
 
 
-def extract_title_features(min_n: int, max_n: int) -> Model[List[Doc], tuple]:
-    def forward(model: Model, docs: List[Doc], is_train: bool):
+def extract_title_features(min_n: int, max_n: int) -> Model[list[Doc], tuple]:
+    def forward(model: Model, docs: list[Doc], is_train: bool):
         keys, values, lengths = [], [], []
         for doc in docs:
             unique, counts = np.unique(
@@ -65,7 +64,7 @@ def extract_title_features(min_n: int, max_n: int) -> Model[List[Doc], tuple]:
 @registry.architectures("titlecat.TitleNgramClassifier.v1")
 def build_title_ngram_classifier(
     min_n: int = 2, max_n: int = 5, length: int = 2**20, nO: int | None = None
-) -> Model[List[Doc], Floats2d]:
+) -> Model[list[Doc], Floats2d]:
     """An exclusive-class linear classifier over hashed word and character n-grams of the title.
 
     The featurisation of TF-IDF + logistic regression, trained by `spacy train`

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
@@ -22,16 +22,14 @@ def classification_metrics(gold: Sequence[str], predicted: Sequence[str], task: 
     if not gold:
         raise ValueError("no examples to score")
     labels = list(task.labels)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        gold, predicted, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
     result = {
         "n": len(gold),
         "accuracy": float(accuracy_score(gold, predicted)),
         "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
         "per_class": {
             label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-            for label, p, r, f, s in zip(labels, precision, recall, f1, support)
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=False)
         },
         "labels": labels,
         "confusion": confusion_matrix(gold, predicted, labels=labels).tolist(),
@@ -43,7 +41,9 @@ def classification_metrics(gold: Sequence[str], predicted: Sequence[str], task: 
 
 def ordinal_mae(gold: Sequence[str], predicted: Sequence[str]) -> float:
     """Mean absolute error on the Junior=1 ... Director=6 scale."""
-    return float(np.mean([abs(SENIORITY_ORDINAL[g] - SENIORITY_ORDINAL[p]) for g, p in zip(gold, predicted)]))
+    return float(
+        np.mean([abs(SENIORITY_ORDINAL[g] - SENIORITY_ORDINAL[p]) for g, p in zip(gold, predicted, strict=False)])
+    )
 
 
 def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], title: str, path: Path | str) -> None:
@@ -80,8 +80,14 @@ def predict_labels(nlp, texts: Sequence[str], batch_size: int = 1000) -> list[st
     return [max(doc.cats, key=doc.cats.get) for doc in nlp.pipe(texts, batch_size=batch_size)]
 
 
-def bootstrap_intervals(gold: Sequence[str], predicted: Sequence[str], task: Task, resamples: int = 1000,
-                        seed: int = 42, level: float = 0.95) -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(
+    gold: Sequence[str],
+    predicted: Sequence[str],
+    task: Task,
+    resamples: int = 1000,
+    seed: int = 42,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap confidence intervals of accuracy, macro-F1 (and MAE) over resampled titles."""
     gold_array, predicted_array = np.asarray(gold), np.asarray(predicted)
     rng = np.random.RandomState(seed)
@@ -98,5 +104,7 @@ def bootstrap_intervals(gold: Sequence[str], predicted: Sequence[str], task: Tas
         if task.ordinal:
             samples["mae"].append(float(np.mean(np.abs(gold_ordinal[index] - predicted_ordinal[index]))))
     tail = (1 - level) / 2 * 100
-    return {name: (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
-            for name, values in samples.items()}
+    return {
+        name: (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
+        for name, values in samples.items()
+    }

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from .labels import Task, seniority_from_ordinal
 
@@ -84,7 +84,9 @@ def read_curated_csv(path: Path | str, task: Task) -> tuple[list[Example], list[
                 if fields == []:
                     continue
                 if len(fields) != 2:
-                    raise DataError(path, f"line {line}", f"expected 2 fields (text,label), found {len(fields)}: {fields!r}")
+                    raise DataError(
+                        path, f"line {line}", f"expected 2 fields (text,label), found {len(fields)}: {fields!r}"
+                    )
                 text, label = normalise_title(fields[0]), fields[1].strip()
                 if not text:
                     skipped.append(Skipped(path.name, line, "empty title"))
@@ -135,7 +137,9 @@ def read_cv_positions(path: Path | str, labelled: bool = False) -> tuple[list[Po
                 if labelled:
                     for field in ("department", "seniority"):
                         if not isinstance(position.get(field), str):
-                            raise DataError(path, f"{where}, field {field!r}", f"missing label (found {position.get(field)!r})")
+                            raise DataError(
+                                path, f"{where}, field {field!r}", f"missing label (found {position.get(field)!r})"
+                            )
                         labels[field] = position[field]
                 positions.append(Position(text, row, cv_index, str(position.get("status", "")), **labels))
             row += 1
@@ -150,7 +154,12 @@ def read_ood(path: Path | str, task: Task) -> tuple[list[Example], list[Skipped]
     path = Path(path)
     positions, skipped = read_cv_positions(path, labelled=True)
     examples = [
-        Example(p.text, _check_label(getattr(p, task.name), task, path, f"position row {p.row}, field {task.name!r}"), path.name, p.row)
+        Example(
+            p.text,
+            _check_label(getattr(p, task.name), task, path, f"position row {p.row}, field {task.name!r}"),
+            path.name,
+            p.row,
+        )
         for p in positions
         if p.status == ACTIVE
     ]
@@ -174,7 +183,9 @@ def read_recorded_answers(path: Path | str) -> dict[int, dict[str, str]]:
             try:
                 row_id = int(record["row_id"])
             except (TypeError, ValueError):
-                raise DataError(path, f"line {reader.line_num}, field 'row_id'", f"not an integer: {record['row_id']!r}") from None
+                raise DataError(
+                    path, f"line {reader.line_num}, field 'row_id'", f"not an integer: {record['row_id']!r}"
+                ) from None
             answers[row_id] = {k: record[k] or "" for k in ("position", "department", "seniority")}
     return answers
 

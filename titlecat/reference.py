@@ -24,15 +24,17 @@ def read_reference_results(path: Path | str) -> list[dict]:
         for fields in reader:
             if not fields:
                 continue
-            record = dict(zip(header, (f.strip() for f in fields)))
+            record = dict(zip(header, (f.strip() for f in fields), strict=False))
             try:
-                rows.append({
-                    "model": record["model"],
-                    "target": record["target"],
-                    "accuracy": float(record["accuracy"]),
-                    "macro_f1": float(record["macro_f1"]),
-                    "mae": float(record["mae"]) if record.get("mae") else None,
-                })
+                rows.append(
+                    {
+                        "model": record["model"],
+                        "target": record["target"],
+                        "accuracy": float(record["accuracy"]),
+                        "macro_f1": float(record["macro_f1"]),
+                        "mae": float(record["mae"]) if record.get("mae") else None,
+                    }
+                )
             except (KeyError, ValueError) as error:
                 raise DataError(path, f"line {reader.line_num}", f"cannot read {fields!r}: {error}") from None
     return rows
