@@ -177,9 +177,10 @@ class OpenAICompatibleModel(TitleModel):
         max_tries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
-        **kwargs,
+        store_path: str | None = None,
+        retry_invalid: int = 1,
     ):
-        super().__init__(**kwargs)
+        super().__init__(store_path=store_path, retry_invalid=retry_invalid)
         if not base_url or not model:
             raise ValueError("OpenAI-compatible backend: base_url and model must both be set")
         self.url = base_url.rstrip("/") + "/chat/completions"
@@ -283,35 +284,8 @@ def make_recorded_model(
     return RecordedModel(path, recorded_model, store_path=store_path, retry_invalid=retry_invalid)
 
 
-@registry.llm_models("titlecat.OpenAICompatible.v1")
-def make_openai_compatible_model(
-    base_url: str,
-    model: str,
-    api_key_env: str = "OPENAI_API_KEY",
-    temperature: float = 0.0,
-    max_tokens: int = 64,
-    json_mode: bool = False,
-    timeout: float = 30.0,
-    max_tries: int = 5,
-    backoff: float = 1.0,
-    max_backoff: float = 30.0,
-    store_path: str | None = None,
-    retry_invalid: int = 1,
-) -> OpenAICompatibleModel:
-    return OpenAICompatibleModel(
-        base_url,
-        model,
-        api_key_env=api_key_env,
-        temperature=temperature,
-        max_tokens=max_tokens,
-        json_mode=json_mode,
-        timeout=timeout,
-        max_tries=max_tries,
-        backoff=backoff,
-        max_backoff=max_backoff,
-        store_path=store_path,
-        retry_invalid=retry_invalid,
-    )
+# The class is the factory: its constructor's arguments are the config's settings.
+registry.llm_models.register("titlecat.OpenAICompatible.v1", func=OpenAICompatibleModel)
 
 
 @registry.llm_models("titlecat.SpacyLLM.v1")
