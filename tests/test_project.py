@@ -11,6 +11,7 @@ import spacy
 from conftest import SMALL_RUN, copy_project, load_wheel_in_fresh_venv, run_project
 from spacy.tokens import DocBin
 
+import titlecat.components  # noqa: F401  (registers the architecture the CPU pipelines use)
 from titlecat.labels import TASKS
 
 PIPELINES = [(task, variant) for task in TASKS for variant in ("base", "augmented")]

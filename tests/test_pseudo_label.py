@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import DATA, REPO
 from fake_openai_server import FakeOpenAI
 
 from titlecat.labels import DEPARTMENT_LABELS, SENIORITY_LABELS, TASKS, seniority_from_ordinal
@@ -19,8 +20,6 @@ from titlecat.llm import ROW_ID_KEY, AnswerStore, BackendError, InvalidAnswer, p
 from titlecat.llm.run import load_pipeline, pseudo_label
 from titlecat.readers import PSEUDO_LABEL_FIELDS, Position, read_jsonl, read_pseudo_labels, read_recorded_answers
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("TITLECAT_DATA", REPO.parent / "shared" / "data" / "snapaddy"))
 UNLABELLED = DATA / "linkedin-cvs-not-annotated.json"
 RECORDED = DATA / "gemini_synthetic.csv"
 SCRIPT = REPO / "scripts" / "pseudo_label.py"
