@@ -13,26 +13,19 @@ import typer
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
 from titlecat.baseline import train_tfidf_logreg
-from titlecat.corpus import casefold_set, read_docbin
+from titlecat.corpus import TRAIN_FILES, casefold_set, read_docbin
 from titlecat.labels import TASKS
-from titlecat.metrics import bootstrap_intervals, classification_metrics, predict_labels
+from titlecat.metrics import HEADLINE, bootstrap_intervals, classification_metrics, predict_labels, seen_unseen_metrics
 from titlecat.reference import read_reference_results
 
-VARIANTS = {"base": "train.spacy", "augmented": "train_augmented.spacy"}
 SPEED_TITLES = 20_000  # enough titles that start-up costs vanish from titles/second
 
 
 def score(gold, predicted, task, texts, train_titles, seed) -> dict:
     scores = classification_metrics(gold, predicted, task)
-    result = {k: scores[k] for k in ("n", "accuracy", "macro_f1", "mae") if k in scores}
+    result = {k: scores[k] for k in HEADLINE if k in scores}
     result["ci95"] = bootstrap_intervals(gold, predicted, task, seed=seed)
-    for subset, keep in (("seen", True), ("unseen", False)):
-        indices = [i for i, text in enumerate(texts) if (text.casefold() in train_titles) == keep]
-        if indices:
-            part = classification_metrics([gold[i] for i in indices], [predicted[i] for i in indices], task)
-            result[subset] = {k: part[k] for k in ("n", "accuracy", "macro_f1", "mae") if k in part}
-        else:
-            result[subset] = {"n": 0}
+    result.update(seen_unseen_metrics(gold, predicted, texts, train_titles, task))
     return result
 
 
@@ -61,7 +54,7 @@ def main(
     rows = []
     for task in TASKS.values():
         ood_texts, ood_gold = read_docbin(corpus_dir / task.name / "ood.spacy", task)
-        for variant, train_file in VARIANTS.items():
+        for variant, train_file in TRAIN_FILES.items():
             train_texts, train_gold = read_docbin(corpus_dir / task.name / train_file, task)
             train_titles = casefold_set(train_texts)
             for config in configs:
@@ -144,7 +137,7 @@ def render(result: dict) -> str:
             lines.append(
                 f"| {row['system']} | {row['variant']} | {_metric(ood, 'accuracy')} | "
                 f"{_metric(ood, 'macro_f1')} | {_metric(ood, 'mae')} | "
-                f"{_subset(ood['seen'])} | {_subset(ood['unseen'])} | "
+                f"{_subset(ood['seen_in_train'])} | {_subset(ood['unseen_in_train'])} | "
                 f"{row['train_seconds']:.0f} | {row['titles_per_second']:,.0f} |"
             )
         for ref in (r for r in result["reference"] if r["target"] == task):

@@ -10,7 +10,7 @@ import typer
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
 from titlecat.corpus import casefold_set, read_docbin
 from titlecat.labels import get_task
-from titlecat.metrics import classification_metrics, plot_confusion, predict_labels
+from titlecat.metrics import classification_metrics, plot_confusion, predict_labels, seen_unseen_metrics
 
 
 def main(
@@ -41,19 +41,7 @@ def main(
         seconds = time.perf_counter() - start
         scores = classification_metrics(gold, predicted, task)
         scores["titles_per_second"] = len(texts) / seconds if seconds else None
-        # Seen vs unseen: a title met verbatim (ignoring case) in training tells
-        # memorisation apart from generalisation.
-        seen = [text.casefold() in train_titles for text in texts]
-        for subset, keep in (("seen_in_train", True), ("unseen_in_train", False)):
-            indices = [i for i, flag in enumerate(seen) if flag == keep]
-            scores[subset] = {"n": 0}
-            if indices:
-                subset_scores = classification_metrics(
-                    [gold[i] for i in indices], [predicted[i] for i in indices], task
-                )
-                scores[subset] = {
-                    k: subset_scores[k] for k in ("n", "accuracy", "macro_f1", "mae") if k in subset_scores
-                }
+        scores.update(seen_unseen_metrics(gold, predicted, texts, train_titles, task))
         result[split] = scores
         plot_confusion(
             scores["confusion"], task.labels, f"{name} on {split}", output_path.parent / f"{name}_{split}_confusion.png"

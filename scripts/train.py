@@ -8,6 +8,7 @@ import typer
 from spacy.cli.train import train
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
+from titlecat.corpus import TRAIN_FILES
 from titlecat.labels import get_task
 from titlecat.preflight import PreflightError, config_uses_transformer, preflight
 
@@ -27,7 +28,7 @@ def main(
     transformer: str = typer.Option("xlm-roberta-base", help="Hub name or local folder (transformer configs only)"),
 ):
     task = get_task(task_name)
-    train_file = {"base": "train.spacy", "augmented": "train_augmented.spacy"}.get(variant)
+    train_file = TRAIN_FILES.get(variant)
     if train_file is None:
         raise typer.BadParameter(f"variant {variant!r} is not 'base' or 'augmented'", param_hint="VARIANT")
     output_dir = training_dir / config / task.name / variant
@@ -45,7 +46,7 @@ def main(
         # Mixed precision is a GPU feature: spacy-transformers refuses gradient scaling on CPU.
         overrides["components.transformer.model.mixed_precision"] = gpu_id >= 0
     try:
-        preflight(config, gpu_id, transformer, mixed_precision=gpu_id >= 0)
+        preflight(config, gpu_id, transformer)
     except PreflightError as error:
         typer.secho(f"✘ {error}", fg="red", err=True)
         raise typer.Exit(1) from None

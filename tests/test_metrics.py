@@ -1,7 +1,7 @@
 import pytest
 
 from titlecat.labels import TASKS
-from titlecat.metrics import classification_metrics
+from titlecat.metrics import bootstrap_intervals, classification_metrics, seen_unseen_metrics
 
 
 def test_metrics_on_a_hand_checked_example():
@@ -26,3 +26,17 @@ def test_department_has_no_mae_and_length_mismatch_is_an_error():
     assert "mae" not in m and m["accuracy"] == 0.5
     with pytest.raises(ValueError, match="2 gold labels but 1 predictions"):
         classification_metrics(["Sales", "Other"], ["Sales"], TASKS["department"])
+
+
+def test_seen_unseen_split_and_bootstrap_intervals():
+    task = TASKS["department"]
+    texts = ["CEO", "Sales Manager", "IT-Leiter", "Einkäufer"]
+    gold = ["Other", "Sales", "Information Technology", "Purchasing"]
+    predicted = ["Other", "Sales", "Sales", "Purchasing"]
+    split = seen_unseen_metrics(gold, predicted, texts, {"ceo", "it-leiter"}, task)
+    assert split["seen_in_train"]["n"] == 2 and split["seen_in_train"]["accuracy"] == 0.5
+    assert split["unseen_in_train"] == {"n": 2, "accuracy": 1.0, "macro_f1": 1.0}
+    intervals = bootstrap_intervals(gold * 25, predicted * 25, task, resamples=200)
+    low, high = intervals["accuracy"]
+    assert 0.6 < low < 0.75 < high < 0.9  # around the point estimate 0.75
+    assert intervals == bootstrap_intervals(gold * 25, predicted * 25, task, resamples=200)  # seeded

@@ -56,6 +56,13 @@ def test_every_pipeline_is_evaluated_and_summarised(small_project):
         ood = metrics["ood"]
         assert ood["n"] == 623 == sum(map(sum, ood["confusion"]))
         assert ood["seen_in_train"]["n"] + ood["unseen_in_train"]["n"] == 623
+    benchmark = json.loads((small_project / "metrics" / "benchmark.json").read_text())
+    systems = {(row["system"], row["task"], row["variant"]) for row in benchmark["rows"]}
+    assert systems == {(s, t, v) for s in ("titlecat cpu", "TF-IDF + logistic regression") for t, v in PIPELINES}
+    for row in benchmark["rows"]:
+        low, high = row["ood"]["ci95"]["accuracy"]
+        assert low <= row["ood"]["accuracy"] <= high
+        assert row["train_seconds"] > 0 and row["titles_per_second"] > 0
     summary = (small_project / "metrics" / "summary.md").read_text()
     assert summary.count("| titlecat cpu:") == 4
     assert "gemini-2.0-flash zero-shot, recomputed (622 of 623 answered) | | | 0.7961 |" in summary

@@ -15,6 +15,8 @@ from .labels import Task, one_hot
 from .readers import Example
 
 SPLITS = ("train", "dev", "test")
+# The training corpus of each variant: curated train, or curated train + pseudo-labelled CV titles.
+TRAIN_FILES = {"base": "train.spacy", "augmented": "train_augmented.spacy"}
 
 
 def subsample_per_label(examples: Sequence[Example], max_per_label: int, seed: int) -> list[Example]:

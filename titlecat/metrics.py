@@ -108,3 +108,23 @@ def bootstrap_intervals(
         name: (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
         for name, values in samples.items()
     }
+
+
+HEADLINE = ("n", "accuracy", "macro_f1", "mae")
+
+
+def seen_unseen_metrics(
+    gold: Sequence[str], predicted: Sequence[str], texts: Sequence[str], train_titles: set[str], task: Task
+) -> dict[str, dict]:
+    """Headline metrics on the titles met verbatim (ignoring case) in training and on the rest.
+
+    Tells memorised (pseudo-)labels apart from generalisation.
+    """
+    result = {}
+    for subset, keep in (("seen_in_train", True), ("unseen_in_train", False)):
+        indices = [i for i, text in enumerate(texts) if (text.casefold() in train_titles) == keep]
+        result[subset] = {"n": 0}
+        if indices:
+            scores = classification_metrics([gold[i] for i in indices], [predicted[i] for i in indices], task)
+            result[subset] = {k: scores[k] for k in HEADLINE if k in scores}
+    return result
