@@ -1,0 +1,298 @@
+"""spaCy-llm models for the job-title task: recorded answers and live OpenAI-compatible endpoints.
+
+A model is called with prompts per doc (Iterable[Iterable[TitlePrompt]], one
+shard per title) and yields responses per doc. Every backend shares
+`TitleModel.answer`: look the prompt up in the answer store, ask the backend
+only for what is missing, store each answer as it arrives, and ask once more
+when an answer does not validate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator  # noqa: UP035 - spacy-llm's type check reads typing's `_name`
+
+import requests
+from spacy_llm.registry import registry
+
+from ..readers import normalise_title, read_recorded_answers
+from .prompt import is_valid_answer
+from .store import AnswerStore, answer_key
+
+
+@dataclass(frozen=True)
+class TitlePrompt:
+    """One rendered prompt and the title (and CV row, if known) it asks about."""
+
+    text: str
+    title: str
+    row_id: int | None = None
+
+    def __str__(self) -> str:
+        return self.text
+
+
+# Status of a response: "answer" (a raw answer, valid or not: the task validates),
+# "failed" (the backend gave no answer after retries), "missing" (no recorded answer).
+@dataclass(frozen=True)
+class LLMResponse:
+    raw: str | None
+    status: str = "answer"
+    backend: str = ""
+    from_cache: bool = False
+    requests: int = 0  # requests sent for this prompt in this run
+    error: str | None = None
+    attempts: list[str] = field(default_factory=list)  # every raw answer, first to last
+
+    def __str__(self) -> str:
+        return self.raw if self.raw is not None else f"<{self.status}: {self.error}>"
+
+
+class RequestFailed(RuntimeError):
+    """The backend gave no answer for one prompt (after retries)."""
+
+
+class NoRecordedAnswer(LookupError):
+    """The recorded answers hold nothing for this title/row."""
+
+
+class BackendError(RuntimeError):
+    """A problem no retry fixes (bad key, unknown model, bad URL): stops the run."""
+
+
+class TitleModel:
+    """Base of the titlecat models: answer store, invalid-answer retry, status per prompt."""
+
+    backend: str = "unknown"
+
+    def __init__(self, store_path: str | Path | None = None, retry_invalid: int = 1, context_length: int = 4096):
+        self.store = AnswerStore(store_path) if store_path else None
+        self.retry_invalid = retry_invalid
+        self._context_length = context_length
+
+    @property
+    def context_length(self) -> int:
+        # A title is a few tokens: the task never shards, this only satisfies spacy-llm's sharding check.
+        return self._context_length
+
+    def identity(self, prompt: TitlePrompt) -> dict[str, Any]:
+        """What decides the answer: prompts with the same identity share stored answers."""
+        raise NotImplementedError
+
+    def request(self, prompt: TitlePrompt) -> str:
+        """One answer from the backend; RequestFailed / NoRecordedAnswer when there is none."""
+        raise NotImplementedError
+
+    def __call__(self, prompts: Iterable[Iterable[TitlePrompt]]) -> Iterable[Iterable[LLMResponse]]:
+        for shard_prompts in prompts:
+            yield [self.answer(prompt) for prompt in shard_prompts]
+
+    def answer(self, prompt: TitlePrompt) -> LLMResponse:
+        key = answer_key(self.identity(prompt))
+        answers = self.store.get(key) if self.store is not None else []
+        for raw in answers:
+            if is_valid_answer(raw):
+                return LLMResponse(raw, backend=self.backend, from_cache=True, attempts=answers)
+        if len(answers) > self.retry_invalid:
+            # Already asked 1 + retry_invalid times and never valid: the same inputs send no new request.
+            return LLMResponse(answers[-1], backend=self.backend, from_cache=True, attempts=answers)
+        sent = 0
+        while True:
+            try:
+                sent += 1
+                raw = self.request(prompt)
+            except RequestFailed as error:
+                return LLMResponse(None, "failed", self.backend, requests=sent, error=str(error), attempts=answers)
+            except NoRecordedAnswer as error:
+                return LLMResponse(None, "missing", self.backend, requests=0, error=str(error), attempts=answers)
+            if self.store is not None:
+                self.store.add(key, raw, backend=self.backend, title=prompt.title, row_id=prompt.row_id)
+            answers.append(raw)
+            if is_valid_answer(raw) or len(answers) > self.retry_invalid:
+                return LLMResponse(raw, backend=self.backend, requests=sent, attempts=answers)
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class RecordedModel(TitleModel):
+    """Serves recorded answers (gemini_synthetic.csv) as if a model gave them: no network, nothing invented.
+
+    The answer for a prompt is the recorded row of its CV position (`row_id`),
+    written as JSON exactly as recorded, so that the usual parser validates it.
+    A prompt without a row id gets the first recorded row with that title.
+    """
+
+    def __init__(self, path: str | Path, recorded_model: str, **kwargs):
+        super().__init__(**kwargs)
+        self.path = Path(path)
+        self.backend = f"recorded:{recorded_model}"
+        self._rows = read_recorded_answers(self.path)
+        self._by_title: dict[str, int] = {}
+        for row_id in sorted(self._rows):
+            self._by_title.setdefault(normalise_title(self._rows[row_id]["position"]), row_id)
+        self._source = _sha256_file(self.path)
+
+    def identity(self, prompt: TitlePrompt) -> dict[str, Any]:
+        return {"backend": self.backend, "recorded": self._source, "row_id": prompt.row_id, "title": prompt.title}
+
+    def request(self, prompt: TitlePrompt) -> str:
+        row_id = prompt.row_id if prompt.row_id is not None else self._by_title.get(prompt.title)
+        record = self._rows.get(row_id) if row_id is not None else None
+        if record is None:
+            raise NoRecordedAnswer(f"{self.path.name}: no recorded answer for row {prompt.row_id} ({prompt.title!r})")
+        if normalise_title(record["position"]) != prompt.title:
+            raise NoRecordedAnswer(
+                f"{self.path.name}: row {row_id} records {record['position']!r}, not the title {prompt.title!r}"
+            )
+        return json.dumps({"department": record["department"], "seniority": record["seniority"]}, ensure_ascii=False)
+
+
+class OpenAICompatibleModel(TitleModel):
+    """Any chat-completions endpoint: OpenAI, Gemini's OpenAI-compatible API, vLLM, llama.cpp, Ollama.
+
+    The key is read from the environment variable `api_key_env` at request
+    time; it is never stored, logged or part of the store key. Without it, no
+    Authorization header is sent (local servers need none).
+    """
+
+    RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key_env: str = "OPENAI_API_KEY",
+        temperature: float = 0.0,
+        max_tokens: int = 64,
+        json_mode: bool = False,
+        timeout: float = 30.0,
+        max_tries: int = 5,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        store_path: str | None = None,
+        retry_invalid: int = 1,
+    ):
+        super().__init__(store_path=store_path, retry_invalid=retry_invalid)
+        if not base_url or not model:
+            raise ValueError("OpenAI-compatible backend: base_url and model must both be set")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.backend = f"openai:{model}"
+        self.api_key_env = api_key_env
+        self.params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
+        if json_mode:
+            self.params["response_format"] = {"type": "json_object"}
+        self.timeout = timeout
+        self.max_tries = max_tries
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._session = requests.Session()
+
+    def identity(self, prompt: TitlePrompt) -> dict[str, Any]:
+        # Row-independent: a title repeated across CVs is asked once.
+        return {
+            "backend": "openai-compatible",
+            "url": self.url,
+            "model": self.model,
+            **self.params,
+            "prompt": prompt.text,
+        }
+
+    def _redact(self, text: str) -> str:
+        key = os.environ.get(self.api_key_env) or ""
+        return text.replace(key, "***") if len(key) >= 4 else text
+
+    def _wait(self, attempt: int, retry_after: str | None) -> None:
+        delay = self.backoff * 2**attempt * (1 + random.random() / 4)  # jitter: clients retrying together spread out
+        if retry_after:
+            try:
+                delay = float(retry_after)
+            except ValueError:
+                pass
+        time.sleep(min(max(delay, 0.0), self.max_backoff))
+
+    def request(self, prompt: TitlePrompt) -> str:
+        headers = {"Content-Type": "application/json"}
+        key = os.environ.get(self.api_key_env)
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        body = {"model": self.model, "messages": [{"role": "user", "content": prompt.text}], **self.params}
+        problem = ""
+        for attempt in range(self.max_tries):
+            retry_after = None
+            try:
+                response = self._session.post(self.url, json=body, headers=headers, timeout=self.timeout)
+            except requests.Timeout:
+                problem = f"timed out after {self.timeout} s"
+            except requests.ConnectionError as error:
+                problem = f"connection error: {type(error).__name__}"
+            else:
+                if response.status_code == 200:
+                    try:
+                        return response.json()["choices"][0]["message"]["content"] or ""
+                    except (ValueError, KeyError, IndexError, TypeError):
+                        problem = f"malformed response body: {self._redact(response.text[:200])!r}"
+                elif response.status_code in self.RETRY_STATUS:
+                    problem = f"HTTP {response.status_code}"
+                    retry_after = response.headers.get("Retry-After")
+                else:
+                    raise BackendError(
+                        f"{self.url}: HTTP {response.status_code} for model {self.model!r} (no retry: check "
+                        f"base URL, model name and ${self.api_key_env}): {self._redact(response.text[:300])}"
+                    )
+            if attempt + 1 < self.max_tries:
+                self._wait(attempt, retry_after)
+        raise RequestFailed(f"{self.url}: {problem} ({self.max_tries} tries)")
+
+
+class SpacyLLMModel(TitleModel):
+    """Wraps one of spacy-llm's built-in models (e.g. spacy.GPT-4.v3, spacy.Claude-2.v2) with the store and checks.
+
+    Their own HTTP retries apply; an exception from them is a failed answer.
+    """
+
+    def __init__(self, model: Any, name: str, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = model
+        self.backend = f"spacy-llm:{name}"
+
+    def identity(self, prompt: TitlePrompt) -> dict[str, Any]:
+        return {"backend": self.backend, "prompt": prompt.text}
+
+    def request(self, prompt: TitlePrompt) -> str:
+        try:
+            return str(list(list(self.inner([[prompt.text]]))[0])[0])
+        except (ConnectionError, TimeoutError, ValueError, requests.RequestException) as error:
+            raise RequestFailed(f"{self.backend}: {type(error).__name__}: {error}") from None
+
+
+@registry.llm_models("titlecat.Recorded.v1")
+def make_recorded_model(
+    path: str,
+    recorded_model: str = "gemini-2.0-flash",
+    store_path: str | None = None,
+    retry_invalid: int = 0,
+) -> RecordedModel:
+    return RecordedModel(path, recorded_model, store_path=store_path, retry_invalid=retry_invalid)
+
+
+# The class is the factory: its constructor's arguments are the config's settings.
+registry.llm_models.register("titlecat.OpenAICompatible.v1", func=OpenAICompatibleModel)
+
+
+@registry.llm_models("titlecat.SpacyLLM.v1")
+def make_spacy_llm_model(model: Any, name: str, store_path: str | None = None, retry_invalid: int = 1) -> SpacyLLMModel:
+    return SpacyLLMModel(model, name, store_path=store_path, retry_invalid=retry_invalid)
+
+
+def iter_responses(responses: Iterable[Iterable[Any]]) -> Iterator[Any]:
+    for shard_responses in responses:
+        yield from shard_responses

@@ -1,0 +1,130 @@
+"""Metrics of the study: accuracy, macro-F1 (scikit-learn's), per-class scores, confusion, ordinal MAE."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from .labels import SENIORITY_ORDINAL, Task
+
+
+def classification_metrics(gold: Sequence[str], predicted: Sequence[str], task: Task) -> dict:
+    """Metrics of one pipeline on one set.
+
+    macro_f1 is `f1_score(average="macro")` with scikit-learn's default labels
+    (those in gold or predicted), as the reference study computed it.
+    """
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} gold labels but {len(predicted)} predictions")
+    if not gold:
+        raise ValueError("no examples to score")
+    labels = list(task.labels)
+    precision, recall, f1, support = precision_recall_fscore_support(gold, predicted, labels=labels, zero_division=0)
+    result = {
+        "n": len(gold),
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "macro_f1": float(f1_score(gold, predicted, average="macro", zero_division=0)),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=False)
+        },
+        "labels": labels,
+        "confusion": confusion_matrix(gold, predicted, labels=labels).tolist(),
+    }
+    if task.ordinal:
+        result["mae"] = ordinal_mae(gold, predicted)
+    return result
+
+
+def ordinal_mae(gold: Sequence[str], predicted: Sequence[str]) -> float:
+    """Mean absolute error on the Junior=1 ... Director=6 scale."""
+    return float(
+        np.mean([abs(SENIORITY_ORDINAL[g] - SENIORITY_ORDINAL[p]) for g, p in zip(gold, predicted, strict=False)])
+    )
+
+
+def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], title: str, path: Path | str) -> None:
+    """Confusion matrix (counts; rows gold, columns predicted) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(confusion)
+    size = 1.0 + 0.55 * len(labels)
+    figure, axes = plt.subplots(figsize=(size + 1.5, size))
+    image = axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    axes.set_yticks(range(len(labels)), labels)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("gold")
+    axes.set_title(title)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if matrix[i, j]:
+                colour = "white" if matrix[i, j] > threshold else "black"
+                axes.text(j, i, str(matrix[i, j]), ha="center", va="center", color=colour, fontsize=8)
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def predict_labels(nlp, texts: Sequence[str], batch_size: int = 1000) -> list[str]:
+    """The highest-scoring label of each title."""
+    return [max(doc.cats, key=doc.cats.get) for doc in nlp.pipe(texts, batch_size=batch_size)]
+
+
+def bootstrap_intervals(
+    gold: Sequence[str],
+    predicted: Sequence[str],
+    task: Task,
+    resamples: int = 1000,
+    seed: int = 42,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap confidence intervals of accuracy, macro-F1 (and MAE) over resampled titles."""
+    gold_array, predicted_array = np.asarray(gold), np.asarray(predicted)
+    rng = np.random.RandomState(seed)
+    samples: dict[str, list[float]] = {"accuracy": [], "macro_f1": []}
+    if task.ordinal:
+        samples["mae"] = []
+        gold_ordinal = np.array([SENIORITY_ORDINAL[g] for g in gold])
+        predicted_ordinal = np.array([SENIORITY_ORDINAL[p] for p in predicted])
+    for _ in range(resamples):
+        index = rng.randint(0, len(gold_array), len(gold_array))
+        g, p = gold_array[index], predicted_array[index]
+        samples["accuracy"].append(float(np.mean(g == p)))
+        samples["macro_f1"].append(float(f1_score(g, p, average="macro", zero_division=0)))
+        if task.ordinal:
+            samples["mae"].append(float(np.mean(np.abs(gold_ordinal[index] - predicted_ordinal[index]))))
+    tail = (1 - level) / 2 * 100
+    return {
+        name: (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
+        for name, values in samples.items()
+    }
+
+
+HEADLINE = ("n", "accuracy", "macro_f1", "mae")
+
+
+def seen_unseen_metrics(
+    gold: Sequence[str], predicted: Sequence[str], texts: Sequence[str], train_titles: set[str], task: Task
+) -> dict[str, dict]:
+    """Headline metrics on the titles met verbatim (ignoring case) in training and on the rest.
+
+    Tells memorised (pseudo-)labels apart from generalisation.
+    """
+    result = {}
+    for subset, keep in (("seen_in_train", True), ("unseen_in_train", False)):
+        indices = [i for i, text in enumerate(texts) if (text.casefold() in train_titles) == keep]
+        result[subset] = {"n": 0}
+        if indices:
+            scores = classification_metrics([gold[i] for i in indices], [predicted[i] for i in indices], task)
+            result[subset] = {k: scores[k] for k in HEADLINE if k in scores}
+    return result

@@ -1,0 +1,163 @@
+"""Checks that run before training, so a bad setup fails in seconds with a fix.
+
+Without them a missing GPU or model shows up only after corpora are read and
+the pipeline is built, as a deep cupy/torch/transformers traceback.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+GPU_FIX = 'install the GPU extra (pip install -e ".[gpu]") on a CUDA machine, or train on CPU with --vars.gpu_id -1'
+WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
+TOKENIZER_FILES = ("tokenizer.json", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "spiece.model")
+
+
+class PreflightError(RuntimeError):
+    """A setup problem found before training, with the setting to change."""
+
+
+def hf_offline() -> bool:
+    """Whether Hugging Face downloads are switched off (read now, not at import)."""
+    values = (os.environ.get(var, "").strip().upper() for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(value in {"1", "ON", "YES", "TRUE"} for value in values)
+
+
+def check_gpu(gpu_id: int) -> None:
+    """gpu_id >= 0 needs cupy, a CUDA device with that id and a CUDA build of torch."""
+    if gpu_id < 0:
+        return
+    try:
+        import cupy
+    except ImportError:
+        raise PreflightError(f"gpu_id is {gpu_id} but cupy is not installed: {GPU_FIX}.") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # cupy raises CUDARuntimeError when no driver/device is present
+        raise PreflightError(f"gpu_id is {gpu_id} but CUDA finds no GPU ({error}): {GPU_FIX}.") from None
+    if gpu_id >= count:
+        raise PreflightError(
+            f"gpu_id is {gpu_id} but only {count} GPU(s) are visible (ids 0..{count - 1}): set --vars.gpu_id."
+        )
+    import torch
+
+    # The transformer runs in torch: a CPU-only torch wheel next to a working cupy still fails mid-training.
+    if not torch.cuda.is_available():
+        raise PreflightError(
+            f"gpu_id is {gpu_id} and cupy sees a GPU, but torch {torch.__version__} is a CPU build: "
+            "install the CUDA build of torch (https://pytorch.org/get-started/locally/), or set --vars.gpu_id -1."
+        )
+
+
+def check_mixed_precision(gpu_id: int, mixed_precision: bool) -> None:
+    """spacy-transformers' gradient scaler only works on CUDA tensors: on CPU it fails at the first update."""
+    if mixed_precision and gpu_id < 0:
+        raise PreflightError(
+            "mixed precision needs a GPU: drop --components.transformer.model.mixed_precision true "
+            "or set --vars.gpu_id to a GPU id."
+        )
+
+
+def _missing_from_folder(folder: Path) -> list[str]:
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("config.json")
+    if not any((folder / name).is_file() for name in WEIGHT_FILES):
+        missing.append("weights (" + " or ".join(WEIGHT_FILES[:2]) + ")")
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        missing.append("tokenizer files (" + " or ".join(TOKENIZER_FILES[:2]) + ")")
+    return missing
+
+
+def _air_gap_hint(name: str) -> str:
+    base = Path(name).name or "model"
+    return (
+        f"On a connected machine run `huggingface-cli download {name} --local-dir /models/{base} "
+        '--include "*.json" model.safetensors sentencepiece.bpe.model`, '
+        f"copy the folder over, and train with --vars.transformer /models/{base} and HF_HUB_OFFLINE=1."
+    )
+
+
+def check_transformer(name: str) -> str:
+    """The transformer is a complete local folder, or a Hub id that can be loaded.
+
+    With HF_HUB_OFFLINE=1 (or TRANSFORMERS_OFFLINE=1) only the local cache is
+    looked at. Online, only the model's config.json is fetched (a few KB),
+    never the weights. Returns a short description of where it was found.
+    """
+    if not name or not name.strip():
+        raise PreflightError("vars.transformer is empty: set it to a Hugging Face model id or a local model folder.")
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        missing = _missing_from_folder(folder)
+        if missing:
+            raise PreflightError(
+                f"vars.transformer is the folder {folder}, but it lacks {', '.join(missing)}: "
+                "point --vars.transformer at a folder saved with save_pretrained (model and tokenizer)."
+            )
+        return f"local folder {folder.resolve()}"
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise PreflightError(f"vars.transformer is {name!r}, which is not an existing folder: fix --vars.transformer.")
+    if hf_offline():
+        return _check_hf_cache(name)
+    return _check_hf_online(name)
+
+
+def _check_hf_cache(name: str) -> str:
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.utils import HFValidationError
+
+    def cached(filename: str) -> bool:
+        try:
+            return isinstance(try_to_load_from_cache(name, filename), str)
+        except HFValidationError:
+            return False
+
+    found = cached("config.json") and any(cached(f) for f in WEIGHT_FILES) and any(cached(f) for f in TOKENIZER_FILES)
+    if not found:
+        raise PreflightError(
+            f"vars.transformer is {name!r}: not a local folder, and HF_HUB_OFFLINE=1 but the model "
+            f"(config, weights and tokenizer) is not in the local Hugging Face cache. {_air_gap_hint(name)}"
+        )
+    return f"Hugging Face cache ({name})"
+
+
+def _check_hf_online(name: str) -> str:
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(name)  # config.json only: the weights are left to training
+    except (OSError, ValueError) as error:
+        raise PreflightError(
+            f"vars.transformer is {name!r}: not a local folder, and the Hugging Face Hub cannot provide it ({error}). "
+            f"Fix --vars.transformer (a Hub id such as xlm-roberta-base, or a local folder). {_air_gap_hint(name)}"
+        ) from None
+    return f"Hugging Face Hub ({name})"
+
+
+def config_uses_transformer(config: str) -> bool:
+    """Whether a training config (a name in configs/, or a path) has a spacy-transformers model."""
+    path = Path(config)
+    if not path.is_file():
+        path = Path("configs") / f"{config}.cfg"  # relative to the project folder, where commands run
+    if not path.is_file():
+        return config == "trf"
+    return "spacy-transformers.TransformerModel" in path.read_text(encoding="utf-8")
+
+
+def preflight(config: str, gpu_id: int, transformer: str | None = None, mixed_precision: bool = False) -> list[str]:
+    """Run every check that applies to this config; returns what was checked, raises PreflightError."""
+    check_gpu(gpu_id)
+    checked = [f"GPU {gpu_id}" if gpu_id >= 0 else "CPU (gpu_id -1)"]
+    check_mixed_precision(gpu_id, mixed_precision)
+    if config_uses_transformer(config):
+        if transformer is None:
+            raise PreflightError(f"config {config!r} uses a transformer: pass --transformer (vars.transformer).")
+        checked.append(f"transformer {transformer!r}: {check_transformer(transformer)}")
+    return checked

@@ -1,0 +1,256 @@
+"""Readers of every input format of the study, with errors that say where.
+
+Rows with an empty or missing title (or missing label) are skipped and
+returned as `Skipped` records so that reports can count them; anything
+malformed (bad CSV/JSON, missing columns, a label outside the task's set)
+raises `DataError` naming the file, the row and the value.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .labels import Task, seniority_from_ordinal
+
+ACTIVE = "ACTIVE"
+
+
+class DataError(ValueError):
+    """An input file that cannot be read as documented: names file and row."""
+
+    def __init__(self, path: Path | str, where: str, message: str):
+        super().__init__(f"{path}: {where}: {message}")
+        self.path = str(path)
+        self.where = where
+
+
+@dataclass(frozen=True)
+class Example:
+    """One job title with its gold (or pseudo) label, and where it came from."""
+
+    text: str
+    label: str
+    source: str  # file name
+    row: int  # CSV line, JSONL line, or running index of a CV position
+
+
+@dataclass(frozen=True)
+class Skipped:
+    source: str
+    row: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Position:
+    """One position of a CV file, as in linkedin-cvs-*.json."""
+
+    text: str
+    row: int  # running index over all positions of the file, in file order
+    cv: int
+    status: str
+    department: str | None = None
+    seniority: str | None = None
+
+
+def normalise_title(text: str | None) -> str:
+    """Whitespace-normalised title; '' for missing."""
+    return " ".join(str(text).split()) if text is not None else ""
+
+
+def _check_label(label: str, task: Task, path: Path, where: str) -> str:
+    if label not in task.labels:
+        raise DataError(path, where, f"{task.name} label {label!r} is not one of {list(task.labels)}")
+    return label
+
+
+def read_curated_csv(path: Path | str, task: Task) -> tuple[list[Example], list[Skipped]]:
+    """The curated `text,label` CSV of a task."""
+    path = Path(path)
+    examples: list[Example] = []
+    skipped: list[Skipped] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            reader = csv.reader(file, strict=True)
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header] != ["text", "label"]:
+                raise DataError(path, "line 1", f"expected header 'text,label', found {header!r}")
+            for fields in reader:
+                line = reader.line_num
+                if fields == []:
+                    continue
+                if len(fields) != 2:
+                    raise DataError(
+                        path, f"line {line}", f"expected 2 fields (text,label), found {len(fields)}: {fields!r}"
+                    )
+                text, label = normalise_title(fields[0]), fields[1].strip()
+                if not text:
+                    skipped.append(Skipped(path.name, line, "empty title"))
+                elif not label:
+                    skipped.append(Skipped(path.name, line, "missing label"))
+                else:
+                    _check_label(label, task, path, f"line {line}, field 'label'")
+                    examples.append(Example(text, label, path.name, line))
+    except csv.Error as error:
+        raise DataError(path, f"line {reader.line_num}", f"malformed CSV: {error}") from error
+    except UnicodeDecodeError as error:
+        raise DataError(path, f"byte {error.start}", "not UTF-8 text") from error
+    return examples, skipped
+
+
+def _load_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise DataError(path, f"line {error.lineno}, column {error.colno}", f"malformed JSON: {error.msg}") from error
+
+
+def read_cv_positions(path: Path | str, labelled: bool = False) -> tuple[list[Position], list[Skipped]]:
+    """Every position of a CV file (a JSON list of CVs, each a list of positions).
+
+    `row` is the running index over all positions in file order: the
+    recorded LLM answers (gemini_synthetic.csv) use the same numbering.
+    """
+    path = Path(path)
+    data = _load_json(path)
+    if not isinstance(data, list):
+        raise DataError(path, "top level", f"expected a list of CVs, found {type(data).__name__}")
+    positions: list[Position] = []
+    skipped: list[Skipped] = []
+    row = 0
+    for cv_index, cv in enumerate(data):
+        if not isinstance(cv, list):
+            raise DataError(path, f"CV {cv_index}", f"expected a list of positions, found {type(cv).__name__}")
+        for position_index, position in enumerate(cv):
+            where = f"CV {cv_index}, position {position_index}"
+            if not isinstance(position, dict):
+                raise DataError(path, where, f"expected an object, found {type(position).__name__}")
+            text = normalise_title(position.get("position"))
+            if not text:
+                skipped.append(Skipped(path.name, row, "empty title"))
+            else:
+                labels = {}
+                if labelled:
+                    for field in ("department", "seniority"):
+                        if not isinstance(position.get(field), str):
+                            raise DataError(
+                                path, f"{where}, field {field!r}", f"missing label (found {position.get(field)!r})"
+                            )
+                        labels[field] = position[field]
+                positions.append(Position(text, row, cv_index, str(position.get("status", "")), **labels))
+            row += 1
+    return positions, skipped
+
+
+def read_ood(path: Path | str, task: Task) -> tuple[list[Example], list[Skipped]]:
+    """The out-of-distribution evaluation set: every ACTIVE annotated position.
+
+    Evaluation only: nothing may be trained, stopped, selected or tuned on it.
+    """
+    path = Path(path)
+    positions, skipped = read_cv_positions(path, labelled=True)
+    examples = [
+        Example(
+            p.text,
+            _check_label(getattr(p, task.name), task, path, f"position row {p.row}, field {task.name!r}"),
+            path.name,
+            p.row,
+        )
+        for p in positions
+        if p.status == ACTIVE
+    ]
+    return examples, skipped
+
+
+def read_recorded_answers(path: Path | str) -> dict[int, dict[str, str]]:
+    """Recorded LLM answers (gemini_synthetic.csv): row_id -> position, department, seniority.
+
+    Values are returned as written, unvalidated: validation belongs to the
+    pseudo-labelling step, which reports invalid answers instead of dropping them.
+    """
+    path = Path(path)
+    answers: dict[int, dict[str, str]] = {}
+    with path.open(newline="", encoding="utf-8") as file:
+        reader = csv.DictReader(file)
+        missing = {"row_id", "position", "department", "seniority"} - set(reader.fieldnames or ())
+        if missing:
+            raise DataError(path, "line 1", f"missing columns {sorted(missing)}")
+        for record in reader:
+            try:
+                row_id = int(record["row_id"])
+            except (TypeError, ValueError):
+                raise DataError(
+                    path, f"line {reader.line_num}, field 'row_id'", f"not an integer: {record['row_id']!r}"
+                ) from None
+            answers[row_id] = {k: record[k] or "" for k in ("position", "department", "seniority")}
+    return answers
+
+
+def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of a JSONL file."""
+    path = Path(path)
+    with path.open(encoding="utf-8") as file:
+        for line_number, line in enumerate(file, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(path, f"line {line_number}", f"malformed JSON: {error.msg}") from error
+            if not isinstance(record, dict):
+                raise DataError(path, f"line {line_number}", "expected a JSON object")
+            yield line_number, record
+
+
+def write_jsonl(path: Path | str, records: Iterable[dict]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as file:
+        for record in records:
+            file.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+# The pseudo-label file that the augment step reads: one JSON object per
+# unlabelled position that got a valid answer.
+PSEUDO_LABEL_FIELDS = ("row_id", "text", "department", "seniority", "backend", "raw_answer")
+
+
+def read_pseudo_labels(path: Path | str, task: Task) -> list[Example]:
+    """Pseudo-labelled CV titles for one task; a bad record is an error naming its line."""
+    path = Path(path)
+    examples = []
+    for line_number, record in read_jsonl(path):
+        missing = [field for field in PSEUDO_LABEL_FIELDS if field not in record]
+        if missing:
+            raise DataError(path, f"line {line_number}", f"missing fields {missing}")
+        text = normalise_title(record["text"])
+        if not text:
+            raise DataError(path, f"line {line_number}, field 'text'", "empty title")
+        label = _check_label(record[task.name], task, path, f"line {line_number}, field {task.name!r}")
+        examples.append(Example(text, label, path.name, line_number))
+    return examples
+
+
+def as_dicts(items: Iterable[object]) -> list[dict]:
+    return [asdict(item) for item in items]
+
+
+__all__ = [
+    "DataError",
+    "Example",
+    "Position",
+    "Skipped",
+    "normalise_title",
+    "read_curated_csv",
+    "read_cv_positions",
+    "read_ood",
+    "read_recorded_answers",
+    "read_pseudo_labels",
+    "read_jsonl",
+    "write_jsonl",
+    "seniority_from_ordinal",
+]
