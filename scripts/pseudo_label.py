@@ -18,8 +18,8 @@ from wasabi import msg
 
 from titlecat.llm import BackendError
 from titlecat.llm.report import RECORDED_NOTE, write_report
-from titlecat.llm.run import llm_model, load_pipeline, pseudo_label, write_jsonl_atomic
-from titlecat.readers import DataError, read_cv_positions
+from titlecat.llm.run import llm_model, load_pipeline, pseudo_label
+from titlecat.readers import DataError, read_cv_positions, write_jsonl
 
 app = typer.Typer(add_completion=False)
 
@@ -98,9 +98,8 @@ def main(
     except BackendError as error:
         msg.fail(f"{error} (answers so far are kept in {store})", exits=1)
 
-    write_jsonl_atomic(output_path, records)
-    rejects.parent.mkdir(parents=True, exist_ok=True)
-    write_jsonl_atomic(rejects, rejected)
+    write_jsonl(output_path, records)
+    write_jsonl(rejects, rejected)
     write_report(
         report_dir,
         records,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -207,11 +208,14 @@ def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict]]:
 
 
 def write_jsonl(path: Path | str, records: Iterable[dict]) -> None:
+    """Write next to the target, then rename: a killed run never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as file:
+    partial = path.with_name(path.name + ".tmp")
+    with partial.open("w", encoding="utf-8") as file:
         for record in records:
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(partial, path)
 
 
 # The pseudo-label file that the augment step reads: one JSON object per

@@ -9,7 +9,6 @@ when an answer does not validate.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -21,6 +20,7 @@ from typing import Any, Iterable, Iterator  # noqa: UP035 - spacy-llm's type che
 import requests
 from spacy_llm.registry import registry
 
+from ..assets import sha256_of
 from ..readers import normalise_title, read_recorded_answers
 from .prompt import is_valid_answer
 from .store import AnswerStore, answer_key
@@ -118,10 +118,6 @@ class TitleModel:
                 return LLMResponse(raw, backend=self.backend, requests=sent, attempts=answers)
 
 
-def _sha256_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 class RecordedModel(TitleModel):
     """Serves recorded answers (gemini_synthetic.csv) as if a model gave them: no network, nothing invented.
 
@@ -138,7 +134,7 @@ class RecordedModel(TitleModel):
         self._by_title: dict[str, int] = {}
         for row_id in sorted(self._rows):
             self._by_title.setdefault(normalise_title(self._rows[row_id]["position"]), row_id)
-        self._source = _sha256_file(self.path)
+        self._source = sha256_of(self.path)
 
     def identity(self, prompt: TitlePrompt) -> dict[str, Any]:
         return {"backend": self.backend, "recorded": self._source, "row_id": prompt.row_id, "title": prompt.title}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -11,7 +10,7 @@ from spacy.language import Language
 from spacy.util import load_config, load_model_from_config
 from tqdm import tqdm
 
-from ..readers import Position, write_jsonl
+from ..readers import Position
 from .task import RESULT_KEY, ROW_ID_KEY
 
 # Counter keys, in the order the progress bar and the report show them.
@@ -85,11 +84,3 @@ def pseudo_label(
         if store is not None:
             store.close()
     return records, rejects, counts
-
-
-def write_jsonl_atomic(path: Path | str, records: Iterable[dict]) -> None:
-    """Write next to the target, then rename: a killed run never leaves a half-written output."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    write_jsonl(tmp, records)
-    os.replace(tmp, path)
