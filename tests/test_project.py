@@ -8,11 +8,13 @@ import sys
 
 import pytest
 import spacy
+import srsly
 from conftest import SMALL_RUN, copy_project, load_wheel_in_fresh_venv, run_project
 from spacy.tokens import DocBin
 
 import titlecat.components  # noqa: F401  (registers the architecture the CPU pipelines use)
 from titlecat.labels import TASKS
+from titlecat.readers import normalise_title
 
 PIPELINES = [(task, variant) for task in TASKS for variant in ("base", "augmented")]
 
@@ -37,12 +39,21 @@ def test_corpora_have_the_protocol_splits_and_full_label_sets(small_project):
     assert seniority["label_counts"]["ood"]["Professional"] == 216
 
 
-def test_augmented_train_adds_every_pseudo_label(small_project):
+def test_augmented_train_adds_every_pseudo_label_with_its_weight(small_project):
     pseudo = (small_project / "corpus" / "pseudo_labels.jsonl").read_text().splitlines()
+    weight = srsly.read_yaml(small_project / "project.yml")["vars"]["pseudo_label_weight"]
+    assert weight == 3  # the value docs/quality.md chose on held-out CVs
     for name in TASKS:
         base = len(DocBin().from_disk(small_project / "corpus" / name / "train.spacy"))
-        augmented = len(DocBin().from_disk(small_project / "corpus" / name / "train_augmented.spacy"))
-        assert augmented == base + len(pseudo) > base
+        augmented_path = small_project / "corpus" / name / "train_augmented.spacy"
+        augmented = list(DocBin().from_disk(augmented_path).get_docs(spacy.blank("xx").vocab))
+        assert len(augmented) == base + weight * len(pseudo) > base
+        # Each copy holds every pseudo-labelled title, in file order, with the same label.
+        copies = [augmented[base + i * len(pseudo) : base + (i + 1) * len(pseudo)] for i in range(weight)]
+        assert [(d.text, d.cats) for d in copies[0]] == [(d.text, d.cats) for d in copies[-1]]
+        assert copies[0][0].text == normalise_title(json.loads(pseudo[0])["text"])
+        report = json.loads(augmented_path.with_suffix(".json").read_text())
+        assert (report["curated_train"], report["pseudo_label_weight"]) == (base, weight)
 
 
 def test_every_pipeline_is_evaluated_and_summarised(small_project):
