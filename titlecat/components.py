@@ -6,6 +6,7 @@ self-contained: it imports spacy, thinc and numpy, never the rest of titlecat.
 
 from __future__ import annotations
 
+import re
 from functools import partial
 
 import numpy as np
@@ -20,36 +21,48 @@ from thinc.types import Floats2d
 NEG_VALUE = -5000
 
 
-def title_features(text: str, min_n: int, max_n: int) -> list[str]:
-    """Lower-cased words, word bigrams and character n-grams within word boundaries.
+# Words as scikit-learn's TfidfVectorizer finds them: runs of 2+ word characters, so
+# "Sales-Manager", "(m/w/d)" and "IT/Vertrieb" give the same words as their spaced forms.
+WORD = re.compile(r"\b\w\w+\b")
+
+
+def title_features(text: str, min_n: int, max_n: int) -> tuple[list[str], list[str]]:
+    """Word features (lower-cased words and word bigrams) and character n-grams within word boundaries.
 
     Character n-grams carry most of the signal in short multilingual titles:
     German compounds (Vertriebsleiterin), gendered forms and typos share
     pieces with the titles seen in training even when no whole word matches.
     """
-    words = text.lower().split()
-    features = [f"w:{word}" for word in words]
-    features += [f"b:{first} {second}" for first, second in zip(words, words[1:], strict=False)]
-    for word in words:
+    lowered = text.lower()
+    words = WORD.findall(lowered)
+    word_features = [f"w:{word}" for word in words]
+    word_features += [f"b:{first} {second}" for first, second in zip(words, words[1:], strict=False)]
+    char_features = []
+    for word in lowered.split():
         padded = f" {word} "
         for n in range(min_n, max_n + 1):
-            features += [padded[i : i + n] for i in range(len(padded) - n + 1)]
-    return features
+            char_features += [padded[i : i + n] for i in range(len(padded) - n + 1)]
+    return word_features, char_features
+
+
+def hashed_unit_vector(features: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hashed feature ids and their counts scaled to unit length (zero-length input: empty arrays)."""
+    keys, counts = np.unique(np.array([hash_string(f) for f in features], dtype="uint64"), return_counts=True)
+    weights = counts.astype("float32")
+    return keys, weights / max(np.linalg.norm(weights), 1e-8)
 
 
 def extract_title_features(min_n: int, max_n: int) -> Model[list[Doc], tuple]:
     def forward(model: Model, docs: list[Doc], is_train: bool):
         keys, values, lengths = [], [], []
         for doc in docs:
-            unique, counts = np.unique(
-                np.array([hash_string(f) for f in title_features(doc.text, min_n, max_n)], dtype="uint64"),
-                return_counts=True,
-            )
-            # Unit length per title, as TF-IDF does: long titles do not get larger scores.
-            weights = counts.astype("float32")
-            keys.append(unique)
-            values.append(weights / max(np.linalg.norm(weights), 1e-8))
-            lengths.append(len(unique))
+            # Each block has unit length, as in a union of two TF-IDF vectorizers: a title's few
+            # words weigh as much as its many character n-grams (chosen on held-out CVs, see
+            # docs/quality.md), and long titles do not get larger scores.
+            blocks = [hashed_unit_vector(features) for features in title_features(doc.text, min_n, max_n)]
+            keys.extend(block_keys for block_keys, _ in blocks)
+            values.extend(block_values for _, block_values in blocks)
+            lengths.append(sum(len(block_keys) for block_keys, _ in blocks))
         ops = model.ops
         batch = (
             ops.asarray(np.concatenate(keys) if keys else np.zeros((0,), dtype="uint64")),
@@ -61,7 +74,7 @@ def extract_title_features(min_n: int, max_n: int) -> Model[list[Doc], tuple]:
     return Model("extract_title_features", forward, attrs={"min_n": min_n, "max_n": max_n})
 
 
-@registry.architectures("titlecat.TitleNgramClassifier.v1")
+@registry.architectures("titlecat.TitleNgramClassifier.v2")
 def build_title_ngram_classifier(
     min_n: int = 2, max_n: int = 5, length: int = 2**20, nO: int | None = None
 ) -> Model[list[Doc], Floats2d]:

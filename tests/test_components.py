@@ -1,0 +1,40 @@
+"""The features of the CPU pipeline's registered architecture, titlecat.TitleNgramClassifier.v2."""
+
+import numpy as np
+import pytest
+import spacy
+
+from titlecat.components import extract_title_features, title_features
+
+
+def test_words_ignore_separators_and_single_characters():
+    words, chars = title_features("Sales-Manager (m/w/d)", 2, 3)
+    assert words == ["w:sales", "w:manager", "b:sales manager"]
+    # Character n-grams keep each whitespace-separated piece as written, padded by spaces.
+    assert " sa" in chars and "er " in chars and "d) " in chars
+    assert all(2 <= len(gram) <= 3 for gram in chars)
+
+
+@pytest.mark.parametrize(
+    ("title", "squared_norm"),
+    [
+        ("Leiterin Vertrieb DACH", 2.0),  # words and character n-grams: one unit block each
+        ("A", 1.0),  # no word of 2+ characters: character block only
+        ("", 0.0),
+    ],
+)
+def test_each_feature_block_has_unit_length(title, squared_norm):
+    nlp = spacy.blank("xx")
+    extract = extract_title_features(2, 5)
+    (keys, values, lengths), _ = extract([nlp(title)], is_train=False)
+    assert len(keys) == len(values) == lengths[0]
+    assert float(np.sum(values**2)) == pytest.approx(squared_norm, abs=1e-5)
+
+
+def test_a_longer_title_does_not_get_larger_feature_values():
+    nlp = spacy.blank("xx")
+    extract = extract_title_features(2, 5)
+    docs = [nlp("CEO"), nlp("Chief Executive Officer and Managing Director")]
+    (_, values, lengths), _ = extract(docs, is_train=False)
+    short, long = values[: lengths[0]], values[lengths[0] :]
+    assert float(np.sum(short**2)) == pytest.approx(float(np.sum(long**2)), abs=1e-5)
