@@ -7,6 +7,13 @@ import spacy
 from titlecat.components import extract_title_features, title_features
 
 
+def extract(*titles: str):
+    """The (keys, values, lengths) batch the classifier's feature layer gives for these titles."""
+    nlp = spacy.blank("xx")
+    batch, _ = extract_title_features(2, 5)([nlp(title) for title in titles], is_train=False)
+    return batch
+
+
 def test_words_ignore_separators_and_single_characters():
     words, chars = title_features("Sales-Manager (m/w/d)", 2, 3)
     assert words == ["w:sales", "w:manager", "b:sales manager"]
@@ -24,17 +31,12 @@ def test_words_ignore_separators_and_single_characters():
     ],
 )
 def test_each_feature_block_has_unit_length(title, squared_norm):
-    nlp = spacy.blank("xx")
-    extract = extract_title_features(2, 5)
-    (keys, values, lengths), _ = extract([nlp(title)], is_train=False)
+    keys, values, lengths = extract(title)
     assert len(keys) == len(values) == lengths[0]
     assert float(np.sum(values**2)) == pytest.approx(squared_norm, abs=1e-5)
 
 
 def test_a_longer_title_does_not_get_larger_feature_values():
-    nlp = spacy.blank("xx")
-    extract = extract_title_features(2, 5)
-    docs = [nlp("CEO"), nlp("Chief Executive Officer and Managing Director")]
-    (_, values, lengths), _ = extract(docs, is_train=False)
+    _, values, lengths = extract("CEO", "Chief Executive Officer and Managing Director")
     short, long = values[: lengths[0]], values[lengths[0] :]
     assert float(np.sum(short**2)) == pytest.approx(float(np.sum(long**2)), abs=1e-5)

@@ -59,10 +59,13 @@ def extract_title_features(min_n: int, max_n: int) -> Model[list[Doc], tuple]:
             # Each block has unit length, as in a union of two TF-IDF vectorizers: a title's few
             # words weigh as much as its many character n-grams (chosen on held-out CVs, see
             # docs/quality.md), and long titles do not get larger scores.
-            blocks = [hashed_unit_vector(features) for features in title_features(doc.text, min_n, max_n)]
-            keys.extend(block_keys for block_keys, _ in blocks)
-            values.extend(block_values for _, block_values in blocks)
-            lengths.append(sum(len(block_keys) for block_keys, _ in blocks))
+            n_features = 0
+            for features in title_features(doc.text, min_n, max_n):
+                block_keys, block_values = hashed_unit_vector(features)
+                keys.append(block_keys)
+                values.append(block_values)
+                n_features += len(block_keys)
+            lengths.append(n_features)
         ops = model.ops
         batch = (
             ops.asarray(np.concatenate(keys) if keys else np.zeros((0,), dtype="uint64")),
