@@ -2,8 +2,11 @@
 
 The default backend `recorded` serves recorded gemini-2.0-flash answers: no
 model is queried. `openai` queries any OpenAI-compatible endpoint, its key
-read from the environment variable named by --api-key-env. Answers are kept
-in an answer store as they arrive: a rerun sends only what is missing.
+read from the environment variable named by --api-key-env (--no-api-key for
+local servers), --concurrency requests at a time. Answers are kept in an
+answer store as they arrive: a rerun sends only what is missing. An unset key
+variable stops the run before the first request, an endpoint that looks down
+(connection errors, timeouts, 5xx on several titles in a row) within seconds.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from wasabi import msg
 from titlecat.llm import BackendError
 from titlecat.llm.report import RECORDED_NOTE, write_report
 from titlecat.llm.run import llm_model, load_pipeline, pseudo_label
+from titlecat.llm.store import StoreBusy
 from titlecat.readers import DataError, read_cv_positions, write_jsonl
 
 app = typer.Typer(add_completion=False)
@@ -53,7 +57,14 @@ def main(
     base_url: Annotated[str | None, typer.Option(help="openai: base URL, e.g. http://127.0.0.1:8000/v1")] = None,
     model: Annotated[str | None, typer.Option(help="openai: model name")] = None,
     api_key_env: Annotated[
-        str | None, typer.Option(help="openai: environment variable holding the key (never the key)")
+        str | None, typer.Option(help="openai: environment variable holding the key (never the key); '' = no key")
+    ] = None,
+    no_api_key: Annotated[
+        bool, typer.Option("--no-api-key", help="openai: send no key (Ollama, vLLM, llama.cpp servers)")
+    ] = False,
+    concurrency: Annotated[int | None, typer.Option(help="openai: requests in flight [config: 8]")] = None,
+    requests_per_minute: Annotated[
+        float | None, typer.Option(help="openai: most requests sent per minute, 0 = no limit [config: 0]")
     ] = None,
     timeout: Annotated[float | None, typer.Option(help="openai: seconds per request")] = None,
     max_tries: Annotated[int | None, typer.Option(help="openai: tries per request on 429/5xx/timeouts")] = None,
@@ -74,14 +85,15 @@ def main(
     if "recorded" in config["paths"]:
         overrides["paths.recorded"] = str(recorded)
     if config["components"]["llm"]["model"].get("@llm_models") == "titlecat.OpenAICompatible.v1":
-        options = {"base_url": base_url, "model": model, "api_key_env": api_key_env, "timeout": timeout}
-        options |= {"max_tries": max_tries, "backoff": backoff}
+        options = {"base_url": base_url, "model": model, "api_key_env": "" if no_api_key else api_key_env}
+        options |= {"timeout": timeout, "max_tries": max_tries, "backoff": backoff, "concurrency": concurrency}
+        options |= {"requests_per_minute": requests_per_minute}
         overrides |= {f"components.llm.model.{key}": value for key, value in options.items() if value is not None}
 
     try:
         positions, skipped = read_cv_positions(input_path)
         nlp = load_pipeline(config_path, overrides)
-    except (DataError, OSError, ValueError) as error:
+    except (BackendError, DataError, OSError, ValueError) as error:
         msg.fail(str(error), exits=1)
     if limit is not None:
         positions = positions[:limit]
@@ -95,8 +107,8 @@ def main(
     except KeyboardInterrupt:
         msg.warn(f"Interrupted: every answer so far is in {store}; rerun to continue with the rest")
         sys.exit(130)
-    except BackendError as error:
-        msg.fail(f"{error} (answers so far are kept in {store})", exits=1)
+    except (BackendError, StoreBusy) as error:
+        msg.fail(f"{error} (answers so far are kept in {store}: a rerun asks only for the rest)", exits=1)
 
     write_jsonl(output_path, records)
     write_jsonl(rejects, rejected)

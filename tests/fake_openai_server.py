@@ -4,13 +4,17 @@
 action repeats): "ok" (a valid answer from `answers` or Other/Professional),
 "429", "500", "401", "timeout" (sleeps past the client's timeout), "malformed"
 (content that is not JSON), "bad_label" (a department outside the set), or
-any other string, sent as the answer content. The server stops itself after
-`lifetime` seconds even if a test forgets to.
+any other string, sent as the answer content. A 429 carries `Retry-After:
+<retry_after>`. The server stops itself after `lifetime` seconds even if a
+test forgets to. `python tests/fake_openai_server.py --delay 0.05` serves
+"ok" to every title in a process of its own (benchmarks) and prints its URL.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import threading
 import time
 from collections import Counter, defaultdict
@@ -29,19 +33,26 @@ class FakeOpenAI:
         delay: float = 0.0,
         sleep: float = 1.5,
         lifetime: float = 90.0,
+        retry_after: str | None = "0",
     ):
         self.script = script or {}
         self.answers = answers or {}
         self.api_key = api_key
         self.delay = delay  # seconds before every answer (lets a test kill a run midway)
         self.sleep = sleep  # seconds a "timeout" action waits
+        self.retry_after = retry_after
         self.requests: Counter = Counter()  # title -> requests received
         self.auth_ok: Counter = Counter()
+        self.with_key = 0  # requests that carried an Authorization header
+        self.arrivals: list[tuple[float, str, str]] = []  # (time.monotonic(), title, action) per request
         self.log: dict[str, list[str]] = defaultdict(list)  # title -> actions taken
         self._lock = threading.Lock()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a client's workers reuse their connections
+            disable_nagle_algorithm = True  # headers and body go out at once, not 40 ms apart
+
             def log_message(self, *args):  # keep test output quiet
                 pass
 
@@ -51,15 +62,18 @@ class FakeOpenAI:
                 with server._lock:
                     n = server.requests[title]
                     server.requests[title] += 1
+                    server.with_key += "Authorization" in self.headers
                     if server.api_key is not None:
                         server.auth_ok[self.headers.get("Authorization") == f"Bearer {server.api_key}"] += 1
-                actions = server.script.get(title, ["ok"])
-                action = actions[min(n, len(actions) - 1)]
-                server.log[title].append(action)
+                    actions = server.script.get(title, ["ok"])
+                    action = actions[min(n, len(actions) - 1)]
+                    server.log[title].append(action)
+                    server.arrivals.append((time.monotonic(), title, action))
                 if server.delay:
                     time.sleep(server.delay)
                 if action == "429":
-                    return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": "0"})
+                    headers = {"Retry-After": server.retry_after} if server.retry_after is not None else {}
+                    return self._send(429, {"error": {"message": "rate limited"}}, headers)
                 if action == "401":
                     return self._send(
                         401,
@@ -99,8 +113,11 @@ class FakeOpenAI:
                 except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): fine
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+            request_queue_size = 128  # the default 5 drops connections when many workers connect at once
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self._timer = threading.Timer(lifetime, self.stop)
@@ -121,3 +138,14 @@ class FakeOpenAI:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Serve 'ok' to every title, after --delay seconds each")
+    parser.add_argument("--delay", type=float, default=0.05)
+    parser.add_argument("--lifetime", type=float, default=600.0)
+    options = parser.parse_args()
+    server = FakeOpenAI(delay=options.delay, lifetime=options.lifetime).start()
+    print(server.base_url, flush=True)
+    server._thread.join()
+    sys.exit(0)

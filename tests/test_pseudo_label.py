@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from fake_openai_server import FakeOpenAI
 from titlecat.labels import DEPARTMENT_LABELS, SENIORITY_LABELS, TASKS, seniority_from_ordinal
 from titlecat.llm import ROW_ID_KEY, AnswerStore, BackendError, InvalidAnswer, parse_answer
 from titlecat.llm.run import load_pipeline, pseudo_label
+from titlecat.llm.store import StoreBusy
 from titlecat.readers import PSEUDO_LABEL_FIELDS, Position, read_jsonl, read_pseudo_labels, read_recorded_answers
 
 UNLABELLED = DATA / "linkedin-cvs-not-annotated.json"
@@ -32,7 +34,9 @@ def write_cvs(path: Path, titles: list[str]) -> Path:
 
 
 def run_cli(args: list[str], cwd: Path, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; `env` values of None remove a variable."""
     env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    env = {key: value for key, value in env.items() if value is not None}
     return subprocess.run(
         [sys.executable, str(SCRIPT), *map(str, args), "--no-progress"],
         cwd=cwd,
@@ -84,6 +88,18 @@ def test_parse_answer_accepts(raw, expected):
 def test_parse_answer_rejects(raw):
     with pytest.raises(InvalidAnswer):
         parse_answer(raw)
+
+
+def test_store_refuses_a_second_writer(tmp_path):
+    path = tmp_path / "store.jsonl"
+    first, second = AnswerStore(path), AnswerStore(path)
+    first.add("k1", "answer 1")
+    with pytest.raises(StoreBusy, match="another run"):
+        second.add("k2", "answer 2")
+    first.close()
+    second.add("k2", "answer 2")  # the first writer is gone: the second takes over, with what the first wrote
+    assert second.get("k1") == ["answer 1"] and len(second) == 2
+    second.close()
 
 
 def test_store_drops_partial_last_line(tmp_path):
@@ -302,11 +318,11 @@ def test_openai_backend_stops_on_auth_error_without_leaking_the_key(tmp_path, mo
 
 
 def test_openai_run_killed_midway_and_rerun_yields_every_row_once(tmp_path):
-    titles = [f"Job Title {i}" for i in range(40)]
+    titles = [f"Job Title {i}" for i in range(200)]
     cvs = write_cvs(tmp_path / "cvs.json", titles)
     store = tmp_path / "store" / "answers.jsonl"
     with FakeOpenAI(delay=0.05) as server:
-        args = openai_args(server, cvs, tmp_path)
+        args = [*openai_args(server, cvs, tmp_path), "--concurrency", 8]
         env = {**os.environ, "PYTHONPATH": str(REPO), "TITLECAT_TEST_KEY": "sk-test-kill"}
         process = subprocess.Popen(
             [sys.executable, str(SCRIPT), *map(str, args), "--no-progress"],
@@ -317,22 +333,164 @@ def test_openai_run_killed_midway_and_rerun_yields_every_row_once(tmp_path):
         )
         try:
             deadline = time.monotonic() + 45
-            while sum(server.requests.values()) < 12 and time.monotonic() < deadline and process.poll() is None:
+            while sum(server.requests.values()) < 60 and time.monotonic() < deadline and process.poll() is None:
                 time.sleep(0.02)
             assert process.poll() is None, "the run ended before it could be killed"
         finally:
-            process.send_signal(signal.SIGKILL)
+            process.send_signal(signal.SIGKILL)  # 8 requests in flight: their answers are lost, not half-written
             process.wait(timeout=10)
         assert not (tmp_path / "pseudo.jsonl").exists()  # nothing half-written
         stored = len(records(store))
-        assert 10 <= stored < 40
+        assert 40 <= stored < 200
         sent_before = sum(server.requests.values())
 
-        server.delay = 0.0
         result = run_cli(args, tmp_path, {"TITLECAT_TEST_KEY": "sk-test-kill"})
         assert result.returncode == 0, result.stderr
-        assert sum(server.requests.values()) - sent_before == 40 - stored  # only what was missing
+        assert sum(server.requests.values()) - sent_before == 200 - stored  # only what was missing
+    lines = records(store)
+    assert len(lines) == len({line["key"] for line in lines}) == 200  # every answer stored exactly once
+    assert sorted(line["title"] for line in lines) == sorted(titles)
     written = records(tmp_path / "pseudo.jsonl")
-    assert sorted(r["row_id"] for r in written) == list(range(40))
+    assert [r["row_id"] for r in written] == list(range(200))
     assert [r["text"] for r in written] == titles
     assert sum(r["from_cache"] for r in written) == stored
+
+
+# --- failing fast ----------------------------------------------------------------------------------------------------
+
+
+def test_unset_key_stops_before_the_first_request(tmp_path):
+    cvs = write_cvs(tmp_path / "cvs.json", ["Analyst", "Buchhalter"])
+    with FakeOpenAI() as server:
+        start = time.monotonic()
+        result = run_cli(openai_args(server, cvs, tmp_path), tmp_path, {"TITLECAT_TEST_KEY": None})
+        assert time.monotonic() - start < 30
+        assert result.returncode == 1
+        message = " ".join(result.stdout.split())
+        assert "$TITLECAT_TEST_KEY is not set" in message and server.base_url in message
+        assert "--no-api-key" in message and "fake-model" in message
+        assert not server.requests and not (tmp_path / "pseudo.jsonl").exists()
+
+        # A key-less local server: --no-api-key sends no Authorization header at all.
+        result = run_cli([*openai_args(server, cvs, tmp_path), "--no-api-key"], tmp_path, {"TITLECAT_TEST_KEY": None})
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert server.requests == {"Analyst": 1, "Buchhalter": 1} and server.with_key == 0
+        assert len(records(tmp_path / "pseudo.jsonl")) == 2
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on (bound once by the OS, then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_refused_connection_stops_the_run_with_one_error(tmp_path):
+    cvs = write_cvs(tmp_path / "cvs.json", [f"Job Title {i}" for i in range(300)])
+    key = f"sk-test-{uuid.uuid4().hex}"
+    base_url = f"http://127.0.0.1:{free_port()}/v1"
+    args = [cvs, tmp_path / "pseudo.jsonl", "--config", REPO / "configs" / "llm_openai.cfg", "--base-url", base_url]
+    args += ["--model", "fake-model", "--api-key-env", "TITLECAT_TEST_KEY", "--store", tmp_path / "store.jsonl"]
+    start = time.monotonic()
+    args += ["--backoff", 0.05]  # the default (1 s, doubling) trips after 15 s: see docs/pseudo_labels.md
+    result = run_cli(args, tmp_path, {"TITLECAT_TEST_KEY": key})  # default concurrency, tries and breaker
+    elapsed = time.monotonic() - start
+    assert result.returncode == 1 and elapsed < 60, (elapsed, result.stdout, result.stderr)
+    message = " ".join(result.stdout.split())
+    assert message.count("looks down") == 1
+    assert f"{base_url}/chat/completions" in message and "'fake-model'" in message
+    assert "Connection refused" in message and "rerun" in message
+    assert key not in result.stdout + result.stderr
+    assert not (tmp_path / "pseudo.jsonl").exists()
+
+
+def openai_pipeline(server: FakeOpenAI, store: Path | None, **settings):
+    overrides = {f"components.llm.model.{k}": v for k, v in {**OPENAI_SETTINGS, **settings}.items()}
+    overrides |= {"components.llm.model.base_url": server.base_url, "paths.store": str(store) if store else None}
+    return load_pipeline(REPO / "configs" / "llm_openai.cfg", overrides)
+
+
+def test_5xx_on_titles_in_a_row_trips_the_breaker_and_a_rerun_resumes(tmp_path, monkeypatch):
+    monkeypatch.setenv("TITLECAT_TEST_KEY", "sk-test-breaker")
+    titles = [f"Up {i}" for i in range(10)] + [f"Down {i}" for i in range(20)]
+    positions = [Position(t, i, 0, "ACTIVE") for i, t in enumerate(titles)]
+    store = tmp_path / "store.jsonl"
+    with FakeOpenAI({t: ["500"] for t in titles if t.startswith("Down")}) as server:
+        with pytest.raises(BackendError, match="looks down") as error:
+            pseudo_label(openai_pipeline(server, store, concurrency=4), positions, progress=False)
+        assert "HTTP 500" in str(error.value) and "fake-model" in str(error.value) and server.base_url in str(error)
+        assert sum(server.requests.values()) < 20 * 3  # stopped long before every title used its tries
+        stored = {line["title"] for line in records(store)}
+        assert stored and stored <= set(titles[:10])  # what was answered is kept
+
+        server.script = {}  # the endpoint is back
+        sent_before = sum(server.requests.values())
+        nlp = openai_pipeline(server, store, concurrency=4)
+        labelled, rejects, counts = pseudo_label(nlp, positions, progress=False)
+        assert not rejects and [r["text"] for r in labelled] == titles
+        assert counts["from_cache"] == len(stored) and counts["requests"] == 30 - len(stored)
+        assert sum(server.requests.values()) - sent_before == 30 - len(stored)
+
+
+# --- concurrency ---------------------------------------------------------------------------------------------------
+
+
+def test_concurrency_8_is_at_least_5_times_faster_than_1(tmp_path):
+    """1,000 titles at 50 ms per answer with 8 in flight, against 200 (same titles/second, less waiting) with 1."""
+    out = tmp_path / "bench.md"
+    bench = [sys.executable, str(REPO / "scripts" / "bench_llm_concurrency.py"), out, "--titles", 1000]
+    bench += ["--sequential-titles", 200, "--concurrency", 1, "--concurrency", 8, "--latency", 0.05]
+    result = subprocess.run(
+        list(map(str, bench)),
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = {row["concurrency"]: row for row in json.loads(out.with_suffix(".json").read_text())}
+    assert rows[8]["titles"] == 1000 and rows[1]["titles"] == 200
+    assert rows[1]["seconds"] >= 200 * 0.05  # the latency is real: one request at a time
+    assert rows[8]["speedup"] >= 5, rows
+    assert "| 8 | 1000 |" in out.read_text()
+
+
+def test_a_429_storm_pauses_every_worker(tmp_path, monkeypatch):
+    monkeypatch.setenv("TITLECAT_TEST_KEY", "sk-test-storm")
+    titles = [f"Storm {i}" for i in range(4)] + [f"Calm {i}" for i in range(20)]
+    positions = [Position(t, i, 0, "ACTIVE") for i, t in enumerate(titles)]
+    script = {t: ["429", "ok"] for t in titles[:4]}
+    with FakeOpenAI(script, delay=0.01, retry_after="1") as server:
+        start = time.monotonic()
+        labelled, rejects, _ = pseudo_label(openai_pipeline(server, None, concurrency=4), positions, progress=False)
+        elapsed = time.monotonic() - start
+    assert not rejects and len(labelled) == 24
+    storms = [t for t, _, action in server.arrivals if action == "429"]
+    assert storms and elapsed >= 1.0
+    for storm in storms:
+        # Retry-After: 1 holds back every worker, not only the one that got the 429.
+        assert not [t for t, _, _ in server.arrivals if storm + 0.15 < t < storm + 0.85], storm
+    # One wave of 429s is one pause, not one per worker: the run is not 4 × 1 s.
+    assert elapsed < 3.5
+
+
+def test_requests_per_minute_spaces_the_requests(tmp_path, monkeypatch):
+    monkeypatch.setenv("TITLECAT_TEST_KEY", "sk-test-rpm")
+    positions = [Position(f"Paced {i}", i, 0, "ACTIVE") for i in range(12)]
+    with FakeOpenAI() as server:
+        nlp = openai_pipeline(server, None, concurrency=8, requests_per_minute=600)
+        labelled, _, _ = pseudo_label(nlp, positions, progress=False)
+    times = sorted(t for t, _, _ in server.arrivals)
+    gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+    assert len(labelled) == 12 and min(gaps) > 0.08  # 600 a minute: one every 0.1 s, though 8 could go at once
+
+
+def test_progress_shows_failures_and_retries_as_they_happen(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TITLECAT_TEST_KEY", "sk-test-progress")
+    positions = [Position(t, i, 0, "ACTIVE") for i, t in enumerate(["Always Down", "A", "B", "C"])]
+    with FakeOpenAI({"Always Down": ["500"]}, delay=0.2) as server:
+        pseudo_label(openai_pipeline(server, None, concurrency=1), positions, progress=True)
+    frames = capsys.readouterr().err.replace("\n", "\r").split("\r")
+    # Drawn when the first title failed, while three titles were still to come.
+    assert [f for f in frames if "1/4" in f and "failed=1" in f and "retries=2" in f and "HTTP 500" in f], frames

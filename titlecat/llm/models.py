@@ -4,7 +4,10 @@ A model is called with prompts per doc (Iterable[Iterable[TitlePrompt]], one
 shard per title) and yields responses per doc. Every backend shares
 `TitleModel.answer`: look the prompt up in the answer store, ask the backend
 only for what is missing, store each answer as it arrives, and ask once more
-when an answer does not validate.
+when an answer does not validate. `TitleModel.__call__` answers the distinct
+prompts of spacy-llm's batch with up to `concurrency` requests in flight (a
+prompt repeated in the batch is asked once) and tells its `listener` about
+every answer and retry as it happens.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ from __future__ import annotations
 import json
 import os
 import random
-import time
-from dataclasses import dataclass, field
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Iterator  # noqa: UP035 - spacy-llm's type check reads typing's `_name`
+from typing import Any, Callable, Iterable, Iterator, Protocol  # noqa: UP035 - spacy-llm's type check reads typing's `_name`
 
 import requests
+from requests.adapters import HTTPAdapter
 from spacy_llm.registry import registry
 
 from ..assets import sha256_of
 from ..readers import normalise_title, read_recorded_answers
+from .live import CircuitBreaker, Throttle, retry_after_seconds
 from .prompt import is_valid_answer
 from .store import AnswerStore, answer_key
 
@@ -66,15 +73,34 @@ class BackendError(RuntimeError):
     """A problem no retry fixes (bad key, unknown model, bad URL): stops the run."""
 
 
+class Listener(Protocol):
+    """Told by the model's workers what happens as it happens (the progress bar of `run.pseudo_label`)."""
+
+    def answered(self, response: LLMResponse, prompts: int) -> None: ...
+
+    def retrying(self, cause: str) -> None: ...
+
+
 class TitleModel:
-    """Base of the titlecat models: answer store, invalid-answer retry, status per prompt."""
+    """Base of the titlecat models: answer store, invalid-answer retry, status per prompt, concurrent requests."""
 
     backend: str = "unknown"
 
-    def __init__(self, store_path: str | Path | None = None, retry_invalid: int = 1, context_length: int = 4096):
+    def __init__(
+        self,
+        store_path: str | Path | None = None,
+        retry_invalid: int = 1,
+        context_length: int = 4096,
+        concurrency: int = 1,
+    ):
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.store = AnswerStore(store_path) if store_path else None
         self.retry_invalid = retry_invalid
         self._context_length = context_length
+        self.concurrency = concurrency
+        self.listener: Listener | None = None
+        self._stop = threading.Event()  # set when a batch is abandoned (error, Ctrl-C): workers send nothing more
 
     @property
     def context_length(self) -> int:
@@ -90,11 +116,57 @@ class TitleModel:
         raise NotImplementedError
 
     def __call__(self, prompts: Iterable[Iterable[TitlePrompt]]) -> Iterable[Iterable[LLMResponse]]:
-        for shard_prompts in prompts:
-            yield [self.answer(prompt) for prompt in shard_prompts]
+        shards = [list(shard_prompts) for shard_prompts in prompts]
+        flat = [prompt for shard_prompts in shards for prompt in shard_prompts]
+        responses = iter(self.answer_all(flat))
+        for shard_prompts in shards:
+            yield [next(responses) for _ in shard_prompts]
 
-    def answer(self, prompt: TitlePrompt) -> LLMResponse:
-        key = answer_key(self.identity(prompt))
+    def answer_all(self, prompts: list[TitlePrompt]) -> list[LLMResponse]:
+        """One response per prompt, in order; each distinct prompt is answered once, `concurrency` at a time."""
+        groups: dict[str, list[int]] = {}
+        for index, prompt in enumerate(prompts):
+            groups.setdefault(answer_key(self.identity(prompt)), []).append(index)
+
+        def answer_group(item: tuple[str, list[int]]) -> LLMResponse:
+            key, indexes = item
+            response = self.answer(prompts[indexes[0]], key)
+            if self.listener is not None:
+                self.listener.answered(response, len(indexes))
+            return response
+
+        answered = self._map(answer_group, list(groups.items()))
+        responses: list[LLMResponse | None] = [None] * len(prompts)
+        for (_, indexes), response in zip(groups.items(), answered, strict=True):
+            responses[indexes[0]] = response
+            for index in indexes[1:]:  # the same prompt again: the answer just given, no request
+                responses[index] = replace(response, from_cache=response.status == "answer", requests=0)
+        return responses
+
+    def _map(self, function: Callable, items: list) -> list:
+        self._stop.clear()
+        if self.store is not None:
+            self.store.reopen()
+        if self.concurrency == 1 or len(items) <= 1:
+            return [function(item) for item in items]
+        executor = ThreadPoolExecutor(min(self.concurrency, len(items)), thread_name_prefix="titlecat-llm")
+        futures = [executor.submit(function, item) for item in items]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            # An error stops the run (Ctrl-C too): nothing queued is sent, requests in flight are left to time out.
+            self._stop.set()
+            raise
+        finally:
+            executor.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self.store is not None:
+            self.store.close()
+
+    def answer(self, prompt: TitlePrompt, key: str | None = None) -> LLMResponse:
+        key = key or answer_key(self.identity(prompt))
         answers = self.store.get(key) if self.store is not None else []
         for raw in answers:
             if is_valid_answer(raw):
@@ -154,9 +226,13 @@ class RecordedModel(TitleModel):
 class OpenAICompatibleModel(TitleModel):
     """Any chat-completions endpoint: OpenAI, Gemini's OpenAI-compatible API, vLLM, llama.cpp, Ollama.
 
-    The key is read from the environment variable `api_key_env` at request
-    time; it is never stored, logged or part of the store key. Without it, no
-    Authorization header is sent (local servers need none).
+    The key is read from the environment variable `api_key_env`; it is never
+    stored, logged or part of the store key. An unset variable stops the run
+    before the first request; `api_key_env = ""` sends no key (local servers).
+    Up to `concurrency` requests are in flight, at most `requests_per_minute`
+    are sent (0: no limit), and all workers share one backoff when the server
+    pushes back (429, `Retry-After`). A circuit breaker stops the run with one
+    error when the endpoint looks down (see `CircuitBreaker`).
     """
 
     RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
@@ -173,16 +249,27 @@ class OpenAICompatibleModel(TitleModel):
         max_tries: int = 5,
         backoff: float = 1.0,
         max_backoff: float = 30.0,
+        concurrency: int = 8,
+        requests_per_minute: float = 0,
+        breaker_titles: int = 3,
+        breaker_seconds: float = 10.0,
         store_path: str | None = None,
         retry_invalid: int = 1,
     ):
-        super().__init__(store_path=store_path, retry_invalid=retry_invalid)
         if not base_url or not model:
             raise ValueError("OpenAI-compatible backend: base_url and model must both be set")
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
-        self.backend = f"openai:{model}"
         self.api_key_env = api_key_env
+        if api_key_env and not os.environ.get(api_key_env):
+            # Checked before anything is sent: a missing key would otherwise show up as 401s, or worse, as nothing.
+            raise BackendError(
+                f"${api_key_env} is not set: it should hold the key for {base_url} (model {model!r}). Export it, "
+                "name another variable with --api-key-env, or pass --no-api-key for a server that needs no key "
+                "(Ollama, vLLM, llama.cpp)"
+            )
+        super().__init__(store_path=store_path, retry_invalid=retry_invalid, concurrency=concurrency)
+        self.backend = f"openai:{model}"
         self.params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
         if json_mode:
             self.params["response_format"] = {"type": "json_object"}
@@ -190,7 +277,11 @@ class OpenAICompatibleModel(TitleModel):
         self.max_tries = max_tries
         self.backoff = backoff
         self.max_backoff = max_backoff
+        self.throttle = Throttle(requests_per_minute, backoff, max_backoff)
+        self.breaker = CircuitBreaker(breaker_titles, breaker_seconds)
         self._session = requests.Session()
+        # One connection per worker, kept alive between requests.
+        self._session.mount(self.url, HTTPAdapter(pool_connections=1, pool_maxsize=max(concurrency, 10)))
 
     def identity(self, prompt: TitlePrompt) -> dict[str, Any]:
         # Row-independent: a title repeated across CVs is asked once.
@@ -203,50 +294,78 @@ class OpenAICompatibleModel(TitleModel):
         }
 
     def _redact(self, text: str) -> str:
-        key = os.environ.get(self.api_key_env) or ""
+        key = os.environ.get(self.api_key_env) or "" if self.api_key_env else ""
         return text.replace(key, "***") if len(key) >= 4 else text
 
-    def _wait(self, attempt: int, retry_after: str | None) -> None:
-        delay = self.backoff * 2**attempt * (1 + random.random() / 4)  # jitter: clients retrying together spread out
-        if retry_after:
-            try:
-                delay = float(retry_after)
-            except ValueError:
-                pass
-        time.sleep(min(max(delay, 0.0), self.max_backoff))
+    def _down(self) -> BackendError:
+        return BackendError(
+            f"{self.url} (model {self.model!r}) looks down: {self.breaker.tripped_titles} titles in a row got no "
+            f"answer; last cause: {self.breaker.last_cause}. Stopped"
+        )
+
+    def _check_running(self) -> None:
+        if self.breaker.tripped:
+            raise self._down()
+        if self._stop.is_set():
+            raise RequestFailed(f"{self.url}: stopped before sending")
 
     def request(self, prompt: TitlePrompt) -> str:
         headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env)
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
         if key:
             headers["Authorization"] = f"Bearer {key}"
         body = {"model": self.model, "messages": [{"role": "user", "content": prompt.text}], **self.params}
         problem = ""
         for attempt in range(self.max_tries):
-            retry_after = None
+            self._check_running()
+            sent_at = self.throttle.acquire(self._stop)
+            self._check_running()
+            down = False  # a failure that counts towards the circuit breaker
+            pushed_back = False  # the shared pause of the throttle replaces this title's own backoff
             try:
                 response = self._session.post(self.url, json=body, headers=headers, timeout=self.timeout)
             except requests.Timeout:
-                problem = f"timed out after {self.timeout} s"
+                problem, down = f"timed out after {self.timeout} s", True
             except requests.ConnectionError as error:
-                problem = f"connection error: {type(error).__name__}"
+                # The OS's reason ("[Errno 111] Connection refused") rather than urllib3's nested repr.
+                reason = re.search(r"\[Errno [^\]]*\][^'\")]*", str(error))
+                problem, down = f"connection error: {reason.group(0) if reason else type(error).__name__}", True
             else:
                 if response.status_code == 200:
                     try:
-                        return response.json()["choices"][0]["message"]["content"] or ""
+                        content = response.json()["choices"][0]["message"]["content"] or ""
                     except (ValueError, KeyError, IndexError, TypeError):
                         problem = f"malformed response body: {self._redact(response.text[:200])!r}"
+                    else:
+                        self.breaker.answered()
+                        self.throttle.answered()
+                        return content
                 elif response.status_code in self.RETRY_STATUS:
-                    problem = f"HTTP {response.status_code}"
-                    retry_after = response.headers.get("Retry-After")
+                    problem, down = f"HTTP {response.status_code}", response.status_code >= 500
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                    pushed_back = response.status_code == 429 or retry_after is not None
+                    if pushed_back:
+                        # The server pushes back: every worker pauses, not only this one.
+                        self.throttle.push_back(sent_at, retry_after)
                 else:
                     raise BackendError(
                         f"{self.url}: HTTP {response.status_code} for model {self.model!r} (no retry: check "
                         f"base URL, model name and ${self.api_key_env}): {self._redact(response.text[:300])}"
                     )
-            if attempt + 1 < self.max_tries:
-                self._wait(attempt, retry_after)
+            last = attempt + 1 == self.max_tries
+            if down and self.breaker.failure(prompt.title, problem, gave_up=last):
+                raise self._down()
+            if last:
+                break
+            if self.listener is not None:
+                self.listener.retrying(problem)
+            if not pushed_back:
+                self._stop.wait(self._backoff_delay(attempt))
         raise RequestFailed(f"{self.url}: {problem} ({self.max_tries} tries)")
+
+    def _backoff_delay(self, attempt: int) -> float:
+        delay = self.backoff * 2**attempt * (1 + random.random() / 4)  # jitter: clients retrying together spread out
+        return min(delay, self.max_backoff)
 
 
 class SpacyLLMModel(TitleModel):
