@@ -432,6 +432,20 @@ def test_5xx_on_titles_in_a_row_trips_the_breaker_and_a_rerun_resumes(tmp_path, 
         assert sum(server.requests.values()) - sent_before == 30 - len(stored)
 
 
+def test_an_endpoint_that_hangs_trips_the_breaker_when_its_requests_time_out(tmp_path, monkeypatch):
+    monkeypatch.setenv("TITLECAT_TEST_KEY", "sk-test-hang")
+    positions = [Position(f"Hanging {i}", i, 0, "ACTIVE") for i in range(40)]
+    with FakeOpenAI({p.text: ["timeout"] for p in positions}, sleep=2.0) as server:
+        nlp = openai_pipeline(server, None, concurrency=4, timeout=0.4, max_tries=5, breaker_seconds=0.3)
+        start = time.monotonic()
+        with pytest.raises(BackendError, match="looks down") as error:
+            pseudo_label(nlp, positions, progress=False)
+        elapsed = time.monotonic() - start
+    assert "timed out after 0.4 s" in str(error.value)
+    # The first 4 requests time out together, 0.4 s after they left: that is 3+ titles failing for 0.3+ s.
+    assert elapsed < 1.5 and sum(server.requests.values()) <= 8, (elapsed, server.requests)
+
+
 # --- concurrency ---------------------------------------------------------------------------------------------------
 
 

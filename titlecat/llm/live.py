@@ -80,8 +80,10 @@ class CircuitBreaker:
     Connection errors, timeouts and 5xx count as failures; any answer resets
     the count. The breaker trips once `titles` distinct titles have failed in
     a row and either one of them has used up its tries or the failures have
-    gone on for `seconds`: a refused connection stops the run at once, a short
-    outage that the retries bridge does not. `titles = 0` turns it off.
+    gone on for `seconds` (counted from the send of the first failed request,
+    so requests that time out together trip it at once): an endpoint that
+    refuses or hangs stops the run, a short outage that the retries bridge
+    does not. `titles = 0` turns it off.
     """
 
     def __init__(self, titles: int = 3, seconds: float = 10.0):
@@ -98,12 +100,12 @@ class CircuitBreaker:
         with self._lock:
             self._failed.clear()
 
-    def failure(self, title: str, cause: str, *, gave_up: bool) -> bool:
-        """Record one failed attempt; True when the breaker is (now) tripped."""
+    def failure(self, title: str, cause: str, *, sent_at: float, gave_up: bool) -> bool:
+        """Record one failed attempt (sent at `sent_at`, time.monotonic); True when the breaker is (now) tripped."""
         with self._lock:
             now = time.monotonic()
             if not self._failed:
-                self._since = now
+                self._since = sent_at  # a timeout has been failing since its request left
             self._failed.add(title)
             self.last_cause = cause
             if self.titles > 0 and len(self._failed) >= self.titles and (gave_up or now - self._since >= self.seconds):

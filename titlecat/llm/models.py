@@ -353,7 +353,7 @@ class OpenAICompatibleModel(TitleModel):
                         f"base URL, model name and ${self.api_key_env}): {self._redact(response.text[:300])}"
                     )
             last = attempt + 1 == self.max_tries
-            if down and self.breaker.failure(prompt.title, problem, gave_up=last):
+            if down and self.breaker.failure(prompt.title, problem, sent_at=sent_at, gave_up=last):
                 raise self._down()
             if last:
                 break
