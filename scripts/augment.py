@@ -1,19 +1,18 @@
 """Augmented train set of one task: the curated train split plus every valid pseudo-labelled CV title.
 
-Each pseudo-labelled title goes in `--pseudo-label-weight` times: weight 3 raised
-agreement with the LLM on held-out CVs (docs/quality.md), the only CV-distribution
-signal that the OOD rule leaves us.
+Pseudo labels are mapped onto the annotators' convention like the curated ones (docs/labels.md), and each
+pseudo-labelled title goes in `--pseudo-label-weight` times (docs/quality.md). Class balance is the
+trainer's (the component's `class_weighting`), so the corpus stays its natural size.
 """
 
 import json
 from pathlib import Path
 
 import typer
-from spacy.tokens import DocBin
 
-from titlecat.corpus import label_counts, make_nlp, to_docbin
+from titlecat.corpus import harmonise, label_counts, make_nlp, read_docbin, to_docbin
 from titlecat.labels import get_task
-from titlecat.readers import DataError, read_pseudo_labels
+from titlecat.readers import DataError, Example, read_pseudo_labels
 
 
 def main(
@@ -22,6 +21,9 @@ def main(
     pseudo_labels_path: Path = typer.Argument(..., exists=True, dir_okay=False),
     output_path: Path = typer.Argument(..., dir_okay=False),
     pseudo_label_weight: int = typer.Option(1, min=1, help="Copies of each pseudo-labelled title in train"),
+    harmonise_labels: bool = typer.Option(
+        True, "--harmonise/--no-harmonise", help="Pseudo labels in the annotators' convention (docs/labels.md)"
+    ),
 ):
     task = get_task(task_name)
     try:
@@ -29,24 +31,30 @@ def main(
     except DataError as error:
         typer.secho(f"✘ {error}", fg="red", err=True)
         raise typer.Exit(1) from None
+    if harmonise_labels:
+        pseudo = harmonise(pseudo, task)
     nlp = make_nlp()
-    augmented = DocBin(attrs=["ORTH"], store_user_data=False)
-    augmented.merge(DocBin().from_disk(train_path))
-    pseudo_docbin = to_docbin(pseudo, task, nlp)
-    for _ in range(pseudo_label_weight):
-        augmented.merge(pseudo_docbin)
+    texts, labels = read_docbin(train_path, task, nlp)
+    curated = [
+        Example(text, label, train_path.name, i) for i, (text, label) in enumerate(zip(texts, labels, strict=True))
+    ]
+    examples = curated + pseudo * pseudo_label_weight
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    augmented.to_disk(output_path)
+    to_docbin(examples, task, nlp).to_disk(output_path)
     report = {
         "task": task.name,
-        "curated_train": len(augmented) - len(pseudo) * pseudo_label_weight,
+        "curated_train": len(curated),
         "pseudo_labelled": len(pseudo),
         "pseudo_label_weight": pseudo_label_weight,
         "pseudo_label_counts": label_counts(pseudo, task),
+        "total": len(examples),
+        "label_counts": label_counts(examples, task),
     }
     output_path.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    curated, weight = report["curated_train"], pseudo_label_weight
-    typer.echo(f"✔ {task.name}: {curated} curated + {len(pseudo)} pseudo-labelled ×{weight} → {output_path}")
+    typer.echo(
+        f"✔ {task.name}: {len(curated)} curated + {len(pseudo)} pseudo-labelled ×{pseudo_label_weight}"
+        + f" → {output_path}"
+    )
 
 
 if __name__ == "__main__":

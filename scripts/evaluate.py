@@ -1,4 +1,4 @@
-"""Evaluate one pipeline on test (in-distribution) and OOD (ACTIVE annotated CV positions)."""
+"""Evaluate one pipeline on test (in-distribution), cv-dev (for choices) and OOD (ACTIVE annotated CV positions)."""
 
 import json
 import time
@@ -8,7 +8,7 @@ import spacy
 import typer
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
-from titlecat.corpus import casefold_set, read_docbin
+from titlecat.corpus import CV_SETS, casefold_set, read_docbin
 from titlecat.labels import get_task
 from titlecat.metrics import classification_metrics, plot_confusion, predict_labels, seen_unseen_metrics
 
@@ -16,7 +16,9 @@ from titlecat.metrics import classification_metrics, plot_confusion, predict_lab
 def main(
     task_name: str = typer.Argument(..., metavar="TASK"),
     model_path: Path = typer.Argument(..., exists=True, file_okay=False),
-    corpus_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="Holds test.spacy and ood.spacy"),
+    corpus_dir: Path = typer.Argument(
+        ..., exists=True, file_okay=False, help="Holds test.spacy, cv_dev.spacy and ood.spacy"
+    ),
     train_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="The pipeline's training corpus"),
     output_path: Path = typer.Argument(..., dir_okay=False, help="Metrics JSON; PNGs go beside it"),
     gpu_id: int = typer.Option(-1),
@@ -34,7 +36,7 @@ def main(
         "model": str(model_path),
         "train_corpus": str(train_path),
     }
-    for split in ("test", "ood"):
+    for split in ("test", *CV_SETS):
         texts, gold = read_docbin(corpus_dir / f"{split}.spacy", task, nlp)
         start = time.perf_counter()
         predicted = predict_labels(nlp, texts)

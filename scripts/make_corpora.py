@@ -1,4 +1,4 @@
-"""Build train/dev/test (70/15/15, stratified) and the OOD set of one task as DocBins, with a report."""
+"""Build train/dev/test (70/15/15, stratified), cv-dev and the OOD set of one task as DocBins, with a report."""
 
 import json
 from collections import Counter
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from titlecat.corpus import casefold_set, label_counts, make_nlp, split_70_15_15, subsample_per_label, to_docbin
+from titlecat.corpus import casefold_set, curated_splits, harmonise, label_counts, make_nlp, to_docbin
 from titlecat.labels import get_task
-from titlecat.readers import DataError, as_dicts, read_curated_csv, read_ood
+from titlecat.readers import DataError, as_dicts, read_cv_dev, read_ood
 
 
 def main(
@@ -17,16 +17,26 @@ def main(
     output_dir: Path = typer.Argument(..., help="Folder for train/dev/test/ood.spacy and the report"),
     seed: int = typer.Option(42),
     max_per_label: int = typer.Option(0, help="Keep at most this many curated titles per label (0 = all)"),
+    harmonise_labels: bool = typer.Option(
+        True, "--harmonise/--no-harmonise", help="Curated labels in the annotators' convention (docs/labels.md)"
+    ),
 ):
     task = get_task(task_name)
     try:
-        curated, curated_skipped = read_curated_csv(assets_dir / task.curated_asset, task)
+        splits, curated_skipped = curated_splits(assets_dir, task, seed, max_per_label)
         ood, ood_skipped = read_ood(assets_dir / "linkedin-cvs-annotated.json", task)
+        cv_dev, cv_dev_skipped = read_cv_dev(assets_dir / "linkedin-cvs-annotated.json", task)
     except DataError as error:
         typer.secho(f"✘ {error}", fg="red", err=True)
         raise typer.Exit(1) from None
-    curated = subsample_per_label(curated, max_per_label, seed)
-    splits = split_70_15_15(curated, seed)
+    curated = [example for split in splits.values() for example in split]
+    # Split on the CSV's own labels (the study's protocol), then mapped onto the annotators' convention.
+    relabelled = {}
+    if harmonise_labels:
+        for name, examples in splits.items():
+            splits[name] = harmonise(examples, task)
+            relabelled[name] = sum(a.label != b.label for a, b in zip(examples, splits[name], strict=True))
+    splits["cv_dev"] = cv_dev
     splits["ood"] = ood
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -41,11 +51,16 @@ def main(
         "task": task.name,
         "seed": seed,
         "max_per_label": max_per_label,
-        "sources": {"curated": task.curated_asset, "ood": "linkedin-cvs-annotated.json (ACTIVE positions)"},
+        "sources": {
+            "curated": task.curated_asset,
+            "cv_dev": "linkedin-cvs-annotated.json (every position of the CVs with no ACTIVE position)",
+            "ood": "linkedin-cvs-annotated.json (ACTIVE positions)",
+        },
+        "relabelled_to_annotators_convention": relabelled,
         "counts": {name: len(examples) for name, examples in splits.items()},
         "label_counts": {name: label_counts(examples, task) for name, examples in splits.items()},
-        "skipped": as_dicts(curated_skipped + ood_skipped),
-        "skipped_by_reason": dict(Counter(skip.reason for skip in curated_skipped + ood_skipped)),
+        "skipped": as_dicts(curated_skipped + cv_dev_skipped + ood_skipped),
+        "skipped_by_reason": dict(Counter(skip.reason for skip in curated_skipped + cv_dev_skipped + ood_skipped)),
         "duplicate_titles": {
             "curated_rows_repeating_an_earlier_title": sum(n - 1 for n in text_counts.values()),
             "distinct_titles_seen_more_than_once": sum(1 for n in text_counts.values() if n > 1),
@@ -66,7 +81,8 @@ def render_report(report: dict) -> str:
         f"# Corpus report: {report['task']}",
         "",
         f"Seed {report['seed']}; curated titles per label capped at {report['max_per_label'] or 'no cap'}. "
-        f"Curated: `{report['sources']['curated']}`; OOD: {report['sources']['ood']}, evaluation only.",
+        f"Curated: `{report['sources']['curated']}`; cv-dev: {report['sources']['cv_dev']}, for choices, never "
+        f"trained on; OOD: {report['sources']['ood']}, evaluation only.",
         "",
         "| label | " + " | ".join(splits) + " |",
         "|---|" + "---:|" * len(splits),
@@ -84,6 +100,8 @@ def render_report(report: dict) -> str:
             if report["skipped"]
             else ""
         ),
+        "- Curated labels mapped onto the annotators' convention (docs/labels.md): "
+        + (", ".join(f"{n} {split}" for split, n in report["relabelled_to_annotators_convention"].items()) or "none"),
         "- Duplicate curated titles (case-insensitive): "
         f"{duplicates['curated_rows_repeating_an_earlier_title']} rows repeat "
         f"an earlier title ({duplicates['distinct_titles_seen_more_than_once']} distinct titles).",

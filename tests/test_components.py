@@ -40,3 +40,71 @@ def test_a_longer_title_does_not_get_larger_feature_values():
     _, values, lengths = extract("CEO", "Chief Executive Officer and Managing Director")
     short, long = values[: lengths[0]], values[lengths[0] :]
     assert float(np.sum(short**2)) == pytest.approx(float(np.sum(long**2)), abs=1e-5)
+
+
+def trained_categorizer(class_weighting: str, steps: int = 0):
+    """A titlecat_textcat on 8 real-looking titles, 6 of one label: initialised, optionally trained."""
+    from spacy.training import Example
+
+    nlp = spacy.blank("xx")
+    nlp.add_pipe(
+        "titlecat_textcat",
+        name="textcat",
+        config={
+            "class_weighting": class_weighting,
+            "model": {"@architectures": "titlecat.TitleNgramClassifier.v2", "length": 2**12},
+        },
+    )
+    titles = {
+        "Sales Manager": "Sales",
+        "Verkaufsleiter": "Sales",
+        "Key Account Manager": "Sales",
+        "Vertrieb Außendienst": "Sales",
+        "Area Sales Manager": "Sales",
+        "Verkäufer": "Sales",
+        "Einkäufer": "Purchasing",
+        "Marketing Manager": "Marketing",
+    }
+    labels = ("Marketing", "Purchasing", "Sales")
+    examples = [
+        Example.from_dict(nlp.make_doc(title), {"cats": {name: float(name == label) for name in labels}})
+        for title, label in titles.items()
+    ]
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer)
+    return nlp, examples
+
+
+def test_balanced_class_weights_are_counted_on_the_training_data():
+    nlp, _ = trained_categorizer("balanced")
+    # n / (n_labels × n_label): 8 / (3 × 6) for Sales, 8 / (3 × 1) for the others.
+    assert nlp.get_pipe("textcat").cfg["class_weights"] == pytest.approx(
+        {"Marketing": 8 / 3, "Purchasing": 8 / 3, "Sales": 8 / 18}
+    )
+    assert trained_categorizer("none")[0].get_pipe("textcat").cfg["class_weights"] == dict.fromkeys(
+        ("Marketing", "Purchasing", "Sales"), 1.0
+    )
+
+
+def test_each_example_gradient_is_scaled_by_its_gold_label_weight():
+    nlp, examples = trained_categorizer("balanced")
+    textcat = nlp.get_pipe("textcat")
+    scores = textcat.model.predict([e.predicted for e in examples])
+    _, weighted = textcat.get_loss(examples, scores)
+    textcat.cfg["class_weighting"] = "none"
+    _, plain = textcat.get_loss(examples, scores)
+    weights = [textcat.cfg["class_weights"][max(e.reference.cats, key=e.reference.cats.get)] for e in examples]
+    assert np.allclose(weighted, plain * np.asarray(weights)[:, None])
+
+
+def test_class_weights_survive_saving_and_an_unknown_weighting_is_refused(tmp_path):
+    nlp, _ = trained_categorizer("balanced", steps=3)
+    nlp.to_disk(tmp_path / "pipeline")
+    loaded = spacy.load(tmp_path / "pipeline")
+    assert loaded.get_pipe("textcat").cfg["class_weights"] == pytest.approx(
+        nlp.get_pipe("textcat").cfg["class_weights"]
+    )
+    assert loaded("Verkaufsleiter").cats == nlp("Verkaufsleiter").cats
+    with pytest.raises(ValueError, match="class_weighting 'inverse' is not one of"):
+        spacy.blank("xx").add_pipe("titlecat_textcat", config={"class_weighting": "inverse"})

@@ -6,6 +6,7 @@ from titlecat.labels import TASKS, one_hot, seniority_from_ordinal
 from titlecat.readers import (
     DataError,
     read_curated_csv,
+    read_cv_dev,
     read_cv_positions,
     read_ood,
     read_pseudo_labels,
@@ -112,3 +113,34 @@ def test_one_hot_has_the_full_label_set():
     assert list(cats) == list(SENIORITY.labels) and cats["Professional"] == 1.0 and sum(cats.values()) == 1.0
     with pytest.raises(ValueError):
         one_hot("Chef", SENIORITY.labels)
+
+
+def test_cv_dev_is_every_position_of_the_cvs_without_an_active_one(data_dir):
+    path = data_dir / "linkedin-cvs-annotated.json"
+    positions, _ = read_cv_positions(path, labelled=True)
+    cv_of_row = {p.row: p.cv for p in positions}
+    for task in TASKS.values():
+        cv_dev, _ = read_cv_dev(path, task)
+        ood, _ = read_ood(path, task)
+        assert (len(cv_dev), len(ood)) == (217, 623)
+        cv_dev_cvs, ood_cvs = {cv_of_row[e.row] for e in cv_dev}, {cv_of_row[e.row] for e in ood}
+        assert len(cv_dev_cvs) == 131 and not cv_dev_cvs & ood_cvs  # no person in both
+        # Every position of those CVs, and nothing else: the other non-ACTIVE positions stay unread.
+        assert sorted(e.row for e in cv_dev) == sorted(p.row for p in positions if p.cv in cv_dev_cvs)
+
+
+def test_cv_dev_skips_empty_titles_of_its_own_cvs_only(tmp_path):
+    cvs = [
+        [{"position": "CEO", "status": "ACTIVE", "department": "Other", "seniority": "Management"}],
+        [{"position": " ", "status": "INACTIVE", "department": "Other", "seniority": "Professional"}],
+        [
+            {"position": "Praktikant", "status": "UNKNOWN", "department": "Other", "seniority": "Junior"},
+            {"position": "", "status": "INACTIVE", "department": "Sales", "seniority": "Junior"},
+        ],
+    ]
+    path = write(tmp_path / "cvs.json", json.dumps(cvs))
+    examples, skipped = read_cv_dev(path, SENIORITY)
+    assert [(e.text, e.label, e.row) for e in examples] == [("Praktikant", "Junior", 2)]
+    assert [(s.row, s.cv, s.reason) for s in skipped] == [(1, 1, "empty title"), (3, 2, "empty title")]
+    ood, ood_skipped = read_ood(path, SENIORITY)
+    assert [(e.text, e.row) for e in ood] == [("CEO", 0)] and ood_skipped == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,11 @@ from sklearn.model_selection import train_test_split
 from spacy.tokens import DocBin
 
 from .labels import Task, one_hot
-from .readers import Example
+from .readers import Example, read_curated_csv
 
 SPLITS = ("train", "dev", "test")
+# The evaluation sets from the hand-labelled CVs: cv-dev (for choices) and OOD (evaluation only).
+CV_SETS = {"cv_dev": "cv_dev.spacy", "ood": "ood.spacy"}
 # The training corpus of each variant: curated train, or curated train + pseudo-labelled CV titles.
 TRAIN_FILES = {"base": "train.spacy", "augmented": "train_augmented.spacy"}
 
@@ -33,12 +36,38 @@ def subsample_per_label(examples: Sequence[Example], max_per_label: int, seed: i
     return [example for index, example in enumerate(examples) if index in keep]
 
 
+def harmonise(examples: Iterable[Example], task: Task) -> list[Example]:
+    """Training labels in the annotators' convention (Task.training_label); hand labels never go through this."""
+    return [replace(e, label=task.training_label(e.text, e.label)) for e in examples]
+
+
+def oversample_to_largest(examples: Sequence[Example], seed: int) -> list[Example]:
+    """Every label drawn up to the size of the largest (with replacement, seeded), as imbalanced-learn's
+    RandomOverSampler does: the reference study's department recipe, retrained in the benchmark."""
+    rng = np.random.RandomState(seed)
+    by_label: dict[str, list[Example]] = {}
+    for example in examples:
+        by_label.setdefault(example.label, []).append(example)
+    largest = max(len(group) for group in by_label.values())
+    balanced = list(examples)
+    for label in sorted(by_label):
+        group = by_label[label]
+        balanced += [group[i] for i in rng.randint(0, len(group), largest - len(group))]
+    return balanced
+
+
 def split_70_15_15(examples: Sequence[Example], seed: int) -> dict[str, list[Example]]:
     """The study's protocol: 70/15/15, stratified by label, the same seed for both cuts."""
     labels = [example.label for example in examples]
     train, rest = train_test_split(list(examples), test_size=0.3, stratify=labels, random_state=seed)
     dev, test = train_test_split(rest, test_size=0.5, stratify=[e.label for e in rest], random_state=seed)
     return {"train": train, "dev": dev, "test": test}
+
+
+def curated_splits(assets_dir: Path | str, task: Task, seed: int, max_per_label: int = 0):
+    """train/dev/test of the task's curated CSV with the CSV's own labels, and its skipped rows."""
+    curated, skipped = read_curated_csv(Path(assets_dir) / task.curated_asset, task)
+    return split_70_15_15(subsample_per_label(curated, max_per_label, seed), seed), skipped
 
 
 def make_nlp(lang: str = "xx") -> spacy.Language:

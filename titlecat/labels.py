@@ -6,6 +6,7 @@ place reaches corpora, training, evaluation and packaging alike.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 SENIORITY_LABELS: tuple[str, ...] = (
@@ -44,6 +45,10 @@ class Task:
     def ordinal(self) -> bool:
         return self.name == "seniority"
 
+    def training_label(self, text: str, label: str) -> str:
+        """A curated or pseudo label in the convention of the hand-labelled CVs (docs/labels.md)."""
+        return harmonise_seniority(text, label) if self.name == "seniority" else label
+
 
 TASKS: dict[str, Task] = {
     "seniority": Task("seniority", SENIORITY_LABELS, "seniority-v2.csv"),
@@ -71,3 +76,25 @@ def one_hot(label: str, labels: tuple[str, ...]) -> dict[str, float]:
     if label not in labels:
         raise ValueError(f"label {label!r} is not one of {list(labels)}")
     return {name: float(name == label) for name in labels}
+
+
+# The annotators' seniority convention, as the hand-labelled CVs show it (docs/labels.md): a title is
+# Senior or Junior only when it says so; a plain "Sales Manager", "Consultant" or "Mechaniker" is
+# Professional. The curated CSV calls thousands of such titles Senior and the LLM calls many Junior,
+# so both sources are mapped onto the annotators' convention before training (chosen on cv-dev).
+SENIOR_MARKER = re.compile(r"\b(senior|sr|snr|principal|expert|experienced|sénior|confirmé)\b", re.IGNORECASE)
+JUNIOR_MARKER = re.compile(
+    r"\bjunior|\bjr\b|intern\b|internship|praktik|trainee|azubi|auszubild|ausbildung|apprenti|lehrling|student"
+    r"|studium|studien|dual|stagiair|\bstage|becari|volontär|graduate|associate|assistant|assistent|aide|helper"
+    r"|helfer|aushilfe|minijob|entry",
+    re.IGNORECASE,
+)
+
+
+def harmonise_seniority(text: str, label: str) -> str:
+    """A training label in the annotators' convention: Senior/Junior without a marker in the title → Professional."""
+    if label == "Senior" and not SENIOR_MARKER.search(text):
+        return "Professional"
+    if label == "Junior" and not JUNIOR_MARKER.search(text):
+        return "Professional"
+    return label

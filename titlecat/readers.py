@@ -44,6 +44,7 @@ class Skipped:
     source: str
     row: int
     reason: str
+    cv: int | None = None  # the CV of a skipped CV position
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def read_cv_positions(path: Path | str, labelled: bool = False) -> tuple[list[Po
                 raise DataError(path, where, f"expected an object, found {type(position).__name__}")
             text = normalise_title(position.get("position"))
             if not text:
-                skipped.append(Skipped(path.name, row, "empty title"))
+                skipped.append(Skipped(path.name, row, "empty title", cv_index))
             else:
                 labels = {}
                 if labelled:
@@ -147,13 +148,11 @@ def read_cv_positions(path: Path | str, labelled: bool = False) -> tuple[list[Po
     return positions, skipped
 
 
-def read_ood(path: Path | str, task: Task) -> tuple[list[Example], list[Skipped]]:
-    """The out-of-distribution evaluation set: every ACTIVE annotated position.
-
-    Evaluation only: nothing may be trained, stopped, selected or tuned on it.
-    """
-    path = Path(path)
+def _annotated_examples(path: Path, task: Task, cv_dev: bool) -> tuple[list[Example], list[Skipped]]:
+    """OOD (ACTIVE positions) or cv-dev (every position of the CVs with no ACTIVE one), and the skipped
+    positions of the CVs each draws on."""
     positions, skipped = read_cv_positions(path, labelled=True)
+    cvs_with_active = {p.cv for p in positions if p.status == ACTIVE}
     examples = [
         Example(
             p.text,
@@ -162,9 +161,27 @@ def read_ood(path: Path | str, task: Task) -> tuple[list[Example], list[Skipped]
             p.row,
         )
         for p in positions
-        if p.status == ACTIVE
+        if (p.cv not in cvs_with_active if cv_dev else p.status == ACTIVE)
     ]
-    return examples, skipped
+    return examples, [s for s in skipped if (s.cv not in cvs_with_active) == cv_dev]
+
+
+def read_ood(path: Path | str, task: Task) -> tuple[list[Example], list[Skipped]]:
+    """The out-of-distribution evaluation set: every ACTIVE annotated position.
+
+    Evaluation only: nothing may be trained, stopped, selected or tuned on it.
+    """
+    return _annotated_examples(Path(path), task, cv_dev=False)
+
+
+def read_cv_dev(path: Path | str, task: Task) -> tuple[list[Example], list[Skipped]]:
+    """cv-dev: every position of the annotated CVs that have no ACTIVE position (131 CVs, 217 positions).
+
+    For choices (selection, stopping, weights, conventions), never for training; it shares no person
+    with OOD. The non-ACTIVE positions of CVs that also have an ACTIVE one are dropped here unused:
+    they share people with OOD, so nothing may learn or choose from them.
+    """
+    return _annotated_examples(Path(path), task, cv_dev=True)
 
 
 def read_recorded_answers(path: Path | str) -> dict[int, dict[str, str]]:
@@ -252,6 +269,7 @@ __all__ = [
     "read_curated_csv",
     "read_cv_positions",
     "read_ood",
+    "read_cv_dev",
     "read_recorded_answers",
     "read_pseudo_labels",
     "read_jsonl",

@@ -13,6 +13,17 @@ from .readers import DataError, Example
 
 NO_ANSWER = "(no answer)"
 
+# Reference rows not measured like the others, said beside them wherever they are shown.
+FOOTING = {
+    "Rule-based": "scored on the 380 CVs with exactly one ACTIVE position, not on all 623",
+    "Prompt-engineered": "gemini-2.0-flash; its macro-F1 over 622 rows (one answer is missing)",
+}
+
+
+def reference_label(row: dict) -> str:
+    """The row's model name as shown in tables, with its footing where it differs."""
+    return f"reference: {row['model']}" + (f" ({row['note']})" if row["note"] else "")
+
 
 def read_reference_results(path: Path | str) -> list[dict]:
     """all_results.csv: model,target,accuracy,macro_f1,mae (mae often empty; rows may lack trailing fields)."""
@@ -33,6 +44,7 @@ def read_reference_results(path: Path | str) -> list[dict]:
                         "accuracy": float(record["accuracy"]),
                         "macro_f1": float(record["macro_f1"]),
                         "mae": float(record["mae"]) if record.get("mae") else None,
+                        "note": FOOTING.get(record["model"], ""),
                     }
                 )
             except (KeyError, ValueError) as error:
