@@ -108,3 +108,17 @@ def test_class_weights_survive_saving_and_an_unknown_weighting_is_refused(tmp_pa
     assert loaded("Verkaufsleiter").cats == nlp("Verkaufsleiter").cats
     with pytest.raises(ValueError, match="class_weighting 'inverse' is not one of"):
         spacy.blank("xx").add_pipe("titlecat_textcat", config={"class_weighting": "inverse"})
+
+
+@pytest.mark.parametrize("title", ["Leiterin Vertrieb DACH", "Sales-Manager (m/w/d) Sales", "A", ""])
+def test_hashed_features_count_the_titles_feature_strings(title):
+    from collections import Counter
+
+    from spacy.strings import hash_string
+
+    from titlecat.components import title_feature_counts
+
+    word_counts, char_counts = title_feature_counts(title, 2, 5)
+    words, chars = title_features(title, 2, 5)
+    assert word_counts == Counter(hash_string(f) for f in words)
+    assert char_counts == Counter(hash_string(f) for f in chars)

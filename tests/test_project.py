@@ -29,14 +29,18 @@ def test_corpora_have_the_protocol_splits_and_full_label_sets(small_project):
         assert max(curated.values()) == 25  # the per-label cap
         total = sum(curated.values())
         assert report["counts"]["train"] == pytest.approx(0.7 * total, abs=len(task.labels))
-        assert report["counts"]["ood"] == 623
+        assert (report["counts"]["cv_dev"], report["counts"]["ood"]) == (217, 623)
         nlp = spacy.blank("xx")
         docs = list(DocBin().from_disk(small_project / "corpus" / name / "dev.spacy").get_docs(nlp.vocab))
         assert len(docs) == report["counts"]["dev"]
         assert all(list(doc.cats) == list(task.labels) and sum(doc.cats.values()) == 1.0 for doc in docs)
     seniority = json.loads((small_project / "corpus" / "seniority" / "report.json").read_text())
-    assert seniority["label_counts"]["train"]["Professional"] == 0  # the curated CSV has none
-    assert seniority["label_counts"]["ood"]["Professional"] == 216
+    # The curated CSV has no Professional: every one in train is a Senior or Junior without a marker.
+    relabelled = seniority["relabelled_to_annotators_convention"]
+    assert seniority["label_counts"]["train"]["Professional"] == relabelled["train"] > 0
+    assert seniority["label_counts"]["cv_dev"]["Professional"] == 107
+    department = json.loads((small_project / "corpus" / "department" / "report.json").read_text())
+    assert set(department["relabelled_to_annotators_convention"].values()) == {0}
 
 
 def test_augmented_train_adds_every_pseudo_label_with_its_weight(small_project):
@@ -59,7 +63,7 @@ def test_augmented_train_adds_every_pseudo_label_with_its_weight(small_project):
 def test_every_pipeline_is_evaluated_and_summarised(small_project):
     for task, variant in PIPELINES:
         metrics = json.loads((small_project / "metrics" / "cpu" / f"{task}_{variant}.json").read_text())
-        for split in ("test", "ood"):
+        for split in ("test", "cv_dev", "ood"):
             assert 0.0 <= metrics[split]["accuracy"] <= 1.0
             assert set(metrics[split]["per_class"]) == set(TASKS[task].labels)
             assert ("mae" in metrics[split]) == (task == "seniority")
@@ -69,15 +73,19 @@ def test_every_pipeline_is_evaluated_and_summarised(small_project):
         assert ood["seen_in_train"]["n"] + ood["unseen_in_train"]["n"] == 623
     benchmark = json.loads((small_project / "metrics" / "benchmark.json").read_text())
     systems = {(row["system"], row["task"], row["variant"]) for row in benchmark["rows"]}
-    assert systems == {(s, t, v) for s in ("titlecat cpu", "TF-IDF + logistic regression") for t, v in PIPELINES}
+    assert systems == {
+        (s, t, v) for s in ("titlecat cpu", "TF-IDF + logistic regression") for t, v in PIPELINES
+    } | {("reference bag-of-words recipe, retrained", t, "augmented") for t in TASKS}
     for row in benchmark["rows"]:
-        low, high = row["ood"]["ci95"]["accuracy"]
-        assert low <= row["ood"]["accuracy"] <= high
+        for split, n in (("cv_dev", 217), ("ood", 623)):
+            low, high = row[split]["ci95"]["accuracy"]
+            assert low <= row[split]["accuracy"] <= high and row[split]["n"] == n
         assert row["train_seconds"] > 0 and row["titles_per_second"] > 0
     summary = (small_project / "metrics" / "summary.md").read_text()
     assert summary.count("| titlecat cpu:") == 4
-    assert "gemini-2.0-flash zero-shot, recomputed (622 of 623 answered) | | | 0.7961 |" in summary
-    assert "reference: Transformer-Fine-Tuned-augmented | | | 0.6886 | 0.6374" in summary
+    assert "gemini-2.0-flash zero-shot, recomputed (622 of 623 answered) | | | | 0.7961 |" in summary
+    assert "reference: Transformer-Fine-Tuned-augmented | | | | 0.6886 | 0.6374" in summary
+    assert "reference: Rule-based (scored on the 380 CVs with exactly one ACTIVE position" in summary
 
 
 def test_default_pipeline_per_task_is_the_augmented_one(small_project):
@@ -100,7 +108,7 @@ def test_same_seed_same_corpora_and_metrics(small_project, tmp_path, data_dir):
     run_project(again, "assets", ".", "--vars.asset_mirror", str(data_dir))
     for command in ("corpora", "pseudo-label", "augment", "train-department-base"):
         run_project(again, command, ".", *SMALL_RUN)
-    for name in ("train", "dev", "test", "ood", "train_augmented"):
+    for name in ("train", "dev", "test", "cv_dev", "ood", "train_augmented"):
         assert filecmp.cmp(
             small_project / "corpus" / "seniority" / f"{name}.spacy",
             again / "corpus" / "seniority" / f"{name}.spacy",
@@ -123,7 +131,7 @@ def test_same_seed_same_corpora_and_metrics(small_project, tmp_path, data_dir):
     )
     first = json.loads((small_project / "metrics" / "cpu" / "department_base.json").read_text())
     second = json.loads(output.read_text())
-    for split in ("test", "ood"):
+    for split in ("test", "cv_dev", "ood"):
         assert second[split]["confusion"] == first[split]["confusion"]
         assert second[split]["macro_f1"] == first[split]["macro_f1"]
 
