@@ -196,16 +196,21 @@ def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL file."""
     path = Path(path)
     with path.open(encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(path, f"line {line_number}", f"malformed JSON: {error.msg}") from error
-            if not isinstance(record, dict):
-                raise DataError(path, f"line {line_number}", "expected a JSON object")
-            yield line_number, record
+        yield from jsonl_records(file, path)
+
+
+def jsonl_records(lines: Iterable[str], path: Path | str) -> Iterator[tuple[int, dict]]:
+    """`read_jsonl` on an open file or any iterable of lines; `path` names it in errors."""
+    for line_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(path, f"line {line_number}", f"malformed JSON: {error.msg}") from error
+        if not isinstance(record, dict):
+            raise DataError(path, f"line {line_number}", f"expected a JSON object, found {type(record).__name__}")
+        yield line_number, record
 
 
 def write_jsonl(path: Path | str, records: Iterable[dict]) -> None:
@@ -289,15 +294,7 @@ def iter_titles(
             for line, text in enumerate(file, start=1):
                 yield TitleRecord(line, None, text.rstrip("\r\n"))
         elif fmt == "jsonl":
-            for line, text in enumerate(file, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as error:
-                    raise DataError(path, f"line {line}", f"malformed JSON: {error.msg}") from error
-                if not isinstance(record, dict):
-                    raise DataError(path, f"line {line}", f"expected a JSON object, found {type(record).__name__}")
+            for line, record in jsonl_records(file, path):
                 record_id = record.get(id_column) if id_column else None
                 yield TitleRecord(line, None if record_id is None else str(record_id), record.get(column))
         else:
