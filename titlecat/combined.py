@@ -15,6 +15,7 @@ from __future__ import annotations
 import catalogue
 from spacy.language import Language
 from spacy.tokens import Doc
+from spacy.util import registry
 
 FACTORY = "titlecat_answers"
 
@@ -63,7 +64,7 @@ def make_title_answers(nlp: Language, name: str, tasks: list[str]) -> TitleAnswe
 # A wheel that ships this file may be loaded where titlecat is installed too: register the
 # factory once, whichever copy of this module is imported first (spaCy refuses a second
 # function under the same name). check_exists looks at what is registered, not at entry points.
-if not catalogue.check_exists("spacy", "factories", FACTORY):
+if not catalogue.check_exists(*registry.factories.namespace, FACTORY):
     Language.factory(FACTORY, default_config={"tasks": ["seniority", "department"]})(make_title_answers)
 
 
