@@ -108,9 +108,8 @@ def write_docbins(folder: Path, task_name: str, n_train: int, n_dev: int, seed: 
 def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str) -> dict:
     """Install a pipeline wheel into a new venv and spacy.load it by package name, outside the project.
 
-    spaCy and its dependencies come from this environment through a .pth line; titlecat's
-    editable install does not (its finder lives in a .pth file, which a plain path entry
-    does not run), so the wheel must carry everything it needs.
+    spaCy and its dependencies come from this environment through a .pth line; titlecat
+    does not (neither its code nor its metadata), so the wheel must carry everything it needs.
     """
     venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
@@ -118,7 +117,15 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
     site = subprocess.run(
         [str(python), "-c", "import site; print(site.getsitepackages()[0])"], capture_output=True, text=True, check=True
     ).stdout.strip()
-    Path(site, "dependencies.pth").write_text("\n".join(p for p in sys.path if p.endswith("site-packages")) + "\n")
+    # Everything of this environment but titlecat: its metadata would announce entry points
+    # (spacy_architectures, spacy_factories) whose module this venv cannot import.
+    dependencies = folder / "dependencies"
+    dependencies.mkdir()
+    for site_packages in (Path(p) for p in sys.path if p.endswith("site-packages")):
+        for entry in site_packages.iterdir():
+            if not entry.name.startswith(("titlecat", "__editable__")) and not (dependencies / entry.name).exists():
+                (dependencies / entry.name).symlink_to(entry)
+    Path(site, "dependencies.pth").write_text(f"{dependencies}\n")
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
     check = (
         "import importlib.util, json, sys, spacy\n"

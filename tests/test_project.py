@@ -139,12 +139,13 @@ def test_same_seed_same_corpora_and_metrics(small_project, tmp_path, data_dir):
 def test_wheel_installs_in_a_fresh_venv_and_loads_by_name(small_project, tmp_path):
     wheels = sorted((small_project / "packages" / "cpu").glob("*/dist/*.whl"))
     assert [w.name.split("-")[0] for w in wheels] == [
+        "xx_titlecat_combined_cpu",
         "xx_titlecat_department_augmented_cpu",
         "xx_titlecat_department_base_cpu",
         "xx_titlecat_seniority_augmented_cpu",
         "xx_titlecat_seniority_base_cpu",
     ]
-    output = load_wheel_in_fresh_venv(wheels[2], tmp_path, "xx_titlecat_seniority_augmented_cpu", "Head of Marketing")
+    output = load_wheel_in_fresh_venv(wheels[3], tmp_path, "xx_titlecat_seniority_augmented_cpu", "Head of Marketing")
     assert set(output["cats"]) == set(TASKS["seniority"].labels)
     meta = output["meta"]
     assert meta["version"] == "0.1.0"

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TextIO
 
 from .labels import Task, seniority_from_ordinal
 
@@ -212,16 +213,21 @@ def read_jsonl(path: Path | str) -> Iterator[tuple[int, dict]]:
     """(line number, object) for each non-blank line of a JSONL file."""
     path = Path(path)
     with path.open(encoding="utf-8") as file:
-        for line_number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(path, f"line {line_number}", f"malformed JSON: {error.msg}") from error
-            if not isinstance(record, dict):
-                raise DataError(path, f"line {line_number}", "expected a JSON object")
-            yield line_number, record
+        yield from jsonl_records(file, path)
+
+
+def jsonl_records(lines: Iterable[str], path: Path | str) -> Iterator[tuple[int, dict]]:
+    """`read_jsonl` on an open file or any iterable of lines; `path` names it in errors."""
+    for line_number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise DataError(path, f"line {line_number}", f"malformed JSON: {error.msg}") from error
+        if not isinstance(record, dict):
+            raise DataError(path, f"line {line_number}", f"expected a JSON object, found {type(record).__name__}")
+        yield line_number, record
 
 
 def write_jsonl(path: Path | str, records: Iterable[dict]) -> None:
@@ -256,6 +262,84 @@ def read_pseudo_labels(path: Path | str, task: Task) -> list[Example]:
     return examples
 
 
+# Inputs of `titlecat predict`, by file suffix.
+TITLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text"}
+
+
+@dataclass(frozen=True)
+class TitleRecord:
+    """One input row to label: its line in the file, its id (if the input has one) and the raw value.
+
+    `value` is what the file holds, unchecked: None (missing), any JSON value, or a string.
+    """
+
+    line: int
+    id: str | None
+    value: object
+
+
+def title_format(path: Path | str, fmt: str | None = None) -> str:
+    """The input format: `fmt` if given, else from the suffix (.csv, .tsv, .jsonl/.ndjson, .txt)."""
+    fmt = fmt or TITLE_FORMATS.get(Path(path).suffix.lower())
+    if fmt not in set(TITLE_FORMATS.values()):
+        raise DataError(path, "file name", f"unknown format {fmt!r}: expected one of {sorted(TITLE_FORMATS)}")
+    return fmt
+
+
+def read_titles(
+    path: Path | str, column: str = "text", id_column: str | None = None, fmt: str | None = None
+) -> Iterator[TitleRecord]:
+    """Stream the titles of a CSV/TSV (`column`), JSONL (`column` = field) or plain-text file (one a line).
+
+    Lazy, one row at a time, so memory does not grow with the file. A row that holds a bad title
+    (empty, not text) is yielded for the caller to report; a file that cannot be read as its
+    format (bad CSV quoting, a row with too many fields, malformed JSON, a missing column,
+    not UTF-8) raises DataError naming the line.
+    """
+    path = Path(path)
+    with path.open(newline="", encoding="utf-8") as file:
+        yield from iter_titles(file, path, column, id_column, title_format(path, fmt))
+
+
+def iter_titles(
+    file: TextIO, path: Path | str, column: str = "text", id_column: str | None = None, fmt: str = "csv"
+) -> Iterator[TitleRecord]:
+    """`read_titles` on an open text file (opened with newline=""); `path` names it in errors."""
+    line = 0
+    try:
+        if fmt == "text":
+            for line, text in enumerate(file, start=1):
+                yield TitleRecord(line, None, text.rstrip("\r\n"))
+        elif fmt == "jsonl":
+            for line, record in jsonl_records(file, path):
+                record_id = record.get(id_column) if id_column else None
+                yield TitleRecord(line, None if record_id is None else str(record_id), record.get(column))
+        else:
+            reader = csv.reader(file, delimiter="\t" if fmt == "tsv" else ",", strict=True)
+            header = next(reader, None) or []
+            missing = [name for name in (column, id_column) if name and name not in header]
+            if missing:
+                raise DataError(path, "line 1", f"no column {missing[0]!r} in the header {header!r}")
+            index = header.index(column)
+            id_index = header.index(id_column) if id_column else None
+            line = reader.line_num
+            for fields in reader:
+                start, line = line + 1, reader.line_num
+                if fields and len(fields) != len(header):
+                    raise DataError(
+                        path, f"line {start}", f"expected {len(header)} fields as in the header, found {len(fields)}"
+                    )
+                yield TitleRecord(
+                    start,
+                    fields[id_index] if fields and id_index is not None else None,
+                    fields[index] if fields else None,
+                )
+    except csv.Error as error:
+        raise DataError(path, f"line {line + 1}", f"malformed {fmt.upper()}: {error}") from error
+    except UnicodeDecodeError as error:
+        raise DataError(path, f"after line {line}", "not UTF-8 text") from error
+
+
 def as_dicts(items: Iterable[object]) -> list[dict]:
     return [asdict(item) for item in items]
 
@@ -273,6 +357,10 @@ __all__ = [
     "read_recorded_answers",
     "read_pseudo_labels",
     "read_jsonl",
+    "read_titles",
+    "iter_titles",
+    "title_format",
+    "TitleRecord",
     "write_jsonl",
     "seniority_from_ordinal",
 ]

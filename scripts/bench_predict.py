@@ -1,0 +1,91 @@
+"""Speed and memory of `titlecat predict` against plain nlp.pipe, and Ray with 1 vs 2 workers.
+
+Titles: the unlabelled CV titles, repeated up to --n-titles. Each run is a separate process
+(peak RSS of that process alone, via /usr/bin/time-free resource.getrusage of the child).
+"""
+
+import csv
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from titlecat.readers import read_cv_positions
+
+PIPE_ONLY = (
+    "import csv, sys, spacy\n"
+    "nlp = spacy.load(sys.argv[1])\n"
+    "titles = (row['text'] for row in csv.DictReader(open(sys.argv[2], newline='', encoding='utf-8')))\n"
+    "for doc in nlp.pipe(titles, batch_size=1000):\n"
+    "    pass\n"
+)
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB) of a child process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return seconds, max(peak, before) / 1024
+
+
+def main(
+    model: Path = typer.Argument(Path("training/combined"), exists=True),
+    cv_path: Path = typer.Option(Path("assets/linkedin-cvs-not-annotated.json"), exists=True),
+    n_titles: int = typer.Option(1_000_000),
+    n_ray: int = typer.Option(200_000, help="Titles for the Ray 1-vs-2-worker ratio"),
+    work_dir: Path = typer.Option(Path("metrics/bench_predict")),
+    output_path: Path = typer.Option(Path("metrics/predict_benchmark.md")),
+):
+    work_dir.mkdir(parents=True, exist_ok=True)
+    titles = [p.text for p in read_cv_positions(cv_path)[0]]
+    inputs = {}
+    for n in (n_titles, n_ray):
+        inputs[n] = work_dir / f"titles_{n}.csv"
+        with inputs[n].open("w", newline="", encoding="utf-8") as file:
+            writer = csv.writer(file)
+            writer.writerow(["text"])
+            writer.writerows([titles[i % len(titles)]] for i in range(n))
+    titlecat = [sys.executable, "-m", "titlecat"]
+    rows = []
+    # RUSAGE_CHILDREN keeps the largest child so far: the smaller run goes first.
+    seconds, rss = timed([sys.executable, "-c", PIPE_ONLY, str(model), str(inputs[n_titles])])
+    rows.append(("nlp.pipe (reading the CSV, no output)", n_titles, seconds, rss))
+    seconds, rss = timed([*titlecat, "predict", str(inputs[n_titles]), str(work_dir / "out.csv"), "-m", str(model)])
+    rows.append(("titlecat predict", n_titles, seconds, rss))
+    for workers in (1, 2):
+        seconds, _ = timed(
+            [
+                *titlecat,
+                "predict-ray",
+                str(inputs[n_ray]),
+                str(work_dir / "ray.csv"),
+                "-m",
+                str(model),
+                "--workers",
+                str(workers),
+                "--no-progress",
+            ]
+        )
+        rows.append((f"titlecat predict-ray, {workers} worker(s), incl. Ray start", n_ray, seconds, None))
+    lines = [
+        "| run | titles | seconds | titles/s | peak RSS (MiB) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {name} | {n:,} | {s:.1f} | {n / s:,.0f} | {'' if r is None else f'{r:,.0f}'} |" for name, n, s, r in rows
+    ]
+    overhead = rows[1][2] / rows[0][2] - 1
+    ratio = rows[2][2] / rows[3][2]
+    lines += ["", f"predict overhead over nlp.pipe: {overhead:+.1%}; Ray speed-up 2 vs 1 worker: {ratio:.2f}x", ""]
+    output_path.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    typer.run(main)

@@ -1,0 +1,285 @@
+"""Using the pipelines: spacy.load paths, entry points, the combined pipeline, titlecat predict, Ray."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import spacy
+from conftest import DATA, load_wheel_in_fresh_venv, write_docbins
+
+from titlecat import predict as predict_module
+from titlecat.combined import combine
+from titlecat.labels import TASKS
+from titlecat.predict import check_title, load_pipeline, predict_file
+from titlecat.readers import DataError, normalise_title, read_cv_positions
+
+# A fresh interpreter that has not imported titlecat: what spacy.load finds, it finds through entry points.
+FRESH_LOAD = (
+    "import json, sys, spacy\n"
+    "assert not any(m.startswith('titlecat') for m in sys.modules)\n"
+    "nlp = spacy.load(sys.argv[1])\n"
+    "doc = nlp(sys.argv[2])\n"
+    "print(json.dumps({'cats': doc.cats, 'pipe_names': nlp.pipe_names,\n"
+    "                  'answers': {t: [doc._.get(t), doc._.get(t + '_score')] for t in ('seniority', 'department')\n"
+    "                              if doc.has_extension(t)}}))\n"
+)
+
+
+def load_fresh(model: Path | str, title: str, cwd: Path | None = None) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, str(model), title], capture_output=True, text=True, cwd=cwd
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, data_dir) -> Path:
+    """A small seniority and department pipeline trained on 300 curated titles each, and their combination."""
+    from spacy.cli.train import train
+
+    import titlecat.components  # noqa: F401
+
+    folder = tmp_path_factory.mktemp("tiny")
+    for task in TASKS:
+        train_path, dev_path = write_docbins(folder / "corpus" / task, task, 300, 60)
+        overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path), "training.max_steps": 40}
+        train(Path(__file__).parent.parent / "configs" / "cpu.cfg", folder / task, overrides=overrides)
+    sources = {task: spacy.load(folder / task / "model-best") for task in TASKS}
+    combine(sources).to_disk(folder / "combined")
+    return folder
+
+
+def cv_titles_csv(path: Path, n: int | None = None) -> list[dict]:
+    """A CSV of the unlabelled CV titles as written (empty ones included), plus bad rows of every kind."""
+    positions, skipped = read_cv_positions(DATA / "linkedin-cvs-not-annotated.json")
+    rows = [{"id": f"cv{p.row}", "text": p.text} for p in positions] + [
+        {"id": f"cv{s.row}", "text": ""} for s in skipped
+    ]
+    rows += [{"id": "ws", "text": " \t "}, {"id": "digits", "text": "12345"}, {"id": "long", "text": "Sales " * 200}]
+    if n is not None:
+        rows = [dict(row, id=f"{row['id']}-{i}") for i in range(n // len(rows) + 1) for row in rows][:n]
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, ["id", "text"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def run_predict(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "titlecat", "predict", *args, "--no-progress"], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_folders_load_in_a_fresh_process_through_entry_points(tiny):
+    for task in TASKS:
+        output = load_fresh(tiny / task / "model-best", "Leiterin Vertrieb DACH")
+        expected = spacy.load(tiny / task / "model-best")("Leiterin Vertrieb DACH").cats
+        assert output["cats"] == pytest.approx(expected)
+    combined = load_fresh(tiny / "combined", "Leiterin Vertrieb DACH")
+    assert combined["pipe_names"] == ["seniority", "department", "titlecat_answers"]
+    for task, (label, score) in combined["answers"].items():
+        assert label in TASKS[task].labels and 0 < score <= 1
+
+
+def test_a_titlecat_textcat_joins_an_existing_pipeline(tiny):
+    seniority = spacy.load(tiny / "seniority" / "model-best")
+    nlp = spacy.blank("en")
+    nlp.add_pipe("sentencizer")
+    nlp.add_pipe("textcat", name="seniority", source=seniority)
+    assert nlp.pipe_names == ["sentencizer", "seniority"]
+    title = "Senior Software Engineer"
+    assert nlp(title).cats == pytest.approx(seniority(title).cats)
+
+
+def test_the_combined_pipeline_answers_both_tasks_with_scores(tiny):
+    nlp = spacy.load(tiny / "combined")
+    sources = {task: spacy.load(tiny / task / "model-best") for task in TASKS}
+    for title in ("Head of Marketing", "Werkstudent IT-Support", "Directeur commercial"):
+        doc = nlp(title)
+        for task, source in sources.items():
+            cats = source(title).cats
+            best = max(cats, key=cats.get)
+            assert doc._.get(task) == best
+            assert doc._.get(f"{task}_score") == pytest.approx(cats[best])
+
+
+def test_check_title_statuses():
+    assert check_title("  Head of\tSales ") == ("ok", "Head of Sales")
+    assert check_title(None)[0] == check_title(" \n ")[0] == "empty"
+    assert check_title(42)[0] == check_title(["a"])[0] == check_title("---")[0] == "not_text"
+    assert check_title("a" * 501)[0] == "too_long" and check_title("a" * 500)[0] == "ok"
+
+
+def test_predict_labels_a_csv_of_cv_titles_and_reports_bad_rows(tiny, tmp_path):
+    rows = cv_titles_csv(tmp_path / "titles.csv")
+    output = tmp_path / "labels.csv"
+    result = run_predict(str(tmp_path / "titles.csv"), str(output), "-m", str(tiny / "combined"), "--id-column", "id")
+    assert result.returncode == 0, result.stderr
+    labelled = list(csv.DictReader(output.open(encoding="utf-8")))
+    assert [row["id"] for row in labelled] == [row["id"] for row in rows]
+    assert [int(row["line"]) for row in labelled] == list(range(2, len(rows) + 2))
+    statuses = {row["id"]: row["status"] for row in labelled}
+    assert (statuses["ws"], statuses["digits"], statuses["long"]) == ("empty", "not_text", "too_long")
+    n_empty = sum(1 for row in rows if not normalise_title(row["text"]))
+    # Real CV titles with no letter at all ("-", "...") are not_text too.
+    n_letterless = sum(1 for row in rows if row["text"].strip() and not any(c.isalpha() for c in row["text"]))
+    n_bad = sum(1 for row in labelled if row["status"] != "ok")
+    assert n_empty >= 1 and n_letterless >= 1 and n_bad == n_empty + n_letterless + 1
+    summary = f"{len(rows) - n_bad:,} labelled, {n_bad:,} bad (empty {n_empty:,}, not_text {n_letterless}, too_long 1)"
+    assert summary in result.stderr
+    nlp = spacy.load(tiny / "combined")
+    for row, source in list(zip(labelled, rows, strict=True))[:200]:
+        if row["status"] == "ok":
+            doc = nlp(source["text"])
+            assert (row["seniority"], row["department"]) == (doc._.seniority, doc._.department)
+            assert float(row["department_score"]) == pytest.approx(doc._.department_score, abs=1e-4)
+        else:
+            assert row["seniority"] == row["department_score"] == ""
+
+
+def test_predict_reads_jsonl_and_text_and_writes_every_score(tiny, tmp_path):
+    jsonl = tmp_path / "titles.jsonl"
+    records = [{"key": 7, "title": "Head of Sales"}, {"key": 8, "title": 3.5}, {"key": 9}, {"key": 10, "title": None}]
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in records) + "\n")
+    output = tmp_path / "out.jsonl"
+    model = str(tiny / "combined")
+    result = run_predict(str(jsonl), str(output), "-m", model, "--field", "title", "--id-field", "key", "--all-scores")
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [(r["line"], r["id"], r["status"]) for r in rows] == [
+        (1, "7", "ok"),
+        (2, "8", "not_text"),
+        (3, "9", "empty"),
+        (4, "10", "empty"),
+    ]
+    scores = {label: rows[0][f"department:{label}"] for label in TASKS["department"].labels}
+    assert max(scores, key=scores.get) == rows[0]["department"]
+    assert sum(scores.values()) == pytest.approx(1.0, abs=1e-3)
+    assert rows[1]["seniority"] is None and rows[1]["seniority_score"] is None
+    text = tmp_path / "titles.txt"
+    text.write_text("Head of Sales\n\nEinkäufer\n", encoding="utf-8")
+    result = run_predict(str(text), str(tmp_path / "out.tsv"), "-m", str(tiny / "seniority" / "model-best"))
+    assert result.returncode == 0, result.stderr
+    lines = (tmp_path / "out.tsv").read_text().splitlines()
+    assert lines[0] == "line\tstatus\tseniority\tseniority_score"  # a one-task pipeline answers its task only
+    assert [line.split("\t")[:2] for line in lines[1:]] == [["1", "ok"], ["2", "empty"], ["3", "ok"]]
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        (
+            "bad.csv",
+            "id,text\n1,Sales\n2,Sales,extra\n",
+            "bad.csv: line 3: expected 2 fields as in the header, found 3",
+        ),
+        ("bad.csv", 'id,text\n1,"Sales\n', "bad.csv: line 2: malformed CSV"),
+        ("cols.csv", "id,title\n1,Sales\n", "cols.csv: line 1: no column 'text' in the header ['id', 'title']"),
+        ("bad.jsonl", '{"text": "Sales"}\n{"text": \n', "bad.jsonl: line 2: malformed JSON"),
+        ("list.jsonl", '["Sales"]\n', "list.jsonl: line 1: expected a JSON object, found list"),
+    ],
+)
+def test_a_malformed_file_stops_naming_the_line_and_keeps_the_old_output(tiny, tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    output = tmp_path / "out.csv"
+    output.write_text("the previous complete output\n")
+    result = run_predict(str(path), str(output), "-m", str(tiny / "combined"))
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert output.read_text() == "the previous complete output\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "out.csv"])  # no partial file left
+
+
+def test_an_interrupted_run_leaves_no_output_and_a_rerun_redoes_it(tiny, tmp_path, monkeypatch):
+    cv_titles_csv(tmp_path / "titles.csv", n=3000)
+    nlp = load_pipeline(tiny / "combined")
+    label_records = predict_module.label_records
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of the file
+        return label_records(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "label_records", interrupted)
+    output = tmp_path / "out.csv"
+    with pytest.raises(KeyboardInterrupt):
+        predict_file(nlp, tmp_path / "titles.csv", output, chunk_size=1000, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["titles.csv"]
+    monkeypatch.setattr(predict_module, "label_records", label_records)
+    summary = predict_file(nlp, tmp_path / "titles.csv", output, chunk_size=1000, progress=False)
+    assert summary.total == 3000 == len(output.read_text().splitlines()) - 1
+
+
+def test_unknown_input_format_is_an_error(tmp_path):
+    path = tmp_path / "titles.xlsx"
+    path.write_text("x")
+    with pytest.raises(DataError, match="unknown format"):
+        list(predict_module.read_titles(path))
+
+
+def test_predict_ray_on_two_workers_writes_the_rows_of_predict(tiny, tmp_path):
+    pytest.importorskip("ray")
+    rows = cv_titles_csv(tmp_path / "titles.csv", n=50000)
+    model = str(tiny / "combined")
+    args = [str(tmp_path / "titles.csv"), "-m", model, "--id-column", "id", "--no-progress"]
+    local = subprocess.run(
+        [sys.executable, "-m", "titlecat", "predict", args[0], str(tmp_path / "local.csv"), *args[1:]],
+        capture_output=True,
+        text=True,
+    )
+    assert local.returncode == 0, local.stderr
+    distributed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "titlecat",
+            "predict-ray",
+            args[0],
+            str(tmp_path / "ray.csv"),
+            *args[1:],
+            "--workers",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert distributed.returncode == 0, distributed.stderr[-3000:]
+    assert (tmp_path / "ray.csv").read_text() == (tmp_path / "local.csv").read_text()
+    statuses = {row["status"] for row in csv.DictReader((tmp_path / "ray.csv").open())}
+    assert statuses == {"ok", "empty", "not_text", "too_long"} and len(rows) == 50000
+
+
+def test_training_task_folders_load_the_augmented_pipelines_in_a_fresh_process(small_project):
+    for task in TASKS:
+        assert (small_project / "training" / task).resolve() == (small_project / "training" / "cpu" / task).resolve()
+        output = load_fresh(f"training/{task}", "Leiterin Vertrieb DACH", cwd=small_project)
+        best = spacy.load(small_project / "training" / "cpu" / task / "augmented" / "model-best")
+        assert output["cats"] == pytest.approx(best("Leiterin Vertrieb DACH").cats)
+    combined = load_fresh("training/combined", "Leiterin Vertrieb DACH", cwd=small_project)
+    assert set(combined["answers"]) == set(TASKS)
+
+
+def test_the_combined_wheel_installs_and_answers_both_tasks(small_project, tmp_path):
+    (wheel,) = (small_project / "packages" / "cpu").glob("xx_titlecat_combined_cpu-*/dist/*.whl")
+    output = load_wheel_in_fresh_venv(wheel, tmp_path, "xx_titlecat_combined_cpu", "Head of Marketing")
+    assert output["pipe_names"] == ["seniority", "department", "titlecat_answers"]
+    assert set(output["cats"]) == set(TASKS["seniority"].labels) | set(TASKS["department"].labels)
+    assert output["meta"]["titlecat"]["tasks"]["department"] == list(TASKS["department"].labels)
+
+
+def test_predict_in_the_project_uses_the_linked_combined_pipeline(small_project, tmp_path):
+    cv_titles_csv(tmp_path / "titles.csv")
+    result = run_predict(str(tmp_path / "titles.csv"), str(tmp_path / "labels.csv"), cwd=small_project)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader((tmp_path / "labels.csv").open()))
+    assert {row["department"] for row in rows if row["status"] == "ok"} <= set(TASKS["department"].labels)
