@@ -1,8 +1,7 @@
 """Augmented train set of one task: the curated train split plus every valid pseudo-labelled CV title.
 
 Pseudo labels are mapped onto the annotators' convention like the curated ones (docs/labels.md), and each
-pseudo-labelled title goes in `--pseudo-label-weight` times (docs/quality.md). Class balance is the
-trainer's (the component's `class_weighting`), so the corpus stays its natural size.
+pseudo-labelled title goes in `--pseudo-label-weight` times (docs/quality.md).
 """
 
 import json

@@ -73,9 +73,9 @@ def test_every_pipeline_is_evaluated_and_summarised(small_project):
         assert ood["seen_in_train"]["n"] + ood["unseen_in_train"]["n"] == 623
     benchmark = json.loads((small_project / "metrics" / "benchmark.json").read_text())
     systems = {(row["system"], row["task"], row["variant"]) for row in benchmark["rows"]}
-    assert systems == {
-        (s, t, v) for s in ("titlecat cpu", "TF-IDF + logistic regression") for t, v in PIPELINES
-    } | {("reference bag-of-words recipe, retrained", t, "augmented") for t in TASKS}
+    assert systems == {(s, t, v) for s in ("titlecat cpu", "TF-IDF + logistic regression") for t, v in PIPELINES} | {
+        ("reference bag-of-words recipe, retrained", t, "augmented") for t in TASKS
+    }
     for row in benchmark["rows"]:
         for split, n in (("cv_dev", 217), ("ood", 623)):
             low, high = row[split]["ci95"]["accuracy"]

@@ -1,4 +1,4 @@
-"""Registered spaCy functions the titlecat pipelines need at load time: the model architecture and the component.
+"""Registered spaCy functions the titlecat pipelines need at load time.
 
 Shipped inside every wheel with `spacy package --code`, so this module must be
 self-contained: it imports spacy, thinc and numpy, never the rest of titlecat.
@@ -11,9 +11,7 @@ from collections import Counter
 from functools import lru_cache, partial
 
 import numpy as np
-from spacy.language import Language
 from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
-from spacy.pipeline.textcat import DEFAULT_SINGLE_TEXTCAT_MODEL, TextCategorizer
 from spacy.strings import hash_string
 from spacy.tokens import Doc
 from spacy.util import registry
@@ -127,60 +125,3 @@ def build_title_ngram_classifier(
     model.attrs["multi_label"] = False
     model.attrs["resize_output"] = partial(resize_and_set_ref, resizable_layer=resizable_layer)
     return model
-
-
-class TitleCategorizer(TextCategorizer):
-    """spaCy's exclusive-class `textcat`, with class weights in its loss.
-
-    `class_weighting = "balanced"` weighs each label's examples by n / (n_labels × n_label), as
-    scikit-learn's `class_weight="balanced"`: the curated CSVs are 74% Marketing and Sales (department)
-    or Lead and Professional (seniority), the CV titles are not, and balanced weights moved cv-dev
-    the most of all class-prior choices (docs/quality.md). Weights are counted on the training data
-    in `initialize` and saved with the component; prediction is the same as textcat's.
-    """
-
-    def __init__(self, vocab, model, name="textcat", *, threshold, scorer, class_weighting="none"):
-        if class_weighting not in CLASS_WEIGHTINGS:
-            raise ValueError(f"class_weighting {class_weighting!r} is not one of {CLASS_WEIGHTINGS}")
-        super().__init__(vocab, model, name, threshold=threshold, scorer=scorer)
-        self.cfg["class_weighting"] = class_weighting
-        self.cfg.setdefault("class_weights", {})
-
-    def initialize(self, get_examples, *, nlp=None, labels=None, positive_label=None):
-        super().initialize(get_examples, nlp=nlp, labels=labels, positive_label=positive_label)
-        counts = dict.fromkeys(self.labels, 0)
-        for example in get_examples():
-            cats = example.reference.cats
-            counts[max(cats, key=cats.get)] += 1
-        seen = {label: n for label, n in counts.items() if n}
-        weights = {label: sum(seen.values()) / (len(seen) * n) for label, n in seen.items()}
-        balanced = self.cfg["class_weighting"] == "balanced"
-        self.cfg["class_weights"] = {label: weights.get(label, 1.0) if balanced else 1.0 for label in self.labels}
-
-    def get_loss(self, examples, scores):
-        loss, d_scores = super().get_loss(examples, scores)
-        if self.cfg["class_weighting"] == "none":
-            return loss, d_scores
-        truths, _ = self._examples_to_truth(examples)
-        weights = self.model.ops.asarray([self.cfg["class_weights"].get(label, 1.0) for label in self.labels])
-        # Each example's gradient scaled by the weight of its gold label.
-        d_scores *= (self.model.ops.asarray(truths) * weights).sum(axis=1, keepdims=True)
-        return float((d_scores**2).mean()), d_scores
-
-
-CLASS_WEIGHTINGS = ("none", "balanced")
-
-
-@Language.factory(
-    "titlecat_textcat",
-    assigns=["doc.cats"],
-    default_config={
-        "threshold": 0.0,
-        "model": DEFAULT_SINGLE_TEXTCAT_MODEL,
-        "scorer": {"@scorers": "spacy.textcat_scorer.v2"},
-        "class_weighting": "none",
-    },
-    default_score_weights={"cats_macro_f": 1.0},
-)
-def make_title_categorizer(nlp, name, model, threshold, scorer, class_weighting):
-    return TitleCategorizer(nlp.vocab, model, name, threshold=threshold, scorer=scorer, class_weighting=class_weighting)
