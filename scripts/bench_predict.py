@@ -1,11 +1,10 @@
 """Speed and memory of `titlecat predict` against plain nlp.pipe, and Ray with 1 vs 2 workers.
 
-Titles: the unlabelled CV titles, repeated up to --n-titles. Each run is a separate process
-(peak RSS of that process alone, via /usr/bin/time-free resource.getrusage of the child).
+Titles: the unlabelled CV titles, repeated up to --n-titles. Each run is a separate process,
+started by a fresh wrapper process, so the peak RSS is that run's alone (its largest process).
 """
 
 import csv
-import resource
 import subprocess
 import sys
 import time
@@ -24,14 +23,20 @@ PIPE_ONLY = (
 )
 
 
+# Runs a command and prints the peak RSS (KiB) of its processes: RUSAGE_CHILDREN of a fresh wrapper
+# holds that one run, not the largest of every run so far.
+PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+)
+
+
 def timed(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a child process."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    """Wall seconds and peak RSS (MiB) of a command run in its own process."""
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return seconds, max(peak, before) / 1024
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], check=True, capture_output=True, text=True)
+    return time.perf_counter() - start, int(result.stdout.split()[-1]) / 1024
 
 
 def main(
@@ -53,13 +58,12 @@ def main(
             writer.writerows([titles[i % len(titles)]] for i in range(n))
     titlecat = [sys.executable, "-m", "titlecat"]
     rows = []
-    # RUSAGE_CHILDREN keeps the largest child so far: the smaller run goes first.
     seconds, rss = timed([sys.executable, "-c", PIPE_ONLY, str(model), str(inputs[n_titles])])
     rows.append(("nlp.pipe (reading the CSV, no output)", n_titles, seconds, rss))
     seconds, rss = timed([*titlecat, "predict", str(inputs[n_titles]), str(work_dir / "out.csv"), "-m", str(model)])
     rows.append(("titlecat predict", n_titles, seconds, rss))
     for workers in (1, 2):
-        seconds, _ = timed(
+        seconds, rss = timed(
             [
                 *titlecat,
                 "predict-ray",
@@ -72,7 +76,7 @@ def main(
                 "--no-progress",
             ]
         )
-        rows.append((f"titlecat predict-ray, {workers} worker(s), incl. Ray start", n_ray, seconds, None))
+        rows.append((f"titlecat predict-ray, {workers} worker(s), incl. Ray start (RSS: driver)", n_ray, seconds, rss))
     lines = [
         "| run | titles | seconds | titles/s | peak RSS (MiB) |",
         "|---|---:|---:|---:|---:|",
