@@ -1,4 +1,9 @@
-"""Package one trained pipeline as a pip-installable wheel, with its metrics and data sources in the meta."""
+"""Package one trained pipeline as a pip-installable wheel, with its metrics and data sources in the meta.
+
+Works without a package index: `spacy package --build wheel` would run `python -m build` in an isolated
+environment, which downloads setuptools. Here `spacy package` only writes the package folder, and the
+wheel is built in this environment (`--no-isolation`) with the setuptools the project depends on.
+"""
 
 import json
 import subprocess
@@ -53,24 +58,19 @@ def main(
     output_dir.mkdir(parents=True, exist_ok=True)
     meta_path = output_dir / f"meta_{task.name}_{variant}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    command = [
-        sys.executable,
-        "-m",
-        "spacy",
-        "package",
-        str(model_path),
-        str(output_dir),
-        "--meta-path",
-        str(meta_path),
-        "--build",
-        "wheel",
-        "--force",
-    ]
+    command = [sys.executable, "-m", "spacy", "package", str(model_path), str(output_dir)]
+    command += ["--meta-path", str(meta_path), "--build", "none", "--force"]
     if code:
         command += ["--code", code]
-    if subprocess.run(command).returncode != 0:
-        typer.secho(f"✘ spacy package failed for {model_path}", fg="red", err=True)
-        raise typer.Exit(1)
+    lang = json.loads((model_path / "meta.json").read_text())["lang"]
+    package_dir = output_dir / f"{lang}_{meta['name']}-{version}"
+    build = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--quiet"]
+    build += ["--outdir", str(package_dir / "dist")]
+    for step in (command, [*build, str(package_dir)]):
+        if subprocess.run(step).returncode != 0:
+            typer.secho(f"✘ {' '.join(step[1:4])} failed for {model_path}", fg="red", err=True)
+            raise typer.Exit(1)
+    typer.secho(f"✔ {next((package_dir / 'dist').glob('*.whl'))}", fg="green")
 
 
 if __name__ == "__main__":

@@ -156,3 +156,23 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
     assert output["pipe_names"] == ["transformer", "textcat"]
     assert set(output["cats"]) == set(task.labels)
     assert abs(sum(output["cats"].values()) - 1.0) < 1e-4
+
+
+def test_package_builds_without_a_package_index(small_project, tmp_path, monkeypatch):
+    """`package` on an air-gapped machine: no isolated build env, so nothing is downloaded (PIP_NO_INDEX=1)."""
+    project = tmp_path / "project"
+    shutil.copytree(small_project, project, symlinks=True)
+    shutil.rmtree(project / "packages")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")  # no local wheel folder to fall back on either
+    result = run_project(project, "package", ".")
+    log = result.stdout + result.stderr
+    # `python -m build` in an isolated env fails here, and spaCy then falls back to `setup.py bdist_wheel`
+    # (deprecated, and gone on a machine without setuptools): neither may happen.
+    assert "isolated environment" not in log and "Falling back" not in log, log[-3000:]
+    wheels = sorted((project / "packages" / "cpu").glob("*/dist/*.whl"))
+    assert len(wheels) == 4, result.stdout[-3000:] + result.stderr[-3000:]
+    assert not list((project / "packages" / "cpu").glob("*/dist/*.tar.gz"))  # no sdist step either
+    output = load_wheel_in_fresh_venv(wheels[1], tmp_path, "xx_titlecat_department_base_cpu", "Leiter Einkauf")
+    assert set(output["cats"]) == set(get_task("department").labels)
+    assert output["meta"]["titlecat"]["variant"] == "base"
