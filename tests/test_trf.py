@@ -43,6 +43,23 @@ def test_trf_config_is_the_filled_base():
     assert all(not value for key, value in weights.items() if key != "cats_macro_f")
 
 
+def test_trf_batches_are_large_and_keep_every_title(data_dir):
+    """Few, large training steps (the per-step costs are fixed), and no title dropped for its length."""
+    import spacy
+    from spacy.util import load_config, registry
+
+    from titlecat.corpus import to_docbin
+
+    task = get_task("department")
+    examples = curated_examples(task.name, 3000, seed=2)
+    nlp = spacy.blank("xx")
+    docs = list(to_docbin(examples, task).get_docs(nlp.vocab))
+    batcher = registry.resolve({"b": load_config(TRF_CONFIG)["training"]["batcher"]})["b"]
+    batches = list(batcher(docs))
+    assert sorted(doc.text for batch in batches for doc in batch) == sorted(doc.text for doc in docs)
+    assert len(docs) / len(batches) >= 150  # titles per step; the former batch_by_words 256 gave ~55
+
+
 def test_trf_train_and_load(tiny_xlmr_dir, tmp_path):
     task = get_task("department")
     train, dev = write_docbins(tmp_path / "corpus", task.name, n_train=120, n_dev=40)
