@@ -272,6 +272,11 @@ def quality(
     configs: list[str] = typer.Argument(..., help="PATH or REV:PATH"),
     max_steps: int = typer.Option(200),
     eval_frequency: int = typer.Option(50),
+    learn_rate: float = typer.Option(
+        0.0,
+        help="If > 0, the peak learning rate of every config (the tiny model "
+        "barely moves at a transformer's usual 5e-5 to 1e-4)",
+    ),
     task_name: str = typer.Option("department", "--task"),
     cache: Path = typer.Option(Path(tempfile.gettempdir()) / "titlecat-models"),
     output: Path = typer.Option(Path("metrics/trf_quality.md")),
@@ -281,7 +286,8 @@ def quality(
 
     model = model_folder("tiny", cache, task_name)
     lines = [
-        f"# trf dev scores: tiny model, {task_name}, {max_steps} steps, eval every {eval_frequency} "
+        f"# trf dev scores: tiny model, {task_name}, {max_steps} steps, eval every {eval_frequency}, "
+        f"peak learning rate {learn_rate or 'of each config'} "
         f"({date.today()}, {machine()})",
         "",
         "| config | best dev macro-F1 | titles/step | titles seen | train s |",
@@ -301,6 +307,8 @@ def quality(
                 "training.eval_frequency": eval_frequency,
                 "training.logger": {"@loggers": "spacy.ConsoleLogger.v1", "progress_bar": False},
             }
+            if learn_rate > 0:
+                overrides["training.optimizer.learn_rate.initial_rate"] = learn_rate
             start = time.perf_counter()
             train(config_path, Path(folder) / "out", use_gpu=-1, overrides=overrides)
             seconds = time.perf_counter() - start
