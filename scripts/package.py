@@ -1,4 +1,9 @@
-"""Package one trained pipeline as a pip-installable wheel, with its metrics and data sources in the meta."""
+"""Package one trained pipeline as a pip-installable wheel, with its metrics and data sources in the meta.
+
+Works without a package index: `spacy package --build wheel` would run `python -m build` in an isolated
+environment, which downloads setuptools. Here `spacy package` only writes the package folder, and the
+wheel is built in this environment (`--no-isolation`) with the setuptools the project depends on.
+"""
 
 import json
 import subprocess
@@ -10,67 +15,71 @@ import typer
 
 from titlecat.labels import get_task
 
+SPLITS = ("test", "cv_dev", "ood")
+
 
 def main(
-    task_name: str = typer.Argument(..., metavar="TASK"),
-    variant: str = typer.Argument(...),
     model_path: Path = typer.Argument(..., exists=True, file_okay=False),
-    metrics_path: Path = typer.Argument(..., exists=True, dir_okay=False),
     output_dir: Path = typer.Argument(..., file_okay=False),
+    name: str = typer.Option(..., help="Package name without the language prefix, e.g. titlecat_seniority_base_cpu"),
+    metrics_paths: list[Path] = typer.Option(
+        ..., "--metrics", exists=True, dir_okay=False, help="evaluate's JSON of each task the pipeline answers"
+    ),
+    variant: str = typer.Option("augmented", help="base (curated train) or augmented (+ pseudo-labels)"),
     config: str = typer.Option("cpu"),
     version: str = typer.Option("0.1.0"),
     project_file: Path = typer.Option(Path("project.yml"), exists=True),
     code: str = typer.Option("", help="Comma-separated Python files with registered functions to ship"),
 ):
-    task = get_task(task_name)
-    metrics = json.loads(metrics_path.read_text())
-    summary = {
-        split: {k: metrics[split][k] for k in ("n", "accuracy", "macro_f1", "mae") if k in metrics[split]}
-        for split in ("test", "ood")
-    }
+    tasks = {}
+    for metrics_path in metrics_paths:
+        metrics = json.loads(metrics_path.read_text())
+        task = get_task(metrics["task"])
+        scores = {
+            split: {k: metrics[split][k] for k in ("n", "accuracy", "macro_f1", "mae") if k in metrics[split]}
+            for split in SPLITS
+        }
+        tasks[task.name] = {"labels": list(task.labels), "metrics": scores}
     data = "curated CSV" + (" + LLM pseudo-labelled CV titles" if variant == "augmented" else "")
+    results = "; ".join(
+        f"{task}: OOD accuracy {t['metrics']['ood']['accuracy']:.3f}, macro-F1 {t['metrics']['ood']['macro_f1']:.3f}"
+        for task, t in tasks.items()
+    )
     meta = {
-        "name": f"titlecat_{task.name}_{variant}_{config}",
+        "name": name,
         "version": version,
-        "description": f"titlecat: {task.name} of a job title (any language), {config} pipeline trained on {data}. "
-        f"Labels: {', '.join(task.labels)}. OOD accuracy {summary['ood']['accuracy']:.3f}, "
-        f"macro-F1 {summary['ood']['macro_f1']:.3f}.",
+        "description": f"titlecat: {' and '.join(tasks)} of a job title (any language), {config} pipeline trained "
+        f"on {data}. {results}.",
         "author": "titlecat",
         "license": "MIT",
         "sources": [
             {"name": asset["dest"].split("/")[-1], "url": asset["url"], "description": asset["description"]}
             for asset in srsly.read_yaml(project_file)["assets"]
         ],
-        "performance": {f"{split}_{key}": value for split, scores in summary.items() for key, value in scores.items()},
-        "titlecat": {
-            "task": task.name,
-            "variant": variant,
-            "config": config,
-            "labels": list(task.labels),
-            "metrics": summary,
+        "performance": {
+            f"{task}_{split}_{key}": value
+            for task, t in tasks.items()
+            for split, scores in t["metrics"].items()
+            for key, value in scores.items()
         },
+        "titlecat": {"variant": variant, "config": config, "tasks": tasks},
     }
     output_dir.mkdir(parents=True, exist_ok=True)
-    meta_path = output_dir / f"meta_{task.name}_{variant}.json"
+    meta_path = output_dir / f"meta_{name}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")
-    command = [
-        sys.executable,
-        "-m",
-        "spacy",
-        "package",
-        str(model_path),
-        str(output_dir),
-        "--meta-path",
-        str(meta_path),
-        "--build",
-        "wheel",
-        "--force",
-    ]
+    command = [sys.executable, "-m", "spacy", "package", str(model_path), str(output_dir)]
+    command += ["--meta-path", str(meta_path), "--build", "none", "--force"]
     if code:
         command += ["--code", code]
-    if subprocess.run(command).returncode != 0:
-        typer.secho(f"✘ spacy package failed for {model_path}", fg="red", err=True)
-        raise typer.Exit(1)
+    lang = json.loads((model_path / "meta.json").read_text())["lang"]
+    package_dir = output_dir / f"{lang}_{name}-{version}"
+    build = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--quiet"]
+    build += ["--outdir", str(package_dir / "dist")]
+    for step in (command, [*build, str(package_dir)]):
+        if subprocess.run(step).returncode != 0:
+            typer.secho(f"✘ {' '.join(step[1:4])} failed for {model_path}", fg="red", err=True)
+            raise typer.Exit(1)
+    typer.secho(f"✔ {next((package_dir / 'dist').glob('*.whl'))}", fg="green")
 
 
 if __name__ == "__main__":

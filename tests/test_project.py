@@ -149,8 +149,10 @@ def test_wheel_installs_in_a_fresh_venv_and_loads_by_name(small_project, tmp_pat
     assert set(output["cats"]) == set(TASKS["seniority"].labels)
     meta = output["meta"]
     assert meta["version"] == "0.1.0"
-    assert meta["titlecat"]["labels"] == list(TASKS["seniority"].labels)
-    assert 0 <= meta["titlecat"]["metrics"]["ood"]["accuracy"] <= 1
+    (seniority,) = meta["titlecat"]["tasks"].values()
+    assert seniority["labels"] == list(TASKS["seniority"].labels)
+    assert {split: scores["n"] for split, scores in seniority["metrics"].items()}["ood"] == 623
+    assert 0 <= seniority["metrics"]["cv_dev"]["accuracy"] <= 1
     assert {s["name"] for s in meta["sources"]} >= {"seniority-v2.csv", "gemini_synthetic.csv"}
 
 

@@ -43,6 +43,23 @@ def test_trf_config_is_the_filled_base():
     assert all(not value for key, value in weights.items() if key != "cats_macro_f")
 
 
+def test_trf_batches_are_large_and_keep_every_title(data_dir):
+    """Few, large training steps (the per-step costs are fixed), and no title dropped for its length."""
+    import spacy
+    from spacy.util import load_config, registry
+
+    from titlecat.corpus import to_docbin
+
+    task = get_task("department")
+    examples = curated_examples(task.name, 3000, seed=2)
+    nlp = spacy.blank("xx")
+    docs = list(to_docbin(examples, task).get_docs(nlp.vocab))
+    batcher = registry.resolve({"b": load_config(TRF_CONFIG)["training"]["batcher"]})["b"]
+    batches = list(batcher(docs))
+    assert sorted(doc.text for batch in batches for doc in batch) == sorted(doc.text for doc in docs)
+    assert len(docs) / len(batches) >= 150  # titles per step; the former batch_by_words 256 gave ~55
+
+
 def test_trf_train_and_load(tiny_xlmr_dir, tmp_path):
     task = get_task("department")
     train, dev = write_docbins(tmp_path / "corpus", task.name, n_train=120, n_dev=40)
@@ -156,3 +173,24 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
     assert output["pipe_names"] == ["transformer", "textcat"]
     assert set(output["cats"]) == set(task.labels)
     assert abs(sum(output["cats"].values()) - 1.0) < 1e-4
+
+
+def test_package_builds_without_a_package_index(small_project, tmp_path, monkeypatch):
+    """`package` on an air-gapped machine: no isolated build env, so nothing is downloaded (PIP_NO_INDEX=1)."""
+    project = tmp_path / "project"
+    shutil.copytree(small_project, project, symlinks=True)
+    shutil.rmtree(project / "packages")
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", "")  # no local wheel folder to fall back on either
+    result = run_project(project, "package", ".")
+    log = result.stdout + result.stderr
+    # `python -m build` in an isolated env fails here, and spaCy then falls back to `setup.py bdist_wheel`
+    # (deprecated, and gone on a machine without setuptools): neither may happen.
+    assert "isolated environment" not in log and "Falling back" not in log, log[-3000:]
+    wheels = sorted((project / "packages" / "cpu").glob("*/dist/*.whl"))
+    assert len(wheels) == 5, result.stdout[-3000:] + result.stderr[-3000:]  # four pipelines and the combined one
+    assert not list((project / "packages" / "cpu").glob("*/dist/*.tar.gz"))  # no sdist step either
+    (wheel,) = (w for w in wheels if w.name.startswith("xx_titlecat_department_base_cpu-"))
+    output = load_wheel_in_fresh_venv(wheel, tmp_path, "xx_titlecat_department_base_cpu", "Leiter Einkauf")
+    assert set(output["cats"]) == set(get_task("department").labels)
+    assert output["meta"]["titlecat"]["variant"] == "base"

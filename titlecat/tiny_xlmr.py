@@ -22,10 +22,14 @@ def build_tiny_xlmr(
     heads: int = 2,
     max_length: int = 128,
     seed: int = 0,
+    embedding_rows: int | None = None,
 ) -> Path:
     """Train a Unigram tokenizer on `titles` and save it with a random XLM-R model in `folder`.
 
-    Deterministic for the same titles and seed. Returns the folder, which
+    `embedding_rows` (default: the tokenizer's vocabulary) sets the rows of the
+    embedding matrix, e.g. XLM-R's 250,002, so that memory and optimizer cost
+    are those of the real model. Deterministic for the same titles and seed.
+    Returns the folder, which
     loads with `AutoTokenizer`/`AutoModel.from_pretrained` and works as
     `name` of spacy-transformers' TransformerModel.
     """
@@ -69,7 +73,7 @@ def build_tiny_xlmr(
     fast.save_pretrained(folder)
 
     config = XLMRobertaConfig(
-        vocab_size=tokenizer.get_vocab_size(),
+        vocab_size=embedding_rows or tokenizer.get_vocab_size(),
         hidden_size=hidden_size,
         num_hidden_layers=layers,
         num_attention_heads=heads,
@@ -84,3 +88,16 @@ def build_tiny_xlmr(
     torch.manual_seed(seed)
     XLMRobertaModel(config).save_pretrained(folder)
     return folder
+
+
+# xlm-roberta-base: 12 layers, hidden 768, 12 heads, FFN 3072, 514 positions, 250,002-row embedding.
+XLMR_BASE_SHAPE = {"hidden_size": 768, "layers": 12, "heads": 12, "max_length": 512, "embedding_rows": 250_002}
+
+
+def build_xlmr_base_shape(folder: Path | str, titles: Iterable[str], seed: int = 0) -> Path:
+    """A random-weight model of xlm-roberta-base's exact shape (278,043,648 parameters), for timing only.
+
+    The tokenizer (8,000 pieces) is trained on `titles`; the embedding keeps XLM-R's 250,002 rows,
+    so memory, optimizer state and step time are those of the real model. Its scores mean nothing.
+    """
+    return build_tiny_xlmr(folder, titles, vocab_size=8000, seed=seed, **XLMR_BASE_SHAPE)

@@ -1,0 +1,327 @@
+"""Where a trf training step and `nlp.pipe` spend their time, and how fast a trf config trains and predicts.
+
+Runs the config's own training pieces (corpus, batcher, optimizer, `nlp.update`, `nlp.evaluate`) on a
+local random-weight model: the tiny XLM-R of the tests or one of xlm-roberta-base's exact shape.
+
+  profile    cProfile of training steps, one dev evaluation and prediction, split into model compute
+             (torch forward and backward, optimizer update) and per-batch CPU overhead
+  benchmark  time per training step and titles/s of several configs (e.g. a git revision's config
+             against the working tree's), no profiler, as a table with ratios
+  quality    dev macro-F1 of `spacy train` on the tiny model for each config, at the same steps budget
+
+A config is a path, or REV:PATH for that file at a git revision (e.g. 2078805:configs/trf.cfg).
+"""
+
+from __future__ import annotations
+
+import cProfile
+import json
+import os
+import platform
+import pstats
+import random
+import subprocess
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import typer
+from spacy.schemas import ConfigSchemaTraining
+from spacy.training.initialize import init_nlp
+from spacy.util import load_config_from_str, registry, resolve_dot_names
+
+from titlecat.corpus import read_docbin
+from titlecat.labels import get_task
+from titlecat.metrics import predict_labels
+from titlecat.tiny_xlmr import build_tiny_xlmr, build_xlmr_base_shape
+
+app = typer.Typer(help=__doc__, no_args_is_help=True)
+
+# cProfile keys (file suffix, function name) whose cumulative time is model compute. They never nest
+# inside one another, so their sum is the compute time; the rest of a phase is overhead.
+COMPUTE = {
+    "torch forward": ("torch/nn/modules/module.py", "_call_impl"),
+    "torch backward": ("torch/autograd/__init__.py", "backward"),
+    "optimizer update (thinc Adam, torch<->numpy)": ("thinc/model.py", "finish_update"),
+}
+# Overhead that spaCy and spacy-transformers spend per batch, named where the profile shows it.
+OVERHEAD = {
+    "wordpiece tokenization (HF fast tokenizer)": (
+        "spacy_transformers/layers/transformer_model.py",
+        "huggingface_tokenize",
+    ),
+    "wordpiece alignment": ("spacy_transformers/align.py", "get_alignment_via_offset_mapping"),
+    "span getter": ("spacy_transformers/span_getters.py", "get_doc_spans"),
+    "textcat + listener (thinc)": ("spacy/pipeline/textcat.py", "predict"),
+    "scoring (Scorer.score_cats)": ("spacy/scorer.py", "score_cats"),
+    "tokenizing titles into Docs (spaCy)": ("spacy/language.py", "_ensure_doc"),
+    "corpus reading + batching": ("spacy/training/batchers.py", "minibatch_by_words"),
+}
+
+
+def config_text(spec: str) -> str:
+    """The text of a config: a file, or REV:PATH read from git."""
+    if ":" in spec and not Path(spec).exists():
+        return subprocess.run(["git", "show", spec], capture_output=True, text=True, check=True).stdout
+    return Path(spec).read_text()
+
+
+def model_folder(shape: str, cache: Path, task_name: str) -> Path:
+    """Build (once) the tiny or the real-shape random model, with a tokenizer trained on curated titles."""
+    folder = cache / f"xlmr-{shape}"
+    if (folder / "config.json").exists():
+        return folder
+    titles, _ = read_docbin(Path("corpus") / task_name / "train.spacy", get_task(task_name))
+    typer.echo(f"building the {shape} model in {folder}")
+    if shape == "tiny":
+        return build_tiny_xlmr(folder, titles)
+    return build_xlmr_base_shape(folder, titles)
+
+
+class Run:
+    """A config initialised on a model: the pipeline, its optimizer, batcher and corpora, as `spacy train` has them."""
+
+    def __init__(self, spec: str, model: Path, task_name: str, seed: int = 0):
+        overrides = {
+            "paths.train": f"corpus/{task_name}/train.spacy",
+            "paths.dev": f"corpus/{task_name}/dev.spacy",
+            "components.transformer.model.name": str(model),
+            "system.seed": seed,
+        }
+        config = load_config_from_str(config_text(spec), overrides=overrides, interpolate=False)
+        self.name = spec
+        self.nlp = init_nlp(config, use_gpu=-1)
+        resolved = config.interpolate()
+        training = registry.resolve(resolved["training"], schema=ConfigSchemaTraining)
+        train_corpus, dev_corpus = resolve_dot_names(resolved, [training["train_corpus"], training["dev_corpus"]])
+        self.optimizer, self.dropout = training["optimizer"], training["dropout"]
+        examples = list(train_corpus(self.nlp))
+        random.Random(seed).shuffle(examples)
+        self.batches = iter(training["batcher"](examples))
+        self.dev = list(dev_corpus(self.nlp))
+        self.texts = [eg.reference.text for eg in examples]
+
+    def step(self) -> int:
+        """One training step as spaCy's loop runs it; returns the titles in the batch."""
+        batch = next(self.batches)
+        self.nlp.update(batch, drop=self.dropout, sgd=self.optimizer)
+        self.optimizer.step_schedules()
+        return len(batch)
+
+    def evaluate(self, n: int | None = None) -> dict:
+        return self.nlp.evaluate(self.dev[:n])  # batch size: the config's nlp.batch_size, as in training
+
+    def predict(self, n: int) -> list[str]:
+        return predict_labels(self.nlp, self.texts[:n])  # what evaluate and benchmark run
+
+
+def timed(function, *args):
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function(*args)
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def breakdown(profile: cProfile.Profile, total: float) -> list[tuple[str, str, float]]:
+    """(kind, name, seconds) of the compute and named overhead parts of a profiled phase, then the rest."""
+    stats = pstats.Stats(profile).stats  # {(file, line, function): (cc, nc, tottime, cumtime, callers)}
+    rows = []
+    for kind, parts in (("compute", COMPUTE), ("overhead", OVERHEAD)):
+        for name, (suffix, function) in parts.items():
+            seconds = sum(v[3] for (f, _, fn), v in stats.items() if fn == function and f.endswith(suffix))
+            if seconds > 0:
+                rows.append((kind, name, seconds))
+    compute = sum(s for kind, _, s in rows if kind == "compute")
+    named = sum(s for kind, _, s in rows if kind == "overhead")
+    rows.append(("overhead", "other (spaCy/thinc/Python glue)", max(total - compute - named, 0.0)))
+    return rows
+
+
+def top_functions(profile: cProfile.Profile, n: int = 12) -> list[str]:
+    stats = pstats.Stats(profile).stats
+    ranked = sorted(stats.items(), key=lambda item: item[1][2], reverse=True)[:n]
+    return [f"| `{Path(f).name}:{line} {fn}` | {v[2]:.2f} | {v[1]:,} |" for (f, line, fn), v in ranked]
+
+
+def machine() -> str:
+    import torch
+
+    return f"{platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores, torch threads {torch.get_num_threads()}"
+
+
+@app.command()
+def profile(
+    config: str = typer.Option("configs/trf.cfg", help="PATH or REV:PATH"),
+    shape: str = typer.Option("tiny", help="tiny or base (xlm-roberta-base's shape, random weights)"),
+    task_name: str = typer.Option("department", "--task"),
+    steps: int = typer.Option(3, help="Profiled training steps, after one warm-up step"),
+    predict_titles: int = typer.Option(1000),
+    cache: Path = typer.Option(Path(tempfile.gettempdir()) / "titlecat-models"),
+    output: Path = typer.Option(Path("metrics/trf_profile.md")),
+):
+    """cProfile a few training steps, one dev evaluation and prediction; append the breakdown to OUTPUT."""
+    run = Run(config, model_folder(shape, cache, task_name), task_name)
+    run.step()  # warm-up: lazy initialisation is no per-step cost
+    phases = []
+    for phase, function, count in (
+        ("training step", lambda: sum(run.step() for _ in range(steps)), steps),
+        ("dev evaluation", lambda: len(run.evaluate()) and len(run.dev), 1),
+        ("predict", lambda: len(run.predict(predict_titles)), 1),
+    ):
+        profiler = cProfile.Profile()
+        wall = time.perf_counter()
+        titles = profiler.runcall(function)
+        wall = time.perf_counter() - wall
+        phases.append((phase, count, titles, wall, breakdown(profiler, wall), top_functions(profiler)))
+        typer.echo(f"✔ {phase}: {wall:.2f} s, {titles} titles")
+    lines = [
+        f"## {config}, {shape} model, {task_name} ({date.today()}, {machine()}, under cProfile)",
+        "",
+    ]
+    for phase, count, titles, wall, rows, top in phases:
+        per = f", {wall / count:.3f} s per step, {titles / count:.0f} titles per step" if count > 1 else ""
+        lines += [
+            f"### {phase}: {titles} titles in {wall:.2f} s{per}",
+            "",
+            "| part | kind | seconds | share |",
+            "|---|---|---:|---:|",
+            *(f"| {name} | {kind} | {s:.3f} | {s / wall:.0%} |" for kind, name, s in rows),
+            "",
+            "Top functions by own time:",
+            "",
+            "| function | own s | calls |",
+            "|---|---:|---:|",
+            *top,
+            "",
+        ]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("a") as file:
+        file.write("\n".join(lines) + "\n")
+    typer.echo(f"✔ {output}")
+
+
+@app.command()
+def benchmark(
+    configs: list[str] = typer.Argument(..., help="PATH or REV:PATH, the first one is the baseline"),
+    shape: str = typer.Option("base"),
+    task_name: str = typer.Option("department", "--task"),
+    steps: int = typer.Option(2, help="Timed training steps, after one warm-up step"),
+    predict_titles: int = typer.Option(500),
+    eval_titles: int = typer.Option(300, help="Dev titles scored with nlp.evaluate, as training does"),
+    cache: Path = typer.Option(Path(tempfile.gettempdir()) / "titlecat-models"),
+    output: Path = typer.Option(Path("metrics/trf_benchmark.md")),
+):
+    """Seconds per training step, training and prediction titles/s of each config (no profiler)."""
+    model = model_folder(shape, cache, task_name)
+    rows = []
+    for spec in configs:
+        run = Run(spec, model, task_name)
+        run.step()
+        titles, wall, cpu = timed(lambda: sum(run.step() for _ in range(steps)))  # noqa: B023
+        predicted, predict_wall, predict_cpu = timed(run.predict, predict_titles)
+        _, eval_wall, eval_cpu = timed(run.evaluate, eval_titles)
+        n_eval = min(eval_titles, len(run.dev))
+        rows.append(
+            {
+                "config": spec,
+                "nlp_batch_size": run.nlp.batch_size,
+                "titles_per_step": titles / steps,
+                "step_wall_s": wall / steps,
+                "step_cpu_s": cpu / steps,
+                "train_titles_per_cpu_s": titles / cpu,
+                "train_titles_per_s": titles / wall,
+                "predict_titles_per_cpu_s": len(predicted) / predict_cpu,
+                "predict_titles_per_s": len(predicted) / predict_wall,
+                "eval_titles_per_cpu_s": n_eval / eval_cpu,
+                "eval_titles_per_s": n_eval / eval_wall,
+            }
+        )
+        typer.echo(f"✔ {spec}: {rows[-1]}")
+    base = rows[0]
+    lines = [
+        f"# trf speed: {shape} model, {task_name} ({date.today()}, {machine()})",
+        "",
+        f"{steps} timed training steps after one warm-up step; prediction of {predict_titles} training titles "
+        "with `predict_labels` (nlp.pipe, batch 1,000), as evaluate and benchmark run it; "
+        f"`nlp.evaluate` of {eval_titles} dev titles, as training scores dev. Speeds are titles per second of "
+        "process CPU time (all threads), which other processes on the machine disturb less than wall time; "
+        "wall time in brackets. × = ratio to the first row.",
+        "",
+        "| config | titles/step | CPU s/step (wall) | train titles/CPU s | × | predict titles/CPU s (wall) | × "
+        "| dev eval titles/CPU s (wall) | × |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        ratio = {key: row[key] / base[key] for key in row if key.endswith("per_cpu_s")}
+        lines.append(
+            f"| `{row['config']}` | {row['titles_per_step']:.0f} | {row['step_cpu_s']:.2f} ({row['step_wall_s']:.2f}) "
+            f"| {row['train_titles_per_cpu_s']:.2f} | {ratio['train_titles_per_cpu_s']:.2f} "
+            f"| {row['predict_titles_per_cpu_s']:.1f} ({row['predict_titles_per_s']:.1f}) "
+            f"| {ratio['predict_titles_per_cpu_s']:.2f} "
+            f"| {row['eval_titles_per_cpu_s']:.1f} ({row['eval_titles_per_s']:.1f}) "
+            f"| {ratio['eval_titles_per_cpu_s']:.2f} |"
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines) + "\n")
+    output.with_suffix(".json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+    typer.echo(f"✔ {output}")
+
+
+@app.command()
+def quality(
+    configs: list[str] = typer.Argument(..., help="PATH or REV:PATH"),
+    max_steps: int = typer.Option(200),
+    eval_frequency: int = typer.Option(50),
+    learn_rate: float = typer.Option(
+        0.0,
+        help="If > 0, the peak learning rate of every config (the tiny model "
+        "barely moves at a transformer's usual 5e-5 to 1e-4)",
+    ),
+    task_name: str = typer.Option("department", "--task"),
+    cache: Path = typer.Option(Path(tempfile.gettempdir()) / "titlecat-models"),
+    output: Path = typer.Option(Path("metrics/trf_quality.md")),
+):
+    """Best dev macro-F1 of `spacy train` with the tiny model for each config, at the same steps budget."""
+    from spacy.cli.train import train
+
+    model = model_folder("tiny", cache, task_name)
+    lines = [
+        f"# trf dev scores: tiny model, {task_name}, {max_steps} steps, eval every {eval_frequency}, "
+        f"peak learning rate {learn_rate or 'of each config'} "
+        f"({date.today()}, {machine()})",
+        "",
+        "| config | best dev macro-F1 | titles/step | titles seen | train s |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for spec in configs:
+        with tempfile.TemporaryDirectory() as folder:
+            config_path = Path(folder) / "config.cfg"
+            config_path.write_text(config_text(spec))
+            overrides = {
+                "paths.train": f"corpus/{task_name}/train.spacy",
+                "paths.dev": f"corpus/{task_name}/dev.spacy",
+                "components.transformer.model.name": str(model),
+                "training.max_steps": max_steps,
+                "training.max_epochs": 0,
+                "training.patience": 0,
+                "training.eval_frequency": eval_frequency,
+                "training.logger": {"@loggers": "spacy.ConsoleLogger.v1", "progress_bar": False},
+            }
+            if learn_rate > 0:
+                overrides["training.optimizer.learn_rate.initial_rate"] = learn_rate
+            start = time.perf_counter()
+            train(config_path, Path(folder) / "out", use_gpu=-1, overrides=overrides)
+            seconds = time.perf_counter() - start
+            meta = json.loads((Path(folder) / "out" / "model-best" / "meta.json").read_text())
+        f1 = meta["performance"]["cats_macro_f"]
+        batches = Run(spec, model, task_name).batches
+        per_step = sum(len(next(batches)) for _ in range(20)) / 20
+        lines.append(f"| `{spec}` | {f1:.3f} | {per_step:.0f} | {per_step * max_steps:,.0f} | {seconds:.0f} |")
+        typer.echo(lines[-1])
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines) + "\n")
+    typer.echo(f"✔ {output}")
+
+
+if __name__ == "__main__":
+    app()
