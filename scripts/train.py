@@ -21,10 +21,10 @@ def main(
     training_dir: Path = typer.Option(Path("training")),
     gpu_id: int = typer.Option(-1),
     seed: int = typer.Option(42),
-    max_steps: int = typer.Option(2000),
-    max_epochs: int = typer.Option(20),
-    patience: int = typer.Option(600),
-    eval_frequency: int = typer.Option(100),
+    max_steps: int = typer.Option(0, help="0 = the config's own cap (as for the three below)"),
+    max_epochs: int = typer.Option(0),
+    patience: int = typer.Option(0),
+    eval_frequency: int = typer.Option(0),
     transformer: str = typer.Option("xlm-roberta-base", help="Hub name or local folder (transformer configs only)"),
 ):
     task = get_task(task_name)
@@ -36,11 +36,11 @@ def main(
         "paths.train": str(corpus_dir / task.name / train_file),
         "paths.dev": str(corpus_dir / task.name / "dev.spacy"),
         "system.seed": seed,
-        "training.max_steps": max_steps,
-        "training.max_epochs": max_epochs,
-        "training.patience": patience,
-        "training.eval_frequency": eval_frequency,
     }
+    # Each config carries the caps that suit its model (cpu: 2,000 steps; trf: 700 larger ones); a
+    # value given here replaces the config's.
+    caps = {"max_steps": max_steps, "max_epochs": max_epochs, "patience": patience, "eval_frequency": eval_frequency}
+    overrides.update({f"training.{name}": value for name, value in caps.items() if value > 0})
     if config_uses_transformer(config):
         overrides["components.transformer.model.name"] = transformer
         # Mixed precision is a GPU feature: spacy-transformers refuses gradient scaling on CPU.
