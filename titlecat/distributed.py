@@ -77,9 +77,13 @@ class Labeller:
         self.schema = output_schema(fields)
         self.all_scores = all_scores
         self.batch_size = batch_size
+        self.batches = 0
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        rows = label_records(self.nlp, self.tasks, batch.to_pylist(), self.all_scores, self.batch_size)
+        # The first batch outside a memory zone, as in titlecat predict: it warms the tokenizer's cache.
+        warm = self.batches > 0
+        self.batches += 1
+        rows = label_records(self.nlp, self.tasks, batch.to_pylist(), self.all_scores, self.batch_size, 1, warm)
         return pa.Table.from_pylist(rows, schema=self.schema)
 
 
