@@ -81,9 +81,9 @@ class Labeller:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         # The first batch outside a memory zone, as in titlecat predict: it warms the tokenizer's cache.
-        warm = self.batches > 0
+        in_zone = self.batches > 0
         self.batches += 1
-        rows = label_records(self.nlp, self.tasks, batch.to_pylist(), self.all_scores, self.batch_size, 1, warm)
+        rows = label_records(self.nlp, self.tasks, batch.to_pylist(), self.all_scores, self.batch_size, 1, in_zone)
         return pa.Table.from_pylist(rows, schema=self.schema)
 
 
