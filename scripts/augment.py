@@ -30,8 +30,10 @@ def main(
     except DataError as error:
         typer.secho(f"✘ {error}", fg="red", err=True)
         raise typer.Exit(1) from None
+    relabelled = 0
     if harmonise_labels:
-        pseudo = harmonise(pseudo, task)
+        as_given, pseudo = pseudo, harmonise(pseudo, task)
+        relabelled = sum(a.label != b.label for a, b in zip(as_given, pseudo, strict=True))
     nlp = make_nlp()
     texts, labels = read_docbin(train_path, task, nlp)
     curated = [
@@ -46,13 +48,14 @@ def main(
         "pseudo_labelled": len(pseudo),
         "pseudo_label_weight": pseudo_label_weight,
         "pseudo_label_counts": label_counts(pseudo, task),
+        "pseudo_labels_relabelled_to_annotators_convention": relabelled,
         "total": len(examples),
         "label_counts": label_counts(examples, task),
     }
     output_path.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
     typer.echo(
         f"✔ {task.name}: {len(curated)} curated + {len(pseudo)} pseudo-labelled ×{pseudo_label_weight}"
-        + f" → {output_path}"
+        + f" ({relabelled} pseudo-labels mapped onto the annotators' convention) → {output_path}"
     )
 
 

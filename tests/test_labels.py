@@ -2,7 +2,7 @@
 
 import pytest
 
-from titlecat.labels import TASKS, harmonise_seniority
+from titlecat.labels import TASKS, harmonise_department, harmonise_seniority
 
 
 @pytest.mark.parametrize(
@@ -38,5 +38,41 @@ def test_markers_are_words_not_substrings():
     assert harmonise_seniority("Internal Auditor", "Junior") == "Professional"
 
 
-def test_department_labels_are_kept_as_given():
-    assert TASKS["department"].training_label("Sales Manager", "Marketing") == "Marketing"
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Owner",
+        "Co-Owner",
+        "Unternehmensinhaber",
+        "CEO & Founder",
+        "Geschäftsführender Gesellschafter",
+        "Selbstständiger Unternehmer",
+        "Stellv. Geschäftsführer",
+        "Sr. Vice President",
+        "Gérante",
+        "CEO/Founder",
+    ],
+)
+def test_general_management_alone_is_other(title):
+    # The annotators file a title that only says someone runs a business under Other (all 21 in cv-dev).
+    assert harmonise_department(title, "Business Development") == "Other"
+    assert TASKS["department"].training_label(title, "Business Development") == "Other"
+
+
+@pytest.mark.parametrize(
+    ("title", "label"),
+    [
+        # A function in the title keeps the label: it says which department.
+        ("Geschäftsführer Vertrieb", "Sales"),
+        ("Vice President Marketing", "Marketing"),
+        ("Founder & Business Developer", "Business Development"),
+        # A company name is more than general management; partners and owner-like words are not guessed.
+        ("Geschäftsführer, Muster GmbH", "Business Development"),
+        ("Managing Partner", "Consulting"),
+        ("Product Owner", "Information Technology"),
+        ("Ownership Manager", "Business Development"),
+        ("Sales Manager", "Marketing"),
+    ],
+)
+def test_other_department_labels_are_kept_as_given(title, label):
+    assert harmonise_department(title, label) == label

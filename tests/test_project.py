@@ -60,6 +60,13 @@ def test_augmented_train_adds_every_pseudo_label_with_its_weight(small_project):
         assert copies[0][0].text == normalise_title(json.loads(pseudo[0])["text"])
         report = json.loads(augmented_path.with_suffix(".json").read_text())
         assert (report["curated_train"], report["pseudo_label_weight"]) == (base, weight)
+        # Pseudo-labels go into train in the annotators' convention (docs/labels.md).
+        assert report["pseudo_labels_relabelled_to_annotators_convention"] > 0
+        if name == "department":
+            gemini = {json.loads(line)["department"] for line in pseudo if json.loads(line)["text"] == "Owner"}
+            assert "Business Development" in gemini
+            owners = [doc for doc in copies[0] if doc.text == "Owner"]
+            assert owners and all(doc.cats["Other"] == 1.0 for doc in owners)
 
 
 def test_every_pipeline_is_evaluated_and_summarised(small_project):

@@ -47,7 +47,9 @@ class Task:
 
     def training_label(self, text: str, label: str) -> str:
         """A curated or pseudo label in the convention of the hand-labelled CVs (docs/labels.md)."""
-        return harmonise_seniority(text, label) if self.name == "seniority" else label
+        if self.name == "seniority":
+            return harmonise_seniority(text, label)
+        return harmonise_department(text, label)
 
 
 TASKS: dict[str, Task] = {
@@ -98,3 +100,28 @@ def harmonise_seniority(text: str, label: str) -> str:
     if label == "Junior" and not JUNIOR_MARKER.search(text):
         return "Professional"
     return label
+
+
+# The annotators' department convention for general management (docs/labels.md): a title that says
+# only that someone runs a business ("Owner", "Geschäftsführer", "CEO & Founder") names no function,
+# and the hand-labelled CVs file every such title under Other; the LLM files a fifth of them under
+# Business Development. A title with anything more ("Geschäftsführer Vertrieb") keeps its label.
+_GENERAL_MANAGEMENT_WORD = (
+    r"(co-?\s?owner|owner|(unternehmens)?inhaber(in)?|co-?founder|founder|(mit)?gründer(in)?"
+    r"|ceo|chief executive( officer)?|geschäftsführer(in)?|geschäftsführende[rs]?|gesellschafter(in)?"
+    r"|geschäftsführung|managing director|general manager|vice president|president|vorstand"
+    r"|vorstandsvorsitzende[r]?|selbst(st)?ändig(e[r]?)?|unternehmer(in)?|entrepreneur|gérant(e)?|président(e)?"
+    r"|directeur général|directrice générale|fondat(eur|rice)|propriétaire|eigenaar|oprichter|director general"
+    r"|fundador(a)?|propietario|dueño)"
+)
+_SEPARATOR = r"[\s,/&|+.\-–]+"
+_CONNECTOR = r"(and|und|et|y|en|senior|sr|deputy|stellv|stellvertretende[r]?)"
+_TITLE_WORD = rf"({_GENERAL_MANAGEMENT_WORD}|{_CONNECTOR})\b"
+GENERAL_MANAGEMENT_ONLY = re.compile(
+    rf"^(?=.*\b{_GENERAL_MANAGEMENT_WORD}\b)\W*{_TITLE_WORD}({_SEPARATOR}{_TITLE_WORD})*\W*$", re.IGNORECASE
+)
+
+
+def harmonise_department(text: str, label: str) -> str:
+    """A training label in the annotators' convention: a title of general management only → Other."""
+    return "Other" if GENERAL_MANAGEMENT_ONLY.match(text) else label
