@@ -32,8 +32,7 @@ def main(
         raise typer.Exit(1) from None
     relabelled = 0
     if harmonise_labels:
-        as_given, pseudo = pseudo, harmonise(pseudo, task)
-        relabelled = sum(a.label != b.label for a, b in zip(as_given, pseudo, strict=True))
+        pseudo, relabelled = harmonise(pseudo, task)
     nlp = make_nlp()
     texts, labels = read_docbin(train_path, task, nlp)
     curated = [

@@ -34,8 +34,7 @@ def main(
     relabelled = {}
     if harmonise_labels:
         for name, examples in splits.items():
-            splits[name] = harmonise(examples, task)
-            relabelled[name] = sum(a.label != b.label for a, b in zip(examples, splits[name], strict=True))
+            splits[name], relabelled[name] = harmonise(examples, task)
     splits["cv_dev"] = cv_dev
     splits["ood"] = ood
 

@@ -36,9 +36,12 @@ def subsample_per_label(examples: Sequence[Example], max_per_label: int, seed: i
     return [example for index, example in enumerate(examples) if index in keep]
 
 
-def harmonise(examples: Iterable[Example], task: Task) -> list[Example]:
-    """Training labels in the annotators' convention (Task.training_label); hand labels never go through this."""
-    return [replace(e, label=task.training_label(e.text, e.label)) for e in examples]
+def harmonise(examples: Sequence[Example], task: Task) -> tuple[list[Example], int]:
+    """Training labels in the annotators' convention (Task.training_label), and how many it changed.
+
+    Hand labels never go through this."""
+    mapped = [replace(e, label=task.training_label(e.text, e.label)) for e in examples]
+    return mapped, sum(e.label != m.label for e, m in zip(examples, mapped, strict=True))
 
 
 def oversample_to_largest(examples: Sequence[Example], seed: int) -> list[Example]:
