@@ -57,7 +57,8 @@ def main(
         },
         "relabelled_to_annotators_convention": relabelled,
         "counts": {name: len(examples) for name, examples in splits.items()},
-        "label_counts": {name: label_counts(examples, task) for name, examples in splits.items()},
+        # OOD's label mix is left out: it is a number a reader could tune priors or rules toward.
+        "label_counts": {name: label_counts(examples, task) for name, examples in splits.items() if name != "ood"},
         "skipped": as_dicts(curated_skipped + cv_dev_skipped + ood_skipped),
         "skipped_by_reason": dict(Counter(skip.reason for skip in curated_skipped + cv_dev_skipped + ood_skipped)),
         "duplicate_titles": {
@@ -75,13 +76,14 @@ def main(
 
 
 def render_report(report: dict) -> str:
-    splits = list(report["counts"])
+    splits = list(report["label_counts"])
     lines = [
         f"# Corpus report: {report['task']}",
         "",
         f"Seed {report['seed']}; curated titles per label capped at {report['max_per_label'] or 'no cap'}. "
         f"Curated: `{report['sources']['curated']}`; cv-dev: {report['sources']['cv_dev']}, for choices, never "
-        f"trained on; OOD: {report['sources']['ood']}, evaluation only.",
+        f"trained on; OOD: {report['sources']['ood']}, evaluation only: {report['counts']['ood']} rows, its "
+        "labels not counted here (the evaluation reports them).",
         "",
         "| label | " + " | ".join(splits) + " |",
         "|---|" + "---:|" * len(splits),

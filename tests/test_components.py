@@ -1,10 +1,18 @@
-"""The features of the CPU pipeline's registered architecture, titlecat.TitleNgramClassifier.v2."""
+"""The CPU pipeline's registered architecture, titlecat.TitleNgramClassifier.v2: its features and how it is fitted."""
 
 import numpy as np
 import pytest
 import spacy
+from conftest import REPO, curated_examples
+from sklearn.linear_model import LogisticRegression
+from spacy.cli.train import train
+from spacy.training.initialize import init_nlp
+from spacy.util import load_config
+from thinc.api import SparseLinear_v2
 
-from titlecat.components import extract_title_features, title_features
+from titlecat.components import extract_title_features, hashed_design_matrix, title_features
+from titlecat.corpus import to_docbin
+from titlecat.labels import get_task
 
 
 def extract(*titles: str):
@@ -54,3 +62,47 @@ def test_hashed_features_count_the_titles_feature_strings(title):
     words, chars = title_features(title, 2, 5)
     assert word_counts == Counter(hash_string(f) for f in words)
     assert char_counts == Counter(hash_string(f) for f in chars)
+
+
+def test_the_design_matrix_gives_the_sparse_linear_layers_scores():
+    keys, values, lengths = extract("Leiterin Vertrieb DACH", "Senior Software Engineer", "CEO", "")
+    length = 2**10  # small, so that features share weights as they do in the real layer
+    layer = SparseLinear_v2(nO=4, length=length)
+    layer.initialize()
+    weights = np.random.RandomState(0).normal(size=4 * length).astype("float32")
+    layer.set_param("W", weights)
+    layer.set_param("b", np.zeros(4, dtype="float32"))
+    scores = layer.predict((keys, values, lengths))
+    matrix = hashed_design_matrix(keys, values, lengths, length)
+    assert np.allclose(scores, matrix @ weights.reshape(4, length).T, atol=1e-4)
+    assert not scores[3].any()  # the empty title has no features
+
+
+def test_the_cpu_pipeline_is_logistic_regression_on_its_own_features(tmp_path, data_dir):
+    task = get_task("department")
+    examples = curated_examples("department", 400)
+    to_docbin(examples[:300], task).to_disk(tmp_path / "train.spacy")
+    to_docbin(examples[300:], task).to_disk(tmp_path / "dev.spacy")
+    overrides = {"paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "dev.spacy")}
+    config = load_config(REPO / "configs" / "cpu.cfg", overrides=overrides, interpolate=False)
+    fitted = init_nlp(config)
+    textcat = fitted.get_pipe("textcat")
+    titles = [example.text for example in examples]
+    labels = [example.label for example in examples]
+
+    # The definition, computed apart from the callback: scikit-learn on the rows the linear layer sees.
+    extract_layer = next(layer for layer in textcat.model.walk() if layer.name == "extract_title_features")
+    length = textcat.model.get_ref("output_layer").get_dim("length")
+    rows = hashed_design_matrix(*extract_layer.predict([fitted.make_doc(t) for t in titles]), length)
+    reference = LogisticRegression(C=config["initialize"]["after_init"]["C"], max_iter=3000)
+    reference.fit(rows[:300], labels[:300])
+    expected = reference.predict_proba(rows)
+    probabilities = np.array([[doc.cats[label] for label in reference.classes_] for doc in fitted.pipe(titles)])
+    assert np.allclose(probabilities, expected, atol=1e-4)
+    assert np.mean(reference.predict(rows[:300]) == np.array(labels[:300])) > 0.9
+
+    # `spacy train` with the config keeps the fit: model-best answers as the fitted pipeline does.
+    train(REPO / "configs" / "cpu.cfg", tmp_path / "model", overrides=overrides)
+    trained = spacy.load(tmp_path / "model" / "model-best")
+    for doc, trained_doc in zip(fitted.pipe(titles[300:]), trained.pipe(titles[300:]), strict=True):
+        assert trained_doc.cats == pytest.approx(doc.cats, abs=1e-5)

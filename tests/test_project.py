@@ -32,6 +32,7 @@ def test_corpora_have_the_protocol_splits_and_full_label_sets(small_project):
         assert total == 25 * (len(task.labels) - (name == "seniority"))
         assert report["counts"]["train"] == pytest.approx(0.7 * total, abs=len(task.labels))
         assert (report["counts"]["cv_dev"], report["counts"]["ood"]) == (217, 623)
+        assert "ood" not in counts  # OOD's label mix is not shown where choices are made
         nlp = spacy.blank("xx")
         docs = list(DocBin().from_disk(small_project / "corpus" / name / "dev.spacy").get_docs(nlp.vocab))
         assert len(docs) == report["counts"]["dev"]

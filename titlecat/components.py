@@ -14,6 +14,7 @@ import numpy as np
 from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
 from spacy.strings import hash_string
 from spacy.tokens import Doc
+from spacy.training import Corpus
 from spacy.util import registry
 from thinc.api import Model, SparseLinear_v2, chain, resizable, softmax_activation, with_cpu
 from thinc.types import Floats2d
@@ -127,3 +128,76 @@ def build_title_ngram_classifier(
     model.attrs["multi_label"] = False
     model.attrs["resize_output"] = partial(resize_and_set_ref, resizable_layer=resizable_layer)
     return model
+
+
+def _murmurhash3_x86_32_uint64(keys: np.ndarray, seed: int) -> np.ndarray:
+    """thinc's SparseLinear hash of 64-bit feature keys (sparselinear.pyx), vectorised: which weights a key uses."""
+    mask = np.uint64(0xFFFFFFFF)
+
+    def rotl(x, r):
+        return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & mask
+
+    h = np.full(keys.shape, seed, dtype="uint64")
+    for block in (keys & mask, keys >> np.uint64(32)):
+        k = (block * np.uint64(0xCC9E2D51)) & mask
+        k = (rotl(k, 15) * np.uint64(0x1B873593)) & mask
+        h = rotl(h ^ k, 13)
+        h = (h * np.uint64(5) + np.uint64(0xE6546B64)) & mask
+    h ^= np.uint64(8)
+    h ^= h >> np.uint64(16)
+    h = (h * np.uint64(0x85EBCA6B)) & mask
+    h ^= h >> np.uint64(13)
+    h = (h * np.uint64(0xC2B2AE35)) & mask
+    h ^= h >> np.uint64(16)
+    return h
+
+
+def hashed_design_matrix(keys: np.ndarray, values: np.ndarray, lengths: np.ndarray, length: int):
+    """The titles as rows of the linear layer's input space: a feature adds its value to both weights it hashes to,
+    so `matrix @ W[label]` is the layer's score for the label (without bias)."""
+    import scipy.sparse
+
+    rows = np.repeat(np.arange(len(lengths)), lengths)
+    columns = [(_murmurhash3_x86_32_uint64(keys, seed) % np.uint64(length)).astype("int64") for seed in (0, 1)]
+    return scipy.sparse.csr_matrix(
+        (np.concatenate([values, values]), (np.concatenate([rows, rows]), np.concatenate(columns))),
+        shape=(len(lengths), length),
+        dtype="float64",
+    )
+
+
+@registry.callbacks("titlecat.fit_title_classifier.v1")
+def make_fit_title_classifier(path: str, component: str = "textcat", C: float = 10.0, max_iter: int = 3000):
+    """An `[initialize.after_init]` callback: fit the linear layer of a TitleNgramClassifier by L2-regularised
+    logistic regression (scikit-learn, L-BFGS, to convergence) on the training corpus at `path`.
+
+    Adam with early stopping stays short of the convex optimum on these features; this starts
+    `spacy train` from it (docs/quality.md, round 5). Needs scikit-learn at training time only.
+    """
+
+    def fit(nlp):
+        from sklearn.linear_model import LogisticRegression
+
+        textcat = nlp.get_pipe(component)
+        model = textcat.model
+        extract = next(layer for layer in model.walk() if layer.name == "extract_title_features")
+        linear = model.get_ref("output_layer")
+        examples = list(Corpus(path)(nlp))
+        docs = [example.reference for example in examples]
+        labels = [max(doc.cats, key=doc.cats.get) for doc in docs]
+        keys, values, lengths = extract.predict(docs)
+        n_weights = linear.get_dim("length")
+        matrix = hashed_design_matrix(np.asarray(keys), np.asarray(values), np.asarray(lengths), n_weights)
+        classifier = LogisticRegression(C=C, max_iter=max_iter).fit(matrix, labels)
+        if len(classifier.classes_) < 3:
+            raise ValueError(f"{path}: fitting {component} needs 3+ labels, the corpus has {list(classifier.classes_)}")
+        weights = np.zeros((len(textcat.labels), n_weights), dtype="float32")
+        bias = np.full((len(textcat.labels),), NEG_VALUE, dtype="float32")
+        for row, label in enumerate(classifier.classes_):
+            weights[textcat.labels.index(label)] = classifier.coef_[row]
+            bias[textcat.labels.index(label)] = classifier.intercept_[row]
+        linear.set_param("W", linear.ops.asarray(weights.ravel()))
+        linear.set_param("b", linear.ops.asarray(bias))
+        return nlp
+
+    return fit
