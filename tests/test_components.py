@@ -7,7 +7,7 @@ from conftest import REPO, curated_examples
 from sklearn.linear_model import LogisticRegression
 from spacy.cli.train import train
 from spacy.training.initialize import init_nlp
-from spacy.util import load_config
+from spacy.util import load_config, registry
 from thinc.api import SparseLinear_v2
 
 from titlecat.components import extract_title_features, hashed_design_matrix, title_features
@@ -78,31 +78,55 @@ def test_the_design_matrix_gives_the_sparse_linear_layers_scores():
     assert not scores[3].any()  # the empty title has no features
 
 
-def test_the_cpu_pipeline_is_logistic_regression_on_its_own_features(tmp_path, data_dir):
+def fit_cpu_pipeline(examples, folder):
+    """The CPU config initialised (that is: fitted) on 300 of the examples, dev = the rest."""
     task = get_task("department")
-    examples = curated_examples("department", 400)
-    to_docbin(examples[:300], task).to_disk(tmp_path / "train.spacy")
-    to_docbin(examples[300:], task).to_disk(tmp_path / "dev.spacy")
-    overrides = {"paths.train": str(tmp_path / "train.spacy"), "paths.dev": str(tmp_path / "dev.spacy")}
+    to_docbin(examples[:300], task).to_disk(folder / "train.spacy")
+    to_docbin(examples[300:], task).to_disk(folder / "dev.spacy")
+    overrides = {"paths.train": str(folder / "train.spacy"), "paths.dev": str(folder / "dev.spacy")}
     config = load_config(REPO / "configs" / "cpu.cfg", overrides=overrides, interpolate=False)
-    fitted = init_nlp(config)
+    return init_nlp(config), config, overrides
+
+
+@pytest.mark.parametrize("labels", [None, ("Sales", "Marketing")], ids=["11 departments", "two labels"])
+def test_the_cpu_pipeline_is_logistic_regression_on_its_own_features(tmp_path, data_dir, labels):
+    examples = [e for e in curated_examples("department", 2000) if labels is None or e.label in labels][:400]
+    fitted, config, _ = fit_cpu_pipeline(examples, tmp_path)
     textcat = fitted.get_pipe("textcat")
     titles = [example.text for example in examples]
-    labels = [example.label for example in examples]
+    gold = [example.label for example in examples]
 
     # The definition, computed apart from the callback: scikit-learn on the rows the linear layer sees.
     extract_layer = next(layer for layer in textcat.model.walk() if layer.name == "extract_title_features")
     length = textcat.model.get_ref("output_layer").get_dim("length")
     rows = hashed_design_matrix(*extract_layer.predict([fitted.make_doc(t) for t in titles]), length)
     reference = LogisticRegression(C=config["initialize"]["after_init"]["C"], max_iter=3000)
-    reference.fit(rows[:300], labels[:300])
+    reference.fit(rows[:300], gold[:300])
+    assert np.mean(reference.predict(rows[:300]) == np.array(gold[:300])) > 0.9
     expected = reference.predict_proba(rows)
     probabilities = np.array([[doc.cats[label] for label in reference.classes_] for doc in fitted.pipe(titles)])
     assert np.allclose(probabilities, expected, atol=1e-4)
-    assert np.mean(reference.predict(rows[:300]) == np.array(labels[:300])) > 0.9
 
-    # `spacy train` with the config keeps the fit: model-best answers as the fitted pipeline does.
+
+def test_spacy_train_keeps_the_fitted_cpu_pipeline(tmp_path, data_dir):
+    examples = curated_examples("department", 400)
+    fitted, _, overrides = fit_cpu_pipeline(examples, tmp_path)
     train(REPO / "configs" / "cpu.cfg", tmp_path / "model", overrides=overrides)
     trained = spacy.load(tmp_path / "model" / "model-best")
-    for doc, trained_doc in zip(fitted.pipe(titles[300:]), trained.pipe(titles[300:]), strict=True):
+    titles = [example.text for example in examples[300:]]
+    for doc, trained_doc in zip(fitted.pipe(titles), trained.pipe(titles), strict=True):
         assert trained_doc.cats == pytest.approx(doc.cats, abs=1e-5)
+
+
+def test_fitting_a_corpus_without_labels_names_the_file(tmp_path, data_dir):
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("xx")
+    DocBin(docs=[nlp("Sales Manager"), nlp("Buchhalter")]).to_disk(tmp_path / "train.spacy")
+    fit = registry.callbacks.get("titlecat.fit_title_classifier.v1")(path=str(tmp_path / "train.spacy"))
+    nlp.add_pipe("textcat", config={"model": {"@architectures": "titlecat.TitleNgramClassifier.v2", "length": 2**10}})
+    nlp.get_pipe("textcat").add_label("Sales")
+    nlp.get_pipe("textcat").add_label("Administrative")
+    nlp.initialize()
+    with pytest.raises(ValueError, match=r"train\.spacy: fitting textcat needs a label"):
+        fit(nlp)

@@ -48,7 +48,7 @@ def tiny(tmp_path_factory, data_dir) -> Path:
     folder = tmp_path_factory.mktemp("tiny")
     for task in TASKS:
         train_path, dev_path = write_docbins(folder / "corpus" / task, task, 300, 60)
-        overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path), "training.max_steps": 40}
+        overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path)}
         train(Path(__file__).parent.parent / "configs" / "cpu.cfg", folder / task, overrides=overrides)
     sources = {task: spacy.load(folder / task / "model-best") for task in TASKS}
     combine(sources).to_disk(folder / "combined")

@@ -1,7 +1,8 @@
 """Registered spaCy functions the titlecat pipelines need at load time.
 
 Shipped inside every wheel with `spacy package --code`, so this module must be
-self-contained: it imports spacy, thinc and numpy, never the rest of titlecat.
+self-contained: it imports spacy, thinc and numpy (scipy and scikit-learn only when
+fitting a pipeline), never the rest of titlecat.
 """
 
 from __future__ import annotations
@@ -111,8 +112,9 @@ def build_title_ngram_classifier(
 ) -> Model[list[Doc], Floats2d]:
     """An exclusive-class linear classifier over hashed word and character n-grams of the title.
 
-    The featurisation of TF-IDF + logistic regression, trained by `spacy train`
-    with early stopping on dev and shipped inside the pipeline. Built like
+    The featurisation of TF-IDF + logistic regression, shipped inside the
+    pipeline; configs/cpu.cfg fits it by logistic regression too
+    (`titlecat.fit_title_classifier.v1`). Built like
     spaCy's TextCatBOW.v3, with these features in place of token n-grams.
     """
     sparse_linear = SparseLinear_v2(nO=nO, length=length)
@@ -171,31 +173,42 @@ def make_fit_title_classifier(path: str, component: str = "textcat", C: float = 
     """An `[initialize.after_init]` callback: fit the linear layer of a TitleNgramClassifier by L2-regularised
     logistic regression (scikit-learn, L-BFGS, to convergence) on the training corpus at `path`.
 
-    Adam with early stopping stays short of the convex optimum on these features; this starts
-    `spacy train` from it (docs/quality.md, round 5). Needs scikit-learn at training time only.
+    Adam with early stopping stayed short of the convex optimum on these features; configs/cpu.cfg
+    keeps the fit (its loop runs at learning rate 0; docs/quality.md, round 5). Needs scikit-learn at
+    training time only.
     """
 
     def fit(nlp):
         from sklearn.linear_model import LogisticRegression
+        from wasabi import msg
 
         textcat = nlp.get_pipe(component)
         model = textcat.model
-        extract = next(layer for layer in model.walk() if layer.name == "extract_title_features")
+        extract = next((layer for layer in model.walk() if layer.name == "extract_title_features"), None)
+        if extract is None:
+            raise ValueError(f"[{component}]: titlecat.fit_title_classifier.v1 fits a titlecat.TitleNgramClassifier")
         linear = model.get_ref("output_layer")
-        examples = list(Corpus(path)(nlp))
-        docs = [example.reference for example in examples]
-        labels = [max(doc.cats, key=doc.cats.get) for doc in docs]
+        docs = [example.reference for example in Corpus(path)(nlp)]
+        labels = [max(doc.cats, key=doc.cats.get) for doc in docs if doc.cats]
+        if len(labels) < len(docs) or len(set(labels)) < 2:
+            raise ValueError(
+                f"{path}: fitting {component} needs a label (doc.cats) on every title and 2+ labels; "
+                f"{len(labels)} of {len(docs)} titles have one, labels: {sorted(set(labels))}"
+            )
+        msg.info(f"Fitting {component} by logistic regression (C={C}) on {len(docs):,} titles of {path}")
         keys, values, lengths = extract.predict(docs)
         n_weights = linear.get_dim("length")
         matrix = hashed_design_matrix(np.asarray(keys), np.asarray(values), np.asarray(lengths), n_weights)
         classifier = LogisticRegression(C=C, max_iter=max_iter).fit(matrix, labels)
-        if len(classifier.classes_) < 3:
-            raise ValueError(f"{path}: fitting {component} needs 3+ labels, the corpus has {list(classifier.classes_)}")
+        coef, intercept = classifier.coef_, classifier.intercept_
+        if len(classifier.classes_) == 2:
+            # scikit-learn keeps one row for two labels: the softmax of (-z/2, z/2) is its sigmoid of z.
+            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
         weights = np.zeros((len(textcat.labels), n_weights), dtype="float32")
         bias = np.full((len(textcat.labels),), NEG_VALUE, dtype="float32")
         for row, label in enumerate(classifier.classes_):
-            weights[textcat.labels.index(label)] = classifier.coef_[row]
-            bias[textcat.labels.index(label)] = classifier.intercept_[row]
+            weights[textcat.labels.index(label)] = coef[row]
+            bias[textcat.labels.index(label)] = intercept[row]
         linear.set_param("W", linear.ops.asarray(weights.ravel()))
         linear.set_param("b", linear.ops.asarray(bias))
         return nlp
