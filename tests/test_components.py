@@ -122,11 +122,13 @@ def test_fitting_a_corpus_without_labels_names_the_file(tmp_path, data_dir):
     from spacy.tokens import DocBin
 
     nlp = spacy.blank("xx")
-    DocBin(docs=[nlp("Sales Manager"), nlp("Buchhalter")]).to_disk(tmp_path / "train.spacy")
+    unlabelled, no_label_set = nlp("Sales Manager"), nlp("Buchhalter")
+    no_label_set.cats = {"Sales": 0.0, "Administrative": 0.0}
+    DocBin(docs=[unlabelled, no_label_set], store_user_data=True).to_disk(tmp_path / "train.spacy")
     fit = registry.callbacks.get("titlecat.fit_title_classifier.v1")(path=str(tmp_path / "train.spacy"))
     nlp.add_pipe("textcat", config={"model": {"@architectures": "titlecat.TitleNgramClassifier.v2", "length": 2**10}})
     nlp.get_pipe("textcat").add_label("Sales")
     nlp.get_pipe("textcat").add_label("Administrative")
     nlp.initialize()
-    with pytest.raises(ValueError, match=r"train\.spacy: fitting textcat needs a label"):
+    with pytest.raises(ValueError, match=r"train\.spacy: fitting textcat needs a label .*; 0 of 2 titles have one"):
         fit(nlp)

@@ -1,4 +1,4 @@
-"""Registered spaCy functions the titlecat pipelines need at load time.
+"""Registered spaCy functions the titlecat pipelines need at load time, and the one that fits the CPU pipeline.
 
 Shipped inside every wheel with `spacy package --code`, so this module must be
 self-contained: it imports spacy, thinc and numpy (scipy and scikit-learn only when
@@ -189,7 +189,7 @@ def make_fit_title_classifier(path: str, component: str = "textcat", C: float = 
             raise ValueError(f"[{component}]: titlecat.fit_title_classifier.v1 fits a titlecat.TitleNgramClassifier")
         linear = model.get_ref("output_layer")
         docs = [example.reference for example in Corpus(path)(nlp)]
-        labels = [max(doc.cats, key=doc.cats.get) for doc in docs if doc.cats]
+        labels = [max(doc.cats, key=doc.cats.get) for doc in docs if any(doc.cats.values())]
         if len(labels) < len(docs) or len(set(labels)) < 2:
             raise ValueError(
                 f"{path}: fitting {component} needs a label (doc.cats) on every title and 2+ labels; "
