@@ -8,6 +8,7 @@ import random
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -58,13 +59,14 @@ def small_project(tmp_path_factory, data_dir) -> Path:
     return project
 
 
-def curated_examples(task_name: str, n: int, seed: int = 0):
-    """A shuffled, reproducible sample of n curated titles of a task."""
+def curated_examples(task_name: str, n: int, seed: int = 0, labels: Sequence[str] | None = None):
+    """A shuffled, reproducible sample of n curated titles of a task (of these labels only, if given)."""
     from titlecat.labels import get_task
     from titlecat.readers import read_curated_csv
 
     task = get_task(task_name)
     examples, _ = read_curated_csv(DATA / task.curated_asset, task)
+    examples = [example for example in examples if labels is None or example.label in labels]
     random.Random(seed).shuffle(examples)
     return examples[:n]
 
@@ -81,13 +83,15 @@ def tiny_xlmr_dir(tmp_path_factory, data_dir) -> Path:
     return build_tiny_xlmr(tmp_path_factory.mktemp("tiny-xlmr"), titles, max_length=128)
 
 
-def write_docbins(folder: Path, task_name: str, n_train: int, n_dev: int, seed: int = 0) -> tuple[Path, Path]:
+def write_docbins(
+    folder: Path, task_name: str, n_train: int, n_dev: int, seed: int = 0, labels: Sequence[str] | None = None
+) -> tuple[Path, Path]:
     """train.spacy/dev.spacy in the project's corpus format."""
     from titlecat.corpus import to_docbin
     from titlecat.labels import get_task
 
     task = get_task(task_name)
-    examples = curated_examples(task_name, n_train + n_dev, seed)
+    examples = curated_examples(task_name, n_train + n_dev, seed, labels)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, part in (("train", examples[:n_train]), ("dev", examples[n_train:])):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import spacy
-from conftest import REPO, curated_examples
+from conftest import REPO, write_docbins
 from sklearn.linear_model import LogisticRegression
 from spacy.cli.train import train
 from spacy.training.initialize import init_nlp
@@ -11,7 +11,7 @@ from spacy.util import load_config, registry
 from thinc.api import SparseLinear_v2
 
 from titlecat.components import extract_title_features, hashed_design_matrix, title_features
-from titlecat.corpus import to_docbin
+from titlecat.corpus import read_docbin
 from titlecat.labels import get_task
 
 
@@ -78,42 +78,40 @@ def test_the_design_matrix_gives_the_sparse_linear_layers_scores():
     assert not scores[3].any()  # the empty title has no features
 
 
-def fit_cpu_pipeline(examples, folder):
-    """The CPU config initialised (that is: fitted) on 300 of the examples, dev = the rest."""
-    task = get_task("department")
-    to_docbin(examples[:300], task).to_disk(folder / "train.spacy")
-    to_docbin(examples[300:], task).to_disk(folder / "dev.spacy")
-    overrides = {"paths.train": str(folder / "train.spacy"), "paths.dev": str(folder / "dev.spacy")}
+def fit_cpu_pipeline(train_path, dev_path):
+    """The CPU config initialised (that is: fitted) on train_path."""
+    overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path)}
     config = load_config(REPO / "configs" / "cpu.cfg", overrides=overrides, interpolate=False)
     return init_nlp(config), config, overrides
 
 
 @pytest.mark.parametrize("labels", [None, ("Sales", "Marketing")], ids=["11 departments", "two labels"])
 def test_the_cpu_pipeline_is_logistic_regression_on_its_own_features(tmp_path, data_dir, labels):
-    examples = [e for e in curated_examples("department", 2000) if labels is None or e.label in labels][:400]
-    fitted, config, _ = fit_cpu_pipeline(examples, tmp_path)
+    train_path, dev_path = write_docbins(tmp_path, "department", 300, 100, labels=labels)
+    fitted, config, _ = fit_cpu_pipeline(train_path, dev_path)
     textcat = fitted.get_pipe("textcat")
-    titles = [example.text for example in examples]
-    gold = [example.label for example in examples]
+    task = get_task("department")
+    train_titles, gold = read_docbin(train_path, task)
+    titles = train_titles + read_docbin(dev_path, task)[0]
 
     # The definition, computed apart from the callback: scikit-learn on the rows the linear layer sees.
     extract_layer = next(layer for layer in textcat.model.walk() if layer.name == "extract_title_features")
     length = textcat.model.get_ref("output_layer").get_dim("length")
     rows = hashed_design_matrix(*extract_layer.predict([fitted.make_doc(t) for t in titles]), length)
     reference = LogisticRegression(C=config["initialize"]["after_init"]["C"], max_iter=3000)
-    reference.fit(rows[:300], gold[:300])
-    assert np.mean(reference.predict(rows[:300]) == np.array(gold[:300])) > 0.9
+    reference.fit(rows[:300], gold)
+    assert np.mean(reference.predict(rows[:300]) == np.array(gold)) > 0.9
     expected = reference.predict_proba(rows)
     probabilities = np.array([[doc.cats[label] for label in reference.classes_] for doc in fitted.pipe(titles)])
     assert np.allclose(probabilities, expected, atol=1e-4)
 
 
 def test_spacy_train_keeps_the_fitted_cpu_pipeline(tmp_path, data_dir):
-    examples = curated_examples("department", 400)
-    fitted, _, overrides = fit_cpu_pipeline(examples, tmp_path)
+    train_path, dev_path = write_docbins(tmp_path, "department", 300, 100)
+    fitted, _, overrides = fit_cpu_pipeline(train_path, dev_path)
     train(REPO / "configs" / "cpu.cfg", tmp_path / "model", overrides=overrides)
     trained = spacy.load(tmp_path / "model" / "model-best")
-    titles = [example.text for example in examples[300:]]
+    titles, _ = read_docbin(dev_path, get_task("department"))
     for doc, trained_doc in zip(fitted.pipe(titles), trained.pipe(titles), strict=True):
         assert trained_doc.cats == pytest.approx(doc.cats, abs=1e-5)
 

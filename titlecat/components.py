@@ -1,8 +1,8 @@
 """Registered spaCy functions the titlecat pipelines need at load time, and the one that fits the CPU pipeline.
 
 Shipped inside every wheel with `spacy package --code`, so this module must be
-self-contained: it imports spacy, thinc and numpy (scipy and scikit-learn only when
-fitting a pipeline), never the rest of titlecat.
+self-contained: it imports spacy, thinc and numpy (murmurhash, scipy and scikit-learn
+only when fitting a pipeline), never the rest of titlecat.
 """
 
 from __future__ import annotations
@@ -132,35 +132,20 @@ def build_title_ngram_classifier(
     return model
 
 
-def _murmurhash3_x86_32_uint64(keys: np.ndarray, seed: int) -> np.ndarray:
-    """thinc's SparseLinear hash of 64-bit feature keys (sparselinear.pyx), vectorised: which weights a key uses."""
-    mask = np.uint64(0xFFFFFFFF)
-
-    def rotl(x, r):
-        return ((x << np.uint64(r)) | (x >> np.uint64(32 - r))) & mask
-
-    h = np.full(keys.shape, seed, dtype="uint64")
-    for block in (keys & mask, keys >> np.uint64(32)):
-        k = (block * np.uint64(0xCC9E2D51)) & mask
-        k = (rotl(k, 15) * np.uint64(0x1B873593)) & mask
-        h = rotl(h ^ k, 13)
-        h = (h * np.uint64(5) + np.uint64(0xE6546B64)) & mask
-    h ^= np.uint64(8)
-    h ^= h >> np.uint64(16)
-    h = (h * np.uint64(0x85EBCA6B)) & mask
-    h ^= h >> np.uint64(13)
-    h = (h * np.uint64(0xC2B2AE35)) & mask
-    h ^= h >> np.uint64(16)
-    return h
-
-
 def hashed_design_matrix(keys: np.ndarray, values: np.ndarray, lengths: np.ndarray, length: int):
     """The titles as rows of the linear layer's input space: a feature adds its value to both weights it hashes to,
     so `matrix @ W[label]` is the layer's score for the label (without bias)."""
     import scipy.sparse
+    from murmurhash.mrmr import hash_bytes
 
+    # thinc's SparseLinear picks a key's two weights by MurmurHash3 (x86, 32 bit) of its 8 bytes, seeds 0 and 1.
+    unique_keys, key_index = np.unique(keys, return_inverse=True)
+    key_bytes = [key.to_bytes(8, "little") for key in unique_keys.tolist()]
+    columns = [
+        (np.array([hash_bytes(b, seed) & 0xFFFFFFFF for b in key_bytes], dtype="int64") % length)[key_index]
+        for seed in (0, 1)
+    ]
     rows = np.repeat(np.arange(len(lengths)), lengths)
-    columns = [(_murmurhash3_x86_32_uint64(keys, seed) % np.uint64(length)).astype("int64") for seed in (0, 1)]
     return scipy.sparse.csr_matrix(
         (np.concatenate([values, values]), (np.concatenate([rows, rows]), np.concatenate(columns))),
         shape=(len(lengths), length),
