@@ -1,11 +1,15 @@
 """The CPU pipeline's registered architecture, titlecat.TitleNgramClassifier.v2: its features and how it is fitted."""
 
+import math
+from collections import Counter
+
 import numpy as np
 import pytest
 import spacy
 from conftest import REPO, write_docbins
 from sklearn.linear_model import LogisticRegression
 from spacy.cli.train import train
+from spacy.strings import hash_string
 from spacy.training.initialize import init_nlp
 from spacy.util import load_config, registry
 from thinc.api import SparseLinear_v2
@@ -50,18 +54,44 @@ def test_a_longer_title_does_not_get_larger_feature_values():
     assert float(np.sum(short**2)) == pytest.approx(float(np.sum(long**2)), abs=1e-5)
 
 
-@pytest.mark.parametrize("title", ["Leiterin Vertrieb DACH", "Sales-Manager (m/w/d) Sales", "A", ""])
-def test_hashed_features_count_the_titles_feature_strings(title):
-    from collections import Counter
+def expected_features(title: str) -> dict[int, float]:
+    """A title's features by their plain definition: `title_features` hashed and counted, each block of unit length."""
+    expected: dict[int, float] = {}
+    for features in title_features(title, 2, 5):
+        block = Counter(map(hash_string, features))
+        norm = math.sqrt(sum(count**2 for count in block.values()))
+        expected.update({key: count / norm for key, count in block.items()})
+    return expected
 
-    from spacy.strings import hash_string
 
-    from titlecat.components import title_feature_counts
+def layer_features(batch) -> list[dict[int, float]]:
+    keys, values, lengths = batch
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    return [
+        dict(zip(keys[start:end].tolist(), values[start:end].tolist(), strict=True))
+        for start, end in zip(offsets, offsets[1:], strict=False)
+    ]
 
-    word_counts, char_counts = title_feature_counts(title, 2, 5)
-    words, chars = title_features(title, 2, 5)
-    assert word_counts == Counter(hash_string(f) for f in words)
-    assert char_counts == Counter(hash_string(f) for f in chars)
+
+def test_the_feature_layer_counts_the_titles_feature_strings():
+    titles = ["Leiterin Vertrieb DACH", "Sales-Manager (m/w/d) Sales", "A", "", "Vertriebsleiterin", "Sales Sales"]
+    got = layer_features(extract(*titles))
+    assert len(got) == len(titles)
+    for title, features in zip(titles, got, strict=True):
+        assert features == pytest.approx(expected_features(title)), title
+    # A repeated word counts twice: its weight is twice that of a word seen once.
+    sales_manager = got[1]
+    assert sales_manager[hash_string("w:sales")] == pytest.approx(2 * sales_manager[hash_string("w:manager")])
+
+
+def test_the_feature_layer_gives_the_same_features_after_its_memo_is_emptied():
+    nlp = spacy.blank("xx")
+    docs = [nlp(title) for title in ["Leiterin Vertrieb DACH", "Head of Sales", "Leiterin Einkauf", "CEO"]]
+    small_memo = extract_title_features(2, 5, max_keys=20)  # emptied before almost every batch
+    for _ in range(3):
+        for doc in docs:
+            (features,) = layer_features(small_memo.predict([doc]))
+            assert features == pytest.approx(expected_features(doc.text))
 
 
 def test_the_design_matrix_gives_the_sparse_linear_layers_scores():
