@@ -198,6 +198,23 @@ def test_a_malformed_file_stops_naming_the_line_and_keeps_the_old_output(tiny, t
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, "out.csv"])  # no partial file left
 
 
+def test_loading_for_a_labelling_job_puts_the_pipeline_out_of_the_collectors_reach(tiny):
+    import gc
+
+    gc.unfreeze()
+    try:
+        nlp = load_pipeline(tiny / "combined")
+        assert gc.get_freeze_count() > 0
+        # The pipeline's own objects are not among those a full collection walks (gc.get_objects()).
+        textcat = nlp.get_pipe("seniority")
+        assert not any(obj is nlp or obj is textcat for obj in gc.get_objects())
+        assert nlp("Leiterin Vertrieb").cats
+        gc.unfreeze()
+        assert any(obj is nlp for obj in gc.get_objects())
+    finally:
+        gc.unfreeze()
+
+
 def test_an_interrupted_run_leaves_no_output_and_a_rerun_redoes_it(tiny, tmp_path, monkeypatch):
     cv_titles_csv(tmp_path / "titles.csv", n=3000)
     nlp = load_pipeline(tiny / "combined")
