@@ -84,14 +84,35 @@ def test_the_feature_layer_counts_the_titles_feature_strings():
     assert sales_manager[hash_string("w:sales")] == pytest.approx(2 * sales_manager[hash_string("w:manager")])
 
 
-def test_the_feature_layer_gives_the_same_features_after_its_memo_is_emptied():
+@pytest.mark.parametrize("max_keys", [2**19, 20], ids=["memo kept", "memo emptied before each batch"])
+def test_the_feature_layer_gives_the_same_features_batch_after_batch(max_keys):
     nlp = spacy.blank("xx")
     docs = [nlp(title) for title in ["Leiterin Vertrieb DACH", "Head of Sales", "Leiterin Einkauf", "CEO"]]
-    small_memo = extract_title_features(2, 5, max_keys=20)  # emptied before almost every batch
+    layer = extract_title_features(2, 5, max_keys=max_keys)
     for _ in range(3):
         for doc in docs:
-            (features,) = layer_features(small_memo.predict([doc]))
+            (features,) = layer_features(layer.predict([doc]))
             assert features == pytest.approx(expected_features(doc.text))
+
+
+def test_a_titles_features_come_in_the_same_order_whatever_the_layer_saw_before():
+    # The order sets the float rounding of the scores: `titlecat predict-ray` workers, which see the
+    # titles in other orders, must answer exactly as `titlecat predict` does.
+    nlp = spacy.blank("xx")
+    titles = ["Leiterin Vertrieb DACH", "Head of Sales DACH", "Vertriebsleiterin", "Sales Sales"]
+
+    def per_title(order):
+        keys, values, lengths = extract_title_features(2, 5).predict([nlp(titles[i]) for i in order])
+        ends = np.cumsum(lengths)
+        return {i: (keys[end - n : end], values[end - n : end]) for i, n, end in zip(order, lengths, ends, strict=True)}
+
+    forward, backward = per_title([0, 1, 2, 3]), per_title([3, 2, 1, 0])
+    for i, title in enumerate(titles):
+        assert np.array_equal(forward[i][0], backward[i][0]) and np.array_equal(forward[i][1], backward[i][1])
+        # In the order the features occur in the title, words first (as `title_features` lists them).
+        words, _ = title_features(title, 2, 5)
+        word_keys = list(dict.fromkeys(map(hash_string, words)))
+        assert forward[i][0][: len(word_keys)].tolist() == word_keys
 
 
 def test_the_design_matrix_gives_the_sparse_linear_layers_scores():

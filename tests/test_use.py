@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
 import subprocess
 import sys
@@ -199,8 +200,6 @@ def test_a_malformed_file_stops_naming_the_line_and_keeps_the_old_output(tiny, t
 
 
 def test_loading_for_a_labelling_job_puts_the_pipeline_out_of_the_collectors_reach(tiny):
-    import gc
-
     gc.unfreeze()
     try:
         nlp = load_pipeline(tiny / "combined")

@@ -129,7 +129,11 @@ def extract_title_features(min_n: int, max_n: int, max_keys: int = 2**19) -> Mod
         ids = np.concatenate(blocks) if blocks else np.zeros(0, dtype="int64")
         block_of_id = np.repeat(np.arange(len(block_sizes), dtype="int64"), block_sizes)
         # One sort counts every (block, feature) pair of the batch; ids stay far below 2^32 (max_keys).
-        pairs, counts = np.unique((block_of_id << 32) | ids, return_counts=True)
+        pairs, first_seen, counts = np.unique((block_of_id << 32) | ids, return_index=True, return_counts=True)
+        # Back in the order the features occur in the title: ids depend on which titles the memo saw
+        # first, and the order of a title's features sets the float rounding of its scores.
+        in_title_order = np.argsort(first_seen)
+        pairs, counts = pairs[in_title_order], counts[in_title_order]
         block_of_value = pairs >> 32
         # Each block scaled to unit length, as in a union of two TF-IDF vectorizers: a title's few
         # words weigh as much as its many character n-grams (chosen on held-out CVs, docs/quality.md),
