@@ -12,6 +12,7 @@ from pathlib import Path
 
 import srsly
 import typer
+from spacy.util import split_requirement
 
 from titlecat.labels import get_task
 
@@ -75,11 +76,31 @@ def main(
     package_dir = output_dir / f"{lang}_{name}-{version}"
     build = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--quiet"]
     build += ["--outdir", str(package_dir / "dist")]
-    for step in (command, [*build, str(package_dir)]):
-        if subprocess.run(step).returncode != 0:
-            typer.secho(f"✘ {' '.join(step[1:4])} failed for {model_path}", fg="red", err=True)
-            raise typer.Exit(1)
+    run_step(command, model_path)
+    if code:
+        drop_own_requirement(package_dir, f"{lang}_{name}", version)
+    run_step([*build, str(package_dir)], model_path)
     typer.secho(f"✔ {next((package_dir / 'dist').glob('*.whl'))}", fg="green")
+
+
+def run_step(step: list[str], model_path: Path) -> None:
+    if subprocess.run(step).returncode != 0:
+        typer.secho(f"✘ {' '.join(step[1:4])} failed for {model_path}", fg="red", err=True)
+        raise typer.Exit(1)
+
+
+def drop_own_requirement(package_dir: Path, package_name: str, version: str) -> None:
+    """Take titlecat out of the package's requirements: `spacy package` lists it because the registered
+    functions were found in it, but the wheel ships them itself (`--code`), and pip could not install a
+    wheel that needs titlecat, which is not on PyPI."""
+    # The package's meta (setup.py reads its requirements) and the pipeline's copy inside it.
+    for meta_path in (
+        package_dir / "meta.json",
+        package_dir / package_name / f"{package_name}-{version}" / "meta.json",
+    ):
+        meta = json.loads(meta_path.read_text())
+        meta["requirements"] = [r for r in meta.get("requirements", []) if split_requirement(r)[0] != "titlecat"]
+        meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
 
 if __name__ == "__main__":
