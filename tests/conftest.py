@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import email
 import json
 import os
 import random
-import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from spacy.util import split_requirement
 
 # No test may reach the Hugging Face Hub: a local folder must load without a network attempt.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -127,12 +128,8 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
     # index, would not install for anyone (spacy package adds it unless scripts/package.py takes it out).
     with zipfile.ZipFile(wheel) as archive:
         metadata = next(name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
-        requirements = [
-            line.split(":", 1)[1].strip()
-            for line in archive.read(metadata).decode().splitlines()
-            if line.startswith("Requires-Dist:")
-        ]
-    required = {re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower() for requirement in requirements}
+        requirements = email.message_from_bytes(archive.read(metadata)).get_all("Requires-Dist", [])
+    required = {split_requirement(requirement)[0].lower() for requirement in requirements}
     assert "spacy" in required and "titlecat" not in required, requirements
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
     check = (
