@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -410,6 +411,14 @@ def openai_pipeline(server: FakeOpenAI, store: Path | None, **settings):
     return load_pipeline(REPO / "configs" / "llm_openai.cfg", overrides)
 
 
+def wait_for_llm_workers(timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name.startswith("titlecat-llm"):
+            thread.join(max(0.0, deadline - time.monotonic()))
+            assert not thread.is_alive(), f"{thread.name} still running after {timeout} s"
+
+
 def test_5xx_on_titles_in_a_row_trips_the_breaker_and_a_rerun_resumes(tmp_path, monkeypatch):
     monkeypatch.setenv("TITLECAT_TEST_KEY", "sk-test-breaker")
     titles = [f"Up {i}" for i in range(10)] + [f"Down {i}" for i in range(20)]
@@ -422,6 +431,8 @@ def test_5xx_on_titles_in_a_row_trips_the_breaker_and_a_rerun_resumes(tmp_path, 
         assert sum(server.requests.values()) < 20 * 3  # stopped long before every title used its tries
         stored = {line["title"] for line in records(store)}
         assert stored and stored <= set(titles[:10])  # what was answered is kept
+        # The run stops without waiting for requests in flight; let them land before counting the rerun's.
+        wait_for_llm_workers()
 
         server.script = {}  # the endpoint is back
         sent_before = sum(server.requests.values())
