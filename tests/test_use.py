@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gc
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -234,6 +235,40 @@ def test_an_interrupted_run_leaves_no_output_and_a_rerun_redoes_it(tiny, tmp_pat
     monkeypatch.setattr(predict_module, "label_records", label_records)
     summary = predict_file(nlp, tmp_path / "titles.csv", output, chunk_size=1000, progress=False)
     assert summary.total == 3000 == len(output.read_text().splitlines()) - 1
+
+
+@pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine may have a GPU")
+def test_predict_on_a_gpu_that_is_not_there_stops_before_reading_and_names_the_fix(tiny, tmp_path):
+    cv_titles_csv(tmp_path / "titles.csv", n=50)
+    output = tmp_path / "out.csv"
+    result = run_predict(str(tmp_path / "titles.csv"), str(output), "-m", str(tiny / "combined"), "--gpu-id", "0")
+    assert result.returncode == 1
+    assert 'pip install -e ".[gpu]"' in result.stderr and "predict on CPU with --gpu-id -1" in result.stderr
+    args = [str(tmp_path / "titles.csv"), str(output), "-m", str(tiny / "combined"), "--gpu-id", "0"]
+    result = run_predict(*args, "--n-process", "2")
+    assert result.returncode == 1 and "drop --n-process 2" in result.stderr
+    assert not output.exists()
+    result = run_predict(*args[:-1], "-1")  # the CPU, as by default
+    assert result.returncode == 0, result.stderr
+    assert len(output.read_text().splitlines()) == 51
+
+
+# titlecat predict where titlecat is importable but not installed (no entry points), as from a source tree.
+PREDICT_WITHOUT_ENTRY_POINTS = (
+    "import importlib.metadata as metadata, sys\n"
+    "metadata.entry_points = lambda *args, **kwargs: metadata.EntryPoints([])\n"
+    "from titlecat.cli import app\n"
+    "sys.argv = ['titlecat', 'predict', *sys.argv[1:]]\n"
+    "app()\n"
+)
+
+
+def test_predict_finds_the_pipelines_functions_without_titlecats_entry_points(tiny, tmp_path):
+    cv_titles_csv(tmp_path / "titles.csv", n=50)
+    args = [str(tmp_path / "titles.csv"), str(tmp_path / "out.csv"), "-m", str(tiny / "combined"), "--no-progress"]
+    result = subprocess.run([sys.executable, "-c", PREDICT_WITHOUT_ENTRY_POINTS, *args], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len((tmp_path / "out.csv").read_text().splitlines()) == 51
 
 
 def test_unknown_input_format_is_an_error(tmp_path):

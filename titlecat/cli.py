@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from .predict import MAX_CHARS, load_pipeline, predict_file
+from .preflight import PreflightError
 from .readers import DataError
 
 app = typer.Typer(help="Seniority and department of job titles.", no_args_is_help=True, add_completion=False)
@@ -39,6 +40,7 @@ def predict(
     chunk_size: int = typer.Option(20000, help="Rows read, labelled and written at a time (memory stays flat)"),
     max_chars: int = MAX_LENGTH,
     progress: bool = typer.Option(True, help="Progress bar with titles/s on stderr"),
+    gpu_id: int = typer.Option(-1, help="GPU to predict on (a trf pipeline needs one to be fast); -1: CPU"),
 ):
     """Label every title of a file: line, [id], status, seniority, its score, department, its score.
 
@@ -47,7 +49,7 @@ def predict(
     """
     try:
         summary = predict_file(
-            load_pipeline(model),
+            load_pipeline(model, gpu_id, n_process),
             input_path,
             output_path,
             column,
@@ -60,7 +62,7 @@ def predict(
             max_chars,
             progress,
         )
-    except (DataError, ValueError, OSError) as error:
+    except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
     typer.secho(f"✔ {output_path}: {summary}", fg="green", err=True)
 

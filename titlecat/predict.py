@@ -23,7 +23,11 @@ from spacy.language import Language
 from spacy.util import minibatch
 from tqdm import tqdm
 
+# The pipelines' own functions, registered by importing them: spacy.load then finds them even where titlecat's
+# entry points are not installed (a source tree on PYTHONPATH, as on an air-gapped GPU machine).
+from . import combined, components  # noqa: F401
 from .labels import TASKS
+from .preflight import check_gpu
 from .readers import TitleRecord, normalise_title, read_titles
 
 # Row statuses: only "ok" rows are labelled; the others are written with empty answers and counted.
@@ -57,14 +61,21 @@ def check_records(records: Iterable[TitleRecord], max_chars: int = MAX_CHARS) ->
     return checked
 
 
-def load_pipeline(model: str | Path) -> Language:
+def load_pipeline(model: str | Path, gpu_id: int = -1, n_process: int = 1) -> Language:
     """A pipeline folder or an installed package name; a folder is made absolute for remote workers.
 
+    With gpu_id >= 0 the pipeline is loaded onto that GPU (checked first, so a missing GPU or a CPU
+    build of torch fails with the fix, not mid-file); worker processes cannot share it.
     Then everything the process holds so far (imports, torch among them, and the pipeline) is frozen
     out of the garbage collector's reach: a labelling job allocates and frees millions of Docs, and each
     full collection would otherwise walk those ~450,000 long-lived objects again (a 250 ms pause every
     ~30,000 titles on the project's machine, about a tenth of the time; docs/use.md).
     """
+    if gpu_id >= 0:
+        if n_process != 1:
+            raise ValueError(f"--gpu-id {gpu_id} predicts in one process: drop --n-process {n_process}")
+        check_gpu(gpu_id, option="--gpu-id", use="predict")
+        spacy.require_gpu(gpu_id)
     path = Path(model)
     nlp = spacy.load(path.resolve() if path.exists() else str(model))
     gc.collect()

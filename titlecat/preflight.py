@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-GPU_FIX = 'install the GPU extra (pip install -e ".[gpu]") on a CUDA machine, or train on CPU with --vars.gpu_id -1'
+GPU_EXTRA = 'install the GPU extra (pip install -e ".[gpu]") on a CUDA machine'
 WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
@@ -29,21 +29,25 @@ def hf_offline() -> bool:
     return any(value in {"1", "ON", "YES", "TRUE"} for value in values)
 
 
-def check_gpu(gpu_id: int) -> None:
-    """gpu_id >= 0 needs cupy, a CUDA device with that id and a CUDA build of torch."""
+def check_gpu(gpu_id: int, option: str = "--vars.gpu_id", use: str = "train") -> None:
+    """gpu_id >= 0 needs cupy, a CUDA device with that id and a CUDA build of torch.
+
+    `option` and `use` name the setting to change in the errors (the project's var, or a CLI's option).
+    """
     if gpu_id < 0:
         return
+    fix = f"{GPU_EXTRA}, or {use} on CPU with {option} -1"
     try:
         import cupy
     except ImportError:
-        raise PreflightError(f"gpu_id is {gpu_id} but cupy is not installed: {GPU_FIX}.") from None
+        raise PreflightError(f"gpu_id is {gpu_id} but cupy is not installed: {fix}.") from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # cupy raises CUDARuntimeError when no driver/device is present
-        raise PreflightError(f"gpu_id is {gpu_id} but CUDA finds no GPU ({error}): {GPU_FIX}.") from None
+        raise PreflightError(f"gpu_id is {gpu_id} but CUDA finds no GPU ({error}): {fix}.") from None
     if gpu_id >= count:
         raise PreflightError(
-            f"gpu_id is {gpu_id} but only {count} GPU(s) are visible (ids 0..{count - 1}): set --vars.gpu_id."
+            f"gpu_id is {gpu_id} but only {count} GPU(s) are visible (ids 0..{count - 1}): set {option}."
         )
     import torch
 
@@ -51,7 +55,7 @@ def check_gpu(gpu_id: int) -> None:
     if not torch.cuda.is_available():
         raise PreflightError(
             f"gpu_id is {gpu_id} and cupy sees a GPU, but torch {torch.__version__} is a CPU build: "
-            "install the CUDA build of torch (https://pytorch.org/get-started/locally/), or set --vars.gpu_id -1."
+            f"install the CUDA build of torch (https://pytorch.org/get-started/locally/), or set {option} -1."
         )
 
 
