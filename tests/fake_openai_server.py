@@ -128,6 +128,17 @@ class FakeOpenAI:
         self._timer.start()
         return self
 
+    def wait_quiet(self, seconds: float = 0.3, timeout: float = 10.0) -> None:
+        """Return once no request has arrived for `seconds`: what a stopped client sent last has been counted."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                last = self.arrivals[-1][0] if self.arrivals else 0.0
+            if time.monotonic() - last >= seconds:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"requests still arriving after {timeout} s")
+
     def stop(self) -> None:
         self._timer.cancel()
         self.httpd.shutdown()

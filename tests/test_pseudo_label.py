@@ -343,6 +343,7 @@ def test_openai_run_killed_midway_and_rerun_yields_every_row_once(tmp_path):
         assert not (tmp_path / "pseudo.jsonl").exists()  # nothing half-written
         stored = len(records(store))
         assert 40 <= stored < 200
+        server.wait_quiet()  # a request the killed run sent last may still be on its way to the server
         sent_before = sum(server.requests.values())
 
         result = run_cli(args, tmp_path, {"TITLECAT_TEST_KEY": "sk-test-kill"})
