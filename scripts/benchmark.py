@@ -18,6 +18,7 @@ from titlecat.baseline import train_reference_bow, train_tfidf_logreg
 from titlecat.corpus import CV_SETS, TRAIN_FILES, casefold_set, curated_splits, oversample_to_largest, read_docbin
 from titlecat.labels import TASKS
 from titlecat.metrics import HEADLINE, bootstrap_intervals, classification_metrics, predict_labels, seen_unseen_metrics
+from titlecat.predict import freeze_long_lived_objects
 from titlecat.readers import read_pseudo_labels
 from titlecat.reference import read_reference_results, reference_label
 
@@ -54,12 +55,11 @@ def titles_per_second(predict, texts, budget_seconds: float = 3.0) -> float:
     """Titles/second predicting batches of 1,000 titles, for a few seconds or SPEED_TITLES titles.
 
     With the process's objects frozen out of the garbage collector's reach, as `titlecat predict` runs
-    (titlecat.predict.load_pipeline): otherwise a full collection over the imports' objects lands in
+    (titlecat.predict.freeze_long_lived_objects): otherwise a full collection over the imports' objects lands in
     one of the batches or not, and moves the figure by a fifth from run to run.
     """
     batch = (texts * (1000 // len(texts) + 1))[:1000]
-    gc.collect()
-    gc.freeze()
+    freeze_long_lived_objects()
     try:
         done, start = 0, time.perf_counter()
         while done < SPEED_TITLES and (done == 0 or time.perf_counter() - start < budget_seconds):

@@ -47,9 +47,11 @@ def predict(
     Bad rows (empty, not text, too long) get a status and empty answers and are counted at the end;
     a malformed file stops with its line. The output appears only when complete.
     """
+    if gpu_id >= 0 and n_process != 1:
+        fail(ValueError(f"--gpu-id {gpu_id} predicts in one process: drop --n-process {n_process}"))
     try:
         summary = predict_file(
-            load_pipeline(model, gpu_id, n_process),
+            load_pipeline(model, gpu_id),
             input_path,
             output_path,
             column,

@@ -61,25 +61,28 @@ def check_records(records: Iterable[TitleRecord], max_chars: int = MAX_CHARS) ->
     return checked
 
 
-def load_pipeline(model: str | Path, gpu_id: int = -1, n_process: int = 1) -> Language:
+def freeze_long_lived_objects() -> None:
+    """Put everything the process holds so far (imports, torch among them, a loaded pipeline) out of the
+    garbage collector's reach: a labelling job allocates and frees millions of Docs, and each full
+    collection would otherwise walk those ~450,000 long-lived objects again (a 250 ms pause every
+    ~30,000 titles on the project's machine, about a tenth of the time; docs/use.md)."""
+    gc.collect()
+    gc.freeze()
+
+
+def load_pipeline(model: str | Path, gpu_id: int = -1) -> Language:
     """A pipeline folder or an installed package name; a folder is made absolute for remote workers.
 
     With gpu_id >= 0 the pipeline is loaded onto that GPU (checked first, so a missing GPU or a CPU
-    build of torch fails with the fix, not mid-file); worker processes cannot share it.
-    Then everything the process holds so far (imports, torch among them, and the pipeline) is frozen
-    out of the garbage collector's reach: a labelling job allocates and frees millions of Docs, and each
-    full collection would otherwise walk those ~450,000 long-lived objects again (a 250 ms pause every
-    ~30,000 titles on the project's machine, about a tenth of the time; docs/use.md).
+    build of torch fails with the fix, not mid-file). Then the process's objects are frozen
+    (`freeze_long_lived_objects`).
     """
     if gpu_id >= 0:
-        if n_process != 1:
-            raise ValueError(f"--gpu-id {gpu_id} predicts in one process: drop --n-process {n_process}")
         check_gpu(gpu_id, option="--gpu-id", use="predict")
         spacy.require_gpu(gpu_id)
     path = Path(model)
     nlp = spacy.load(path.resolve() if path.exists() else str(model))
-    gc.collect()
-    gc.freeze()
+    freeze_long_lived_objects()
     return nlp
 
 
