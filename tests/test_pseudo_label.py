@@ -19,6 +19,7 @@ from fake_openai_server import FakeOpenAI
 
 from titlecat.labels import DEPARTMENT_LABELS, SENIORITY_LABELS, TASKS, seniority_from_ordinal
 from titlecat.llm import ROW_ID_KEY, AnswerStore, BackendError, InvalidAnswer, parse_answer
+from titlecat.llm.models import WORKER_THREAD_PREFIX
 from titlecat.llm.run import load_pipeline, pseudo_label
 from titlecat.llm.store import StoreBusy
 from titlecat.readers import PSEUDO_LABEL_FIELDS, Position, read_jsonl, read_pseudo_labels, read_recorded_answers
@@ -415,7 +416,7 @@ def openai_pipeline(server: FakeOpenAI, store: Path | None, **settings):
 def wait_for_llm_workers(timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     for thread in threading.enumerate():
-        if thread.name.startswith("titlecat-llm"):
+        if thread.name.startswith(WORKER_THREAD_PREFIX):
             thread.join(max(0.0, deadline - time.monotonic()))
             assert not thread.is_alive(), f"{thread.name} still running after {timeout} s"
 

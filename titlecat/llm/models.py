@@ -32,6 +32,9 @@ from .live import CircuitBreaker, Throttle, retry_after_seconds
 from .prompt import is_valid_answer
 from .store import AnswerStore, answer_key
 
+# Names the worker threads of a concurrent run, so that they can be told apart (and waited for).
+WORKER_THREAD_PREFIX = "titlecat-llm"
+
 
 @dataclass(frozen=True)
 class TitlePrompt:
@@ -149,7 +152,7 @@ class TitleModel:
             self.store.reopen()
         if self.concurrency == 1 or len(items) <= 1:
             return [function(item) for item in items]
-        executor = ThreadPoolExecutor(min(self.concurrency, len(items)), thread_name_prefix="titlecat-llm")
+        executor = ThreadPoolExecutor(min(self.concurrency, len(items)), thread_name_prefix=WORKER_THREAD_PREFIX)
         futures = [executor.submit(function, item) for item in items]
         try:
             return [future.result() for future in futures]
