@@ -10,7 +10,14 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, curated_examples, load_wheel_in_fresh_venv, run_project, write_docbins
+from conftest import (
+    REPO,
+    curated_examples,
+    load_wheel_in_fresh_venv,
+    run_project,
+    wheel_requirements,
+    write_docbins,
+)
 
 from titlecat.labels import get_task
 from titlecat.preflight import PreflightError, check_gpu, check_mixed_precision, check_transformer, preflight
@@ -197,6 +204,7 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
     nlp = spacy.load(project / "training" / "trf" / "seniority")
     assert "transformer" in nlp.pipe_names
     wheel = next((project / "packages" / "trf").glob("xx_titlecat_seniority_augmented_trf-*/dist/*.whl"))
+    assert "spacy-transformers" in wheel_requirements(wheel)  # the shipped classifier loads its encoder with it
     output = load_wheel_in_fresh_venv(wheel, tmp_path, "xx_titlecat_seniority_augmented_trf", "Senior Java Entwickler")
     assert output["pipe_names"] == ["textcat"]
     assert set(output["cats"]) == set(task.labels)
