@@ -252,10 +252,17 @@ def benchmark(
     cpu_pipeline: Path = typer.Option(
         Path("training/cpu/department/base/model-best"), help="Timed on the same file, for the ratio"
     ),
+    torch_threads: int = typer.Option(
+        0, help="If > 0, torch's threads: 1 keeps spin-waiting threads out of the CPU time on a busy machine"
+    ),
     cache: Path = typer.Option(Path(tempfile.gettempdir()) / "titlecat-models"),
     output: Path = typer.Option(Path("metrics/trf_benchmark.md")),
 ):
     """Seconds per training step, training and prediction titles/s of each config (no profiler)."""
+    if torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     model = model_folder(shape, cache, task_name)
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="titlecat-trf-speed-"))
