@@ -234,7 +234,7 @@ def plot_reliability(panels: dict[str, dict], temperature: float, title: str, pa
         ax.set_ylim(0, 1)
         ax.set_xlabel("top score")
         ax.set_ylabel("accuracy")
-        ax.set_title(f"{name} (n = {len(data['gold'])})")
+        ax.set_title(f"{name.replace('_', '-')} (n = {len(data['gold'])})")
         ax.legend(loc="upper left", fontsize=8)
     figure.suptitle(title)
     figure.tight_layout()
@@ -300,6 +300,37 @@ def fallback(
     return answers, len(sent), taken
 
 
+def llm_labels(texts: Sequence[str], answers: dict[int, str], task: Task) -> list[str | None]:
+    """Recorded LLM answers by position (None where there is none), mapped onto the annotators' convention as the
+    pseudo-labels and `titlecat predict`'s fallback answers are (`Task.training_label`)."""
+    return [task.training_label(text, answers[i]) if i in answers else None for i, text in enumerate(texts)]
+
+
+def benchmark_confidence(nlp, task: Task, eval_sets: dict, temperature: float, llm_answers: dict[int, str], seed=42):
+    """The benchmark's confidence rows of one pipeline: coverage on every set of `eval_sets` (name -> (texts, gold)),
+    and the LLM fallback at each of LLM_BUDGETS on "ood", whose recorded answers are `llm_answers` (OOD row ->
+    label). Scores are calibrated with `temperature`, as the combined pipeline gives them."""
+    from .metrics import bootstrap_intervals
+
+    result = {"temperature": temperature, "coverage": [], "llm_fallback": [], "curves": {}}
+    for name, (texts, gold) in eval_sets.items():
+        probs = apply_temperature(probabilities(nlp, texts, task.labels), temperature)
+        predicted = [task.labels[i] for i in probs.argmax(axis=1)]
+        scores = probs.max(axis=1)
+        result["coverage"] += [{"set": name, **coverage(gold, predicted, scores, x, task)} for x in SET_ASIDE]
+        result["curves"][name] = coverage_curve(gold, predicted, scores, task)
+        if name != "ood":
+            continue  # recorded LLM answers exist for the OOD positions only (docs/quality.md)
+        llm = llm_labels(texts, llm_answers, task)
+        for budget in LLM_BUDGETS:
+            answers, sent, taken = fallback(predicted, scores, llm, budget)
+            row = {"set": name, "budget": budget, "sent": sent, "llm_answers_taken": taken}
+            row.update(headline(gold, answers, task))
+            row["ci95"] = bootstrap_intervals(gold, answers, task, seed=seed)
+            result["llm_fallback"].append(row)
+    return result
+
+
 def coverage_curve(gold, predicted, scores, task: Task, steps: int = 19) -> list[dict]:
     """Coverage rows from nothing to 90% set aside, in 5-point steps (the plot)."""
     return [coverage(gold, predicted, scores, round(i * 0.05, 2), task) for i in range(steps)]
@@ -313,11 +344,14 @@ def plot_coverage(curves: dict[str, list[dict]], path: Path | str) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    colours = {}
     for name, rows in curves.items():
         shares = [100 * row["set_aside"] for row in rows]
-        style = "--" if "OOD" in name else "-"
+        # One colour per task (the name's first word), dashed for OOD.
+        colour = colours.setdefault(name.split()[0], f"C{len(colours)}")
+        style = "--" if "ood" in name.lower() else "-"
         for ax, metric in zip(axes, ("accuracy", "macro_f1"), strict=True):
-            ax.plot(shares, [row[metric] for row in rows], style, marker=".", label=name)
+            ax.plot(shares, [row[metric] for row in rows], style, color=colour, marker=".", label=name)
     for ax, metric in zip(axes, ("accuracy", "macro-F1"), strict=True):
         ax.set_xlabel("least confident titles set aside (%)")
         ax.set_ylabel(f"{metric} of the answers kept")
