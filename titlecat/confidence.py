@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.metrics import f1_score
 
 from .combined import scale_scores  # noqa: F401  (the per-doc form of apply_temperature; tests compare the two)
-from .labels import SENIORITY_ORDINAL, Task
+from .labels import SENIORITY_ORDINAL, TASKS, Task
 
 # Equal-width bins of the top score over [0, 1] (Guo et al., 2017, used 15).
 BINS = 15
@@ -415,7 +415,8 @@ class LLMFallback:
         self.counts: Counter = Counter()
 
     def answer(self, titles: Sequence[str]) -> dict[str, dict | None]:
-        """title -> {"department", "seniority"} (None where the LLM gave no valid answer), each title asked once."""
+        """title -> {"department", "seniority"} (None where the LLM gave no valid answer), each title asked once,
+        mapped onto the annotators' convention (`Task.training_label`)."""
         from .llm import BackendError
         from .llm.run import pseudo_label
         from .llm.store import StoreBusy
@@ -436,7 +437,9 @@ class LLMFallback:
         self.counts["failed"] += len(rejects)
         answers: dict[str, dict | None] = dict.fromkeys(distinct)
         for record in records:
-            answers[record["text"]] = {"department": record["department"], "seniority": record["seniority"]}
+            # In the annotators' convention, as the pseudo-labels and the benchmark's fallback rows (`llm_labels`).
+            title = record["text"]
+            answers[title] = {name: task.training_label(title, record[name]) for name, task in TASKS.items()}
         return answers
 
 
