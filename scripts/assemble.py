@@ -32,8 +32,8 @@ def main(
             "version": version,
             "description": f"titlecat: seniority and department of a job title (any language), {config} pipelines "
             f"trained on curated titles + LLM pseudo-labelled CV titles. doc._.seniority, doc._.department "
-            f"and their scores doc._.seniority_score, doc._.department_score ({FACTORY} component; scores "
-            f"calibrated on CV titles by temperature scaling: {temperatures or 'none'}).",
+            f"and their scores doc._.seniority_score, doc._.department_score ({FACTORY} component); scores "
+            f"calibrated on CV titles by temperature scaling (meta titlecat.temperatures).",
             "author": "titlecat",
             "license": "MIT",
             "titlecat": {

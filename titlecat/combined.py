@@ -3,10 +3,8 @@
 A combined pipeline sources one exclusive textcat per task, named after the task
 ("seniority", "department"); each writes its labels' scores into `doc.cats`. The
 `titlecat_answers` component, last in the pipeline, sets `doc._.<task>` (the best
-label) and `doc._.<task>_score` (its score) for every task. With a `temperatures`
-setting (task -> T, fitted on cv-dev by the `calibrate` step: titlecat/confidence.py)
-it first rescales the task's scores in `doc.cats` to p**(1/T), renormalised: the
-same best label, with scores that mean what they say (docs/quality.md).
+label) and `doc._.<task>_score` (its score) for every task. A task's scores may be
+calibrated by a temperature fitted on cv-dev (`set_temperature`; titlecat/confidence.py).
 
 Shipped inside the combined wheel with `spacy package --code`, and registered through
 the `spacy_factories` entry point when titlecat is installed, so this module must be
@@ -24,14 +22,10 @@ FACTORY = "titlecat_answers"
 
 
 class TitleAnswers:
-    def __init__(self, nlp: Language, name: str, tasks: list[str], temperatures: dict[str, float] | None = None):
+    def __init__(self, nlp: Language, name: str, tasks: list[str]):
         self.nlp = nlp
         self.name = name
         self.tasks = list(tasks)
-        self.temperatures = {task: float(t) for task, t in (temperatures or {}).items() if float(t) != 1.0}
-        for task, temperature in self.temperatures.items():
-            if task not in self.tasks or not temperature > 0:
-                raise ValueError(f"{name}: temperature {temperature} for {task!r}: must be > 0, for one of {tasks}")
         self._labels: dict[str, tuple[str, ...]] | None = None
         for task in self.tasks:
             for attr in (task, f"{task}_score"):
@@ -58,40 +52,21 @@ class TitleAnswers:
     def __call__(self, doc: Doc) -> Doc:
         cats = doc.cats
         for task, labels in self.task_labels().items():
-            if task in self.temperatures:
-                scale_scores(cats, labels, self.temperatures[task])
             best = max(labels, key=lambda label: cats.get(label, 0.0))
             doc._.set(task, best)
             doc._.set(f"{task}_score", cats.get(best, 0.0))
         return doc
 
 
-def scale_scores(cats: dict[str, float], labels: tuple[str, ...], temperature: float) -> None:
-    """Temperature scaling of one task's softmax scores, in place: p_i**(1/T) / sum_j p_j**(1/T).
-
-    That is softmax(logits / T) for the logits behind p (log p up to a constant), so the order of
-    the labels, and the best one, never changes. titlecat.confidence.apply_temperature is the same
-    formula on arrays (tested to agree)."""
-    powered = [cats.get(label, 0.0) ** (1.0 / temperature) for label in labels]
-    total = sum(powered)
-    if total > 0:
-        for label, value in zip(labels, powered, strict=True):
-            cats[label] = value / total
-
-
-def make_title_answers(
-    nlp: Language, name: str, tasks: list[str], temperatures: dict[str, float] | None = None
-) -> TitleAnswers:
-    return TitleAnswers(nlp, name, tasks, temperatures)
+def make_title_answers(nlp: Language, name: str, tasks: list[str]) -> TitleAnswers:
+    return TitleAnswers(nlp, name, tasks)
 
 
 # A wheel that ships this file may be loaded where titlecat is installed too: register the
 # factory once, whichever copy of this module is imported first (spaCy refuses a second
 # function under the same name). check_exists looks at what is registered, not at entry points.
 if not catalogue.check_exists(*registry.factories.namespace, FACTORY):
-    Language.factory(FACTORY, default_config={"tasks": ["seniority", "department"], "temperatures": {}})(
-        make_title_answers
-    )
+    Language.factory(FACTORY, default_config={"tasks": ["seniority", "department"]})(make_title_answers)
 
 
 def combine(
@@ -99,10 +74,9 @@ def combine(
 ) -> Language:
     """One pipeline from one trained titlecat pipeline per task: its `textcat` sourced under the task's name.
 
-    `temperatures` (task -> T) calibrates the tasks' scores (see `scale_scores`); none: the scores as trained.
-
     A textcat that listens to a shared transformer/tok2vec (the trf config) gets its own copy of
-    it first, so the two tasks' encoders never collide.
+    it first, so the two tasks' encoders never collide. `temperatures` (task -> T) calibrates a
+    task's scores (`set_temperature`); none: the scores as trained.
     """
     import spacy
 
@@ -112,5 +86,39 @@ def combine(
             if "textcat" in getattr(pipe, "listening_components", []):
                 source.replace_listeners(name, "textcat", ["model.tok2vec"])
         nlp.add_pipe("textcat", name=task, source=source)
-    nlp.add_pipe(FACTORY, config={"tasks": list(sources), "temperatures": dict(temperatures or {})})
+    nlp.add_pipe(FACTORY, config={"tasks": list(sources)})
+    for task, temperature in (temperatures or {}).items():
+        set_temperature(nlp, task, temperature)
     return nlp
+
+
+# Titles the temperature is checked on: any will do, the check is about the architecture, not the data.
+PROBE_TITLES = ("Leiterin Vertrieb DACH", "Software Engineer", "Chargé de recrutement", "Einkäufer")
+
+
+def set_temperature(nlp: Language, task: str, temperature: float) -> None:
+    """Temperature scaling of a task's scores, folded into its textcat: the output layer's weights and biases
+    divided by T, so that the scores become softmax(logits / T) at no cost per title. The order of the
+    labels, and the best one, never changes. The effect is checked on a few titles against the formula
+    (p**(1/T), renormalised): an architecture whose scores are not a softmax of that layer is refused.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature {temperature} for {task!r}: must be > 0")
+    if temperature == 1.0:
+        return
+    textcat = nlp.get_pipe(task)
+    layer = textcat.model.get_ref("output_layer") if textcat.model.has_ref("output_layer") else None
+    if layer is None or not {"W", "b"} <= set(layer.param_names):
+        raise ValueError(f"{task}: the textcat has no linear output layer (W, b) to calibrate")
+    labels = list(textcat.labels)
+    before = [[doc.cats[label] for label in labels] for doc in textcat.pipe(nlp.make_doc(t) for t in PROBE_TITLES)]
+    for name in ("W", "b"):
+        layer.set_param(name, layer.get_param(name) / temperature)
+    after = [[doc.cats[label] for label in labels] for doc in textcat.pipe(nlp.make_doc(t) for t in PROBE_TITLES)]
+    for scores, scaled in zip(before, after, strict=True):
+        powered = [score ** (1.0 / temperature) for score in scores]
+        expected = [value / sum(powered) for value in powered]
+        if max(abs(a - b) for a, b in zip(scaled, expected, strict=True)) > 1e-4:
+            for name in ("W", "b"):  # leave the pipeline as it was
+                layer.set_param(name, layer.get_param(name) * temperature)
+            raise ValueError(f"{task}: the textcat's scores are not a softmax of its output layer: cannot calibrate")

@@ -1,9 +1,9 @@
 """Trustworthy confidence: calibration, coverage, the review flag and the LLM fallback.
 
 - **Calibration**: expected calibration error (ECE) of the top score, reliability diagrams, and
-  temperature scaling fitted on cv-dev (`fit_temperature`). The fitted temperatures are stored in
-  the combined pipeline (`titlecat_answers`, titlecat/combined.py), so `titlecat predict` scores are
-  calibrated; the best label never changes.
+  temperature scaling fitted on cv-dev (`fit_temperature`). `assemble` folds the fitted temperatures
+  into the combined pipeline's textcats (titlecat.combined.set_temperature), so `titlecat predict`
+  scores are calibrated; the best label never changes.
 - **Coverage**: accuracy and macro-F1 of the answers kept when the least confident share is set aside.
 - **Review flag and LLM fallback** of `titlecat predict` (`RowPostprocess`): `needs_review` where a
   model answer scores below a threshold; the least confident titles of chosen tasks sent to the
@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score
 
-from .combined import scale_scores  # noqa: F401  (the per-doc form of apply_temperature; tests compare the two)
 from .labels import SENIORITY_ORDINAL, TASKS, Task
 
 # Equal-width bins of the top score over [0, 1] (Guo et al., 2017, used 15).
@@ -410,7 +409,11 @@ class LLMFallback:
         try:
             self.nlp = load_pipeline(config_path, settings)
         except Exception as error:  # spaCy's config errors, BackendError (an unset key variable), missing files
-            raise FallbackError(f"--llm-fallback {config_path}: {error}") from None
+            raise FallbackError(
+                f"--llm-fallback {config_path}: {error} (in titlecat predict: --llm-api-key-env NAME, or '' for no key)"
+                if "api-key-env" in str(error)
+                else f"--llm-fallback {config_path}: {error}"
+            ) from None
         self.backend = llm_model(self.nlp).backend
         self.counts: Counter = Counter()
 
@@ -523,12 +526,13 @@ class RowPostprocess:
     def summary(self) -> str:
         parts = []
         if self.review_below is not None:
-            parts.append(f"{self.flagged:,} rows need review (a model score below {self.review_below:g})")
+            parts.append(f"needs_review: {self.flagged:,} rows (a model score below {self.review_below:g})")
         if self.llm is not None:
             counts = self.llm.counts
             parts.append(
                 f"LLM fallback ({self.llm.backend}) for {', '.join(self.llm_tasks)}: {counts['requests']:,} requests, "
-                f"{counts['from_cache']:,} answers from {self.llm.store}, {counts['failed']:,} titles without an answer"
+                f"{counts['from_cache']:,} answers from the store {self.llm.store}, titles without an answer: "
+                f"{counts['failed']:,}"
             )
         return "; ".join(parts)
 
