@@ -65,6 +65,10 @@ def main(
         },
         "titlecat": {"variant": variant, "config": config, "tasks": tasks},
     }
+    # The combined pipeline's temperatures (folded into its weights by assemble) stay on record.
+    temperatures = json.loads((model_path / "meta.json").read_text()).get("titlecat", {}).get("temperatures")
+    if temperatures:
+        meta["titlecat"]["temperatures"] = temperatures
     output_dir.mkdir(parents=True, exist_ok=True)
     meta_path = output_dir / f"meta_{name}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")

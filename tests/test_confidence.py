@@ -357,3 +357,6 @@ def test_the_project_calibrates_and_the_benchmark_reports_confidence(small_proje
     markdown = (small_project / "metrics" / "benchmark.md").read_text()
     assert "## Confidence (augmented pipelines)" in markdown and "| cpu | department | 25% | 156 |" in markdown
     assert (small_project / "metrics" / "coverage.png").stat().st_size > 1000
+    (package,) = (small_project / "packages" / "cpu").glob("xx_titlecat_combined_cpu-*")
+    meta = json.loads(next(package.rglob("meta.json")).read_text())
+    assert meta["titlecat"]["temperatures"] == stored
