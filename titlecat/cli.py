@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from .confidence import row_postprocess
 from .predict import MAX_CHARS, load_pipeline, predict_file
 from .preflight import PreflightError
 from .readers import DataError
@@ -60,6 +59,8 @@ def predict(
     """
     if gpu_id >= 0 and n_process != 1:
         fail(ValueError(f"--gpu-id {gpu_id} predicts in one process: drop --n-process {n_process}"))
+    from .confidence import row_postprocess  # scikit-learn and the LLM code load only for `predict`
+
     try:
         llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
         llm_settings["concurrency"] = llm_concurrency

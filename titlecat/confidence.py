@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import f1_score
 
-from .labels import SENIORITY_ORDINAL, TASKS, Task
+from .labels import TASKS, Task
+from .metrics import bootstrap_intervals, ordinal_mae
 
 # Equal-width bins of the top score over [0, 1] (Guo et al., 2017, used 15).
 BINS = 15
@@ -271,9 +272,7 @@ def headline(gold: Sequence[str], predicted: Sequence[str], task: Task) -> dict:
         "macro_f1": float(f1_score(gold_array, predicted_array, average="macro", zero_division=0)),
     }
     if task.ordinal:
-        result["mae"] = float(
-            np.mean([abs(SENIORITY_ORDINAL[g] - SENIORITY_ORDINAL[p]) for g, p in zip(gold, predicted, strict=True)])
-        )
+        result["mae"] = ordinal_mae(gold, predicted)
     return result
 
 
@@ -309,8 +308,6 @@ def benchmark_confidence(nlp, task: Task, eval_sets: dict, temperature: float, l
     """The benchmark's confidence rows of one pipeline: coverage on every set of `eval_sets` (name -> (texts, gold)),
     and the LLM fallback at each of LLM_BUDGETS on "ood", whose recorded answers are `llm_answers` (OOD row ->
     label). Scores are calibrated with `temperature`, as the combined pipeline gives them."""
-    from .metrics import bootstrap_intervals
-
     result = {"temperature": temperature, "coverage": [], "llm_fallback": [], "curves": {}}
     for name, (texts, gold) in eval_sets.items():
         probs = apply_temperature(probabilities(nlp, texts, task.labels), temperature)
