@@ -73,6 +73,10 @@ def main(
         # title classifier (--code) loads its encoder through spacy-transformers, which it cannot see.
         "requirements": [TRANSFORMER_REQUIREMENT] if uses_title_transformer(model_path) else [],
     }
+    # The combined pipeline's temperatures (folded into its weights by assemble) stay on record.
+    temperatures = json.loads((model_path / "meta.json").read_text()).get("titlecat", {}).get("temperatures")
+    if temperatures:
+        meta["titlecat"]["temperatures"] = temperatures
     output_dir.mkdir(parents=True, exist_ok=True)
     meta_path = output_dir / f"meta_{name}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")

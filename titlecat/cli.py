@@ -41,6 +41,16 @@ def predict(
     max_chars: int = MAX_LENGTH,
     progress: bool = typer.Option(True, help="Progress bar with titles/s on stderr"),
     gpu_id: int = typer.Option(-1, help="GPU to predict on (a trf pipeline needs one to be fast); -1: CPU"),
+    review_below: float | None = typer.Option(None, help="Add needs_review: true where a model score is below this"),
+    llm_fallback: str | None = typer.Option(None, help="Send unsure titles to an LLM: openai, recorded or a .cfg"),
+    llm_share: float | None = typer.Option(None, help="Share (0-1) of least confident titles per task to send"),
+    llm_below: float | None = typer.Option(None, help="Instead of --llm-share: send titles scoring below this"),
+    llm_tasks: str = typer.Option("department", help="Tasks whose unsure answers go to the LLM (comma-separated)"),
+    llm_store: Path | None = typer.Option(None, help="LLM answer store (resume) [default: OUT.llm_answers.jsonl]"),
+    llm_base_url: str | None = typer.Option(None, help="openai: base URL, e.g. http://127.0.0.1:8000/v1"),
+    llm_model: str | None = typer.Option(None, help="openai: model name"),
+    llm_api_key_env: str | None = typer.Option(None, help="openai: variable holding the key; '' = send no key"),
+    llm_concurrency: int | None = typer.Option(None, help="openai: requests in flight [config: 8]"),
 ):
     """Label every title of a file: line, [id], status, seniority, its score, department, its score.
 
@@ -49,7 +59,14 @@ def predict(
     """
     if gpu_id >= 0 and n_process != 1:
         fail(ValueError(f"--gpu-id {gpu_id} predicts in one process: drop --n-process {n_process}"))
+    from .confidence import row_postprocess  # scikit-learn and the LLM code load only for `predict`
+
     try:
+        llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
+        llm_settings["concurrency"] = llm_concurrency
+        postprocess = row_postprocess(
+            output_path, review_below, llm_fallback, llm_share, llm_below, llm_tasks, llm_store, llm_settings, progress
+        )
         summary = predict_file(
             load_pipeline(model, gpu_id),
             input_path,
@@ -63,10 +80,13 @@ def predict(
             chunk_size,
             max_chars,
             progress,
+            postprocess,
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
     typer.secho(f"✔ {output_path}: {summary}", fg="green", err=True)
+    if postprocess is not None:
+        typer.secho(f"  {postprocess.summary()}", err=True)
 
 
 @app.command("predict-ray")

@@ -234,12 +234,22 @@ def predict_file(
     chunk_size: int = 20000,
     max_chars: int = MAX_CHARS,
     progress: bool = True,
+    postprocess=None,
 ) -> Summary:
-    """Label every row of a file; see `titlecat predict --help`."""
+    """Label every row of a file; see `titlecat predict --help`.
+
+    `postprocess` (titlecat.confidence.RowPostprocess: review flag, LLM fallback) adds its columns and
+    changes each chunk's rows, given their checked titles."""
     tasks = pipeline_tasks(nlp)
     records = read_titles(input_path, column, id_column, input_format)
-    chunks = (
-        label_records(nlp, tasks, check_records(chunk, max_chars), all_scores, batch_size, n_process, index > 0)
-        for index, chunk in enumerate(minibatch(records, chunk_size))
-    )
-    return write_predictions(output_path, output_fields(tasks, all_scores, id_column is not None), chunks, progress)
+    fields = output_fields(tasks, all_scores, id_column is not None)
+    if postprocess is not None:
+        fields = postprocess.fields(fields)
+
+    def chunks() -> Iterator[list[dict]]:
+        for index, chunk in enumerate(minibatch(records, chunk_size)):
+            checked = check_records(chunk, max_chars)
+            rows = label_records(nlp, tasks, checked, all_scores, batch_size, n_process, index > 0)
+            yield postprocess(rows, [record["text"] for record in checked]) if postprocess is not None else rows
+
+    return write_predictions(output_path, fields, chunks(), progress)
