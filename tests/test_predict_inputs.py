@@ -309,6 +309,9 @@ def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tm
     assert result.exit_code == 1 and "no column 'phone' in the header" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "company,status")
     assert result.exit_code == 1 and "--keep-columns ['status']" in result.stderr
+    (tmp_path / "titles.txt").write_text("Head of Sales\n", encoding="utf-8")
+    result = run_predict(tmp_path / "titles.txt", output, "-m", model, "--keep-columns", "email")
+    assert result.exit_code == 1 and "titles.txt: --keep-columns: a text file" in result.stderr
 
 
 def test_help_texts_print_what_the_source_says():

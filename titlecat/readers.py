@@ -361,6 +361,8 @@ def read_titles(
     """
     path = Path(path)
     fmt = title_format(path, fmt)
+    if fmt == "text" and keep_columns:
+        raise DataError(path, "--keep-columns", "a text file (one title a line) has no columns to keep")
     if fmt == "xlsx":
         yield from _xlsx_titles(path, column, id_column, sheet, keep_columns)
         return
