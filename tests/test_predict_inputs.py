@@ -111,6 +111,11 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
     assert [row["title"] for row in rows] == ["Directeur général", "Head of Sales", "Geschäftsführer"]
     assert [row["status"] for row in rows] == ["ok"] * 3
     assert rows[0]["department"] == expected(nlp, "Directeur général")[1]
+    # A header that is not UTF-8 is an error naming the option.
+    (tmp_path / "header.csv").write_bytes("Fonction occupée\nHead of Sales\n".encode(encoding))
+    result = run_predict(tmp_path / "header.csv", output, "-m", model, "--column", "Fonction occupée")
+    assert result.exit_code == 1 and "header.csv: line 1: no column 'Fonction occupée'" in result.stderr
+    assert "name the file's encoding with --encoding" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "title", "--encoding", "klingon")
     assert result.exit_code == 1 and "--encoding 'klingon'" in result.stderr
 
