@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,7 @@ from typer.testing import CliRunner
 
 import titlecat.combined  # noqa: F401  (registers titlecat_answers)
 import titlecat.components  # noqa: F401  (registers the architecture)
+from titlecat import predict as predict_module
 from titlecat.cli import app
 from titlecat.labels import TASKS
 from titlecat.predict import check_title, predict_file
@@ -327,6 +329,26 @@ def test_help_texts_print_what_the_source_says():
 
 
 # Processes
+
+
+def label_and_note_the_process(texts: list[str]) -> list[dict]:
+    """titlecat.predict._label_in_worker that also notes which process ran it (module level: pickled by name)."""
+    with open(os.environ["TITLECAT_TEST_PIDS"], "a") as file:
+        file.write(f"{os.getpid()}\n")
+    return LABEL_IN_WORKER(texts)
+
+
+LABEL_IN_WORKER = predict_module._label_in_worker
+
+
+def test_the_processes_start_once_for_the_whole_file(nlp, tmp_path, monkeypatch):
+    source = tmp_path / "titles.csv"
+    source.write_text("text\n" + "".join(f"{TITLES[i % len(TITLES)]}\n" for i in range(2000)), encoding="utf-8")
+    monkeypatch.setenv("TITLECAT_TEST_PIDS", str(tmp_path / "pids"))
+    monkeypatch.setattr(predict_module, "_label_in_worker", label_and_note_the_process)
+    predict_file(nlp, source, tmp_path / "out.csv", chunk_size=100, n_process=2, start_method="fork", progress=False)
+    pids = (tmp_path / "pids").read_text().split()
+    assert len(pids) == 20 and len(set(pids)) == 2 and str(os.getpid()) not in pids
 
 
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
