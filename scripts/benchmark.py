@@ -14,11 +14,13 @@ import spacy
 import typer
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
+import titlecat.trf_textcat  # noqa: F401
 from titlecat.baseline import train_reference_bow, train_tfidf_logreg
 from titlecat.corpus import CV_SETS, TRAIN_FILES, casefold_set, curated_splits, oversample_to_largest, read_docbin
 from titlecat.labels import TASKS
 from titlecat.metrics import HEADLINE, bootstrap_intervals, classification_metrics, predict_labels, seen_unseen_metrics
 from titlecat.predict import freeze_long_lived_objects
+from titlecat.preflight import system_name
 from titlecat.readers import read_pseudo_labels
 from titlecat.reference import read_reference_results, reference_label
 
@@ -81,8 +83,8 @@ def main(
 ):
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
-    # Every config trained so far (cpu, trf, ...), so that they sit side by side.
-    configs = sorted(d.name for d in training_dir.iterdir() if (d / "seniority" / "base" / "model-best").exists())
+    # Every config trained so far (cpu, trf, the trf-check stand-in, ...), so that they sit side by side.
+    configs = sorted(d.name for d in training_dir.iterdir() if d.is_dir() and list(d.glob("*/*/model-best")))
     rows = []
     for task in TASKS.values():
         eval_sets = {name: read_docbin(corpus_dir / task.name / file, task) for name, file in CV_SETS.items()}
@@ -92,11 +94,13 @@ def main(
             train_titles = casefold_set(train_texts)
             for config in configs:
                 model_dir = training_dir / config / task.name / variant
+                if not (model_dir / "model-best").exists():
+                    continue  # trf-check trains the augmented variants only
                 nlp = spacy.load(model_dir / "model-best")
                 predict = partial(predict_labels, nlp)
                 rows.append(
                     {
-                        "system": f"titlecat {config}",
+                        "system": system_name(config),
                         "task": task.name,
                         "variant": variant,
                         **score_sets(predict, eval_sets, task, train_titles, seed),
@@ -104,7 +108,7 @@ def main(
                         "titles_per_second": titles_per_second(predict, ood_texts),
                     }
                 )
-                typer.echo(f"✔ titlecat {config} {task.name} {variant}")
+                typer.echo(f"✔ {rows[-1]['system']} {task.name} {variant}")
             baselines = [("TF-IDF + logistic regression", train_tfidf_logreg, train_texts, train_gold)]
             if variant == "augmented":
                 texts, gold = reference_bow_data(assets_dir, corpus_dir, task, seed, max_per_label)
