@@ -3,7 +3,8 @@
 A combined pipeline sources one exclusive textcat per task, named after the task
 ("seniority", "department"); each writes its labels' scores into `doc.cats`. The
 `titlecat_answers` component, last in the pipeline, sets `doc._.<task>` (the best
-label) and `doc._.<task>_score` (its score) for every task. A task's scores may be
+label) and `doc._.<task>_score` (its score) for every task; both are None for
+an empty or whitespace-only doc, whose scores are all 0.0. A task's scores may be
 calibrated by a temperature fitted on cv-dev (`set_temperature`; titlecat/confidence.py).
 
 Shipped inside the combined wheel with `spacy package --code`, and registered through
@@ -27,10 +28,18 @@ class TitleAnswers:
         self.name = name
         self.tasks = list(tasks)
         self._labels: dict[str, tuple[str, ...]] | None = None
+        self._register_extensions()
+
+    def _register_extensions(self) -> None:
         for task in self.tasks:
             for attr in (task, f"{task}_score"):
                 if not Doc.has_extension(attr):
                     Doc.set_extension(attr, default=None)
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled in a new process (the spawn and forkserver start methods), where no Doc extension exists yet.
+        self.__dict__.update(state)
+        self._register_extensions()
 
     def task_labels(self) -> dict[str, tuple[str, ...]]:
         """Each task's labels, read from its textcat once the pipeline is loaded (not at creation)."""
@@ -51,6 +60,15 @@ class TitleAnswers:
 
     def __call__(self, doc: Doc) -> Doc:
         cats = doc.cats
+        if not doc.text.strip():
+            # No title, no answer. The textcats score an empty doc anyway, differently alone (nlp(""): all
+            # zeros) and in a batch (the labels' biases): every score is set to 0.0 and no label chosen, so
+            # nlp() and nlp.pipe() agree, as titlecat predict's `empty` status does.
+            for task, labels in self.task_labels().items():
+                cats.update(dict.fromkeys(labels, 0.0))
+                doc._.set(task, None)
+                doc._.set(f"{task}_score", None)
+            return doc
         for task, labels in self.task_labels().items():
             best = max(labels, key=lambda label: cats.get(label, 0.0))
             doc._.set(task, best)
