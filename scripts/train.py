@@ -28,6 +28,7 @@ def main(
     eval_frequency: int = typer.Option(0),
     transformer: str = typer.Option("xlm-roberta-base", help="Hub name or local folder (transformer configs only)"),
     name: str = typer.Option("", help="Folder under training_dir; default: the config's name"),
+    learn_rate: float = typer.Option(0.0, help="Peak learning rate; 0 = the config's own"),
 ):
     task = get_task(task_name)
     train_file = TRAIN_FILES.get(variant)
@@ -43,6 +44,8 @@ def main(
     # value given here replaces the config's.
     caps = {"max_steps": max_steps, "max_epochs": max_epochs, "patience": patience, "eval_frequency": eval_frequency}
     overrides.update({f"training.{name}": value for name, value in caps.items() if value > 0})
+    if learn_rate > 0:
+        overrides["training.optimizer.learn_rate.initial_rate"] = learn_rate
     config_path = config_file(config)
     block = transformer_block(config_path.read_text(encoding="utf-8")) if config_path else None
     if block:

@@ -33,6 +33,7 @@ def main(
     max_epochs: int = typer.Option(0),
     patience: int = typer.Option(0),
     eval_frequency: int = typer.Option(0),
+    learn_rate: float = typer.Option(0.0, help="Peak learning rate; 0 = the config's own"),
 ):
     try:
         folder = standin_model_folder()
@@ -41,7 +42,7 @@ def main(
         raise typer.Exit(1) from None
     typer.echo(f"stand-in encoder: {STANDIN_NAME} from {folder} (not xlm-roberta-base)")
     caps = ["--max-steps", str(max_steps), "--max-epochs", str(max_epochs), "--patience", str(patience)]
-    caps += ["--eval-frequency", str(eval_frequency)]
+    caps += ["--eval-frequency", str(eval_frequency), "--learn-rate", str(learn_rate)]
     for task_name in tasks:
         task = get_task(task_name)
         for variant in variants:
