@@ -117,7 +117,7 @@ def parse_label_request(body: bytes, max_titles: int = MAX_TITLES) -> tuple[list
     ids = data.get("ids")
     if ids is not None:
         if not isinstance(ids, list) or len(ids) != len(titles):
-            found = f"{len(ids)} ids" if isinstance(ids, list) else json_type(ids)
+            found = f"{len(ids)}" if isinstance(ids, list) else json_type(ids)
             raise BadRequest(422, f"ids: expected a list as long as titles ({len(titles)}), found {found}")
         for index, value in enumerate(ids):
             if isinstance(value, bool) or not isinstance(value, str | int):
