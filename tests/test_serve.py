@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import json
 import re
@@ -21,7 +22,7 @@ from conftest import curated_examples, write_docbins
 from titlecat.combined import combine
 from titlecat.labels import TASKS
 from titlecat.predict import answers, check_title, load_pipeline, pipeline_tasks, predict_file
-from titlecat.serve import MAX_BODY_BYTES, MAX_TITLES, pipeline_metadata
+from titlecat.serve import MAX_BODY_BYTES, MAX_TITLES, WARM_TITLES, Labeller, pipeline_metadata
 
 # Good and bad titles of every status; the lone surrogate arrives as the JSON escape "\ud800".
 MIXED = ["Leiterin Vertrieb DACH", "", "   ", "12345", "Sales " * 100, "Sales \ud800", "Head\x00of\x1fSales", "CTO"]
@@ -208,6 +209,19 @@ def test_a_chunked_body_over_the_limit_gets_413(server):
     assert server.alive()
 
 
+def test_an_upload_over_the_limit_gets_413_before_it_is_read(server):
+    """The Content-Length alone decides: nothing of the announced 200 MB is sent."""
+    request = (
+        f"POST /v1/label-file HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 200000000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(request.encode())
+        answer = connection.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413") and "body: over the limit of 104,857,600 bytes" in answer
+    assert server.alive()
+
+
 def test_concurrent_clients_get_their_own_answers_batched_together(server, nlp):
     titles = [example.text for example in curated_examples("seniority", 400, seed=5)]
     expected = {row_title: row for row_title, row in zip(titles, expected_rows(nlp, titles), strict=True)}
@@ -364,3 +378,28 @@ def test_predict_gives_a_lone_surrogate_a_status_instead_of_crashing(nlp, tmp_pa
     predict_file(nlp, path, tmp_path / "out.jsonl", progress=False)
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert [row["status"] for row in rows] == ["not_text", "ok"]
+
+
+def test_memory_stays_flat_over_distinct_titles_once_warm(pipelines):
+    """After WARM_TITLES, batches run inside nlp.memory_zone(): new titles leave no strings in the vocab."""
+
+    async def label(labeller: Labeller, titles: list[str]) -> None:
+        for start in range(0, len(titles), 500):
+            results = await asyncio.gather(
+                *(labeller.label(titles[index : index + 100]) for index in range(start, start + 500, 100))
+            )
+            assert all(row["status"] == "ok" for rows in results for row in rows)
+
+    async def run() -> tuple[int, int]:
+        labeller = Labeller(load_pipeline(pipelines / "combined"))
+        await labeller.start()
+        try:
+            await label(labeller, [f"Sales Manager {index} Region{index}" for index in range(WARM_TITLES)])
+            warm = len(labeller.nlp.vocab.strings)
+            await label(labeller, [f"Projektleiter {index} Werk{index}x" for index in range(3000)])
+            return warm, len(labeller.nlp.vocab.strings)
+        finally:
+            await labeller.stop()
+
+    warm, after = asyncio.run(run())
+    assert after == warm

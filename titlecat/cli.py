@@ -118,7 +118,7 @@ def serve(
     ),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)"),
 ):
-    """Label titles over HTTP (POST /v1/label, /v1/label-file) and on a web page at / (pip install 'titlecat[serve]').
+    """Label titles over HTTP (POST /v1/label, /v1/label-file) and on a web page at / (needs the 'serve' extra).
 
     The same fields and statuses as `titlecat predict`; the API docs are at /docs.
     """
