@@ -1,9 +1,10 @@
 """Load benchmark of `titlecat serve` on loopback: titles/s and single-title latency, next to `titlecat predict`.
 
-Starts `titlecat serve` (a subprocess on a free 127.0.0.1 port), then, each phase bounded by --seconds:
+Starts `titlecat serve` (a subprocess on a free 127.0.0.1 port) with each --workers count, then, each phase
+bounded by --seconds:
 1. 1, 8 and 32 concurrent clients, each sending requests of --batch titles (100) back to back: titles/s;
 2. 8 such clients plus one client sending single-title requests one after another: its p50 / p99 latency;
-3. `titlecat predict` on a CSV of --n-predict titles: its own titles/s (labelling only, as it reports it).
+3. then, with no server running, `titlecat predict` on a CSV of --n-predict titles: the titles/s it reports.
 Titles: the unlabelled CV titles, cycled. Every answer is checked (status code, one result per title); 5xx
 answers and lost requests (no answer, a connection error) are counted. Writes a Markdown table.
 """
@@ -11,6 +12,7 @@ answers and lost requests (no answer, a connection error) are counted. Writes a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import datetime
 import json
@@ -131,10 +133,54 @@ def predict_rate(model: Path, titles: list[str], n: int, work_dir: Path) -> floa
     return float(re.search(r"\(([\d,]+) titles/s\)", result.stderr).group(1).replace(",", ""))
 
 
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def row(name: str, tally: Tally, seconds: float) -> str:
+    p50, p99 = (percentile(tally.latencies, q) * 1000 for q in (50, 99))
+    return (
+        f"| {name} | {tally.requests:,} | {tally.titles / seconds:,.0f} | {p50:.1f} | {p99:.1f} "
+        f"| {tally.server_errors} | {tally.other_errors} | {tally.lost} |"
+    )
+
+
+def bench_server(model: Path, workers: int, titles: list[str], batch: int, seconds: float, work_dir: Path) -> list:
+    """(row name, tally, seconds) of each phase, against one server with `workers` processes."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1/label"
+    server = start_server(model, port, workers, work_dir / f"server_{workers}.log")
+    rows = []
+    try:
+        for clients in (1, 8, 32):
+            result = asyncio.run(run_load(url, titles, clients, batch, seconds, single=False))
+            rows.append((f"{workers} | {clients} × {batch} titles", result["batches"], result["seconds"]))
+            typer.echo(f"--workers {workers}, {clients} clients: {rows[-1][1].titles / rows[-1][2]:,.0f} titles/s")
+        result = asyncio.run(run_load(url, titles, 8, batch, seconds, single=True))
+        rows.append(
+            (f"{workers} | 8 × {batch} titles + 1 × 1 title: the batches", result["batches"], result["seconds"])
+        )
+        rows.append(
+            (
+                f"{workers} | 8 × {batch} titles + 1 × 1 title: **the single titles**",
+                result["singles"],
+                result["seconds"],
+            )
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    return rows
+
+
 def main(
     model: Path = typer.Argument(Path("training/combined"), exists=True),
     cv_path: Path = typer.Option(Path("assets/linkedin-cvs-not-annotated.json"), exists=True),
-    workers: int = typer.Option(1, help="titlecat serve --workers"),
+    workers: list[int] = typer.Option([1, 2], "--workers", help="titlecat serve --workers; one server each"),
     batch: int = typer.Option(100, help="Titles a request for the batch clients"),
     seconds: float = typer.Option(10.0, help="Length of each phase (after a 1 s warm-up)"),
     n_predict: int = typer.Option(200_000, help="Titles for titlecat predict"),
@@ -144,57 +190,34 @@ def main(
     work_dir.mkdir(parents=True, exist_ok=True)
     titles = [p.text for p in read_cv_positions(cv_path)[0]]
     load_before = os.getloadavg()
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/v1/label"
-    server = start_server(model, port, workers, work_dir / "server.log")
-    rows = []
-    totals = Tally()
-    try:
-        for clients in (1, 8, 32):
-            result = asyncio.run(run_load(url, titles, clients, batch, seconds, single=False))
-            rows.append((f"{clients} client(s) × {batch} titles a request", result, None))
-            typer.echo(f"{clients} clients: {result['batches'].titles / result['seconds']:,.0f} titles/s")
-        result = asyncio.run(run_load(url, titles, 8, batch, seconds, single=True))
-        rows.append((f"8 clients × {batch} titles + 1 client × 1 title", result, result["singles"]))
-        stats = httpx.get(f"http://127.0.0.1:{port}/health").json()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    started = time.perf_counter()
+    rows = [row for count in workers for row in bench_server(model, count, titles, batch, seconds, work_dir)]
     rate = predict_rate(model, titles, n_predict, work_dir)
+    load_after = os.getloadavg()
     lines = [
-        f"# titlecat serve: load on loopback ({model}, --workers {workers})",
+        f"# titlecat serve: load on loopback ({model})",
         "",
-        f"{datetime.date.today()}, {platform.machine()} {os.cpu_count()} CPUs ({platform.processor() or 'cpu'}), "
-        f"Python {platform.python_version()}; load average before the run {load_before[0]:.2f} "
-        f"(other work on the machine counts here). Each phase {seconds:g} s after a 1 s warm-up; httpx clients "
-        "in one process on the same machine as the server.",
+        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, {os.cpu_count()} "
+        f"CPUs ({cpu_model()}), Python {platform.python_version()}. Load average (1 min) {load_before[0]:.1f} "
+        f"before and {load_after[0]:.1f} after the run ({time.perf_counter() - started:.0f} s): other work on the "
+        f"machine shares its CPUs. Each phase {seconds:g} s after a 1 s warm-up; the clients (httpx, one process) "
+        "run on the same machine as the server. Titles: the unlabelled CV titles, cycled.",
         "",
-        "| load | requests | titles/s | request p50 (ms) | request p99 (ms) | 5xx | other errors | lost |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| --workers | load (concurrent clients × titles a request) | requests | titles/s | p50 (ms) | p99 (ms) "
+        "| 5xx | other errors | lost |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, result, _ in rows:
-        tally = result["batches"]
-        for counter in ("server_errors", "other_errors", "lost"):
-            setattr(totals, counter, getattr(totals, counter) + getattr(tally, counter))
-        lines.append(
-            f"| {name} | {tally.requests:,} | {tally.titles / result['seconds']:,.0f} "
-            f"| {percentile(tally.latencies, 50) * 1000:.1f} | {percentile(tally.latencies, 99) * 1000:.1f} "
-            f"| {tally.server_errors} | {tally.other_errors} | {tally.lost} |"
-        )
-    name, result, singles = rows[-1]
-    for counter in ("server_errors", "other_errors", "lost"):
-        setattr(totals, counter, getattr(totals, counter) + getattr(singles, counter))
+    lines += [row(name, tally, elapsed) for name, tally, elapsed in rows]
     lines.append(
-        f"| the single-title client of the last row | {singles.requests:,} | {singles.titles / result['seconds']:,.0f} "
-        f"| **{percentile(singles.latencies, 50) * 1000:.1f}** | **{percentile(singles.latencies, 99) * 1000:.1f}** "
-        f"| {singles.server_errors} | {singles.other_errors} | {singles.lost} |"
+        f"| | titlecat predict, {n_predict:,} titles, CSV to CSV (no server running) | | {rate:,.0f} | | | | | |"
     )
+    errors = {
+        name: sum(getattr(tally, name) for _, tally, _ in rows) for name in ("server_errors", "other_errors", "lost")
+    }
     lines += [
-        f"| titlecat predict, {n_predict:,} titles, CSV to CSV (server stopped) | | {rate:,.0f} | | | | | |",
         "",
-        f"Server totals (/health): {stats['requests']:,} requests labelled in {stats['batches']:,} nlp.pipe batches "
-        f"({stats['titles'] / max(stats['batches'], 1):,.0f} titles a batch on average; one worker's count).",
-        f"All phases: {totals.server_errors} 5xx, {totals.other_errors} other errors, {totals.lost} lost requests.",
+        f"All phases: {errors['server_errors']} 5xx answers, {errors['other_errors']} other errors, "
+        f"{errors['lost']} lost requests. p50 / p99: request latency as the client sees it.",
         "",
     ]
     output_path.parent.mkdir(parents=True, exist_ok=True)
