@@ -361,14 +361,20 @@ def test_a_one_task_pipeline_answers_its_task_with_two_workers(pipelines, tmp_pa
         running.stop()
 
 
-def test_serve_with_a_model_that_is_not_there_stops_naming_it(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "titlecat", "serve", "--model", str(tmp_path / "nothing"), "--port", str(free_port())],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 1 and "no such folder or installed pipeline package" in result.stderr
+@pytest.mark.parametrize("broken", ["model", "metrics"])
+def test_serve_with_a_missing_model_or_a_bad_metrics_file_stops_naming_it(pipelines, tmp_path, broken):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"task": "seniority", "ood": 0.7}')
+    model = tmp_path / "nothing" if broken == "model" else pipelines / "combined"
+    command = [sys.executable, "-m", "titlecat", "serve", "--model", str(model), "--port", str(free_port())]
+    if broken == "metrics":
+        command += ["--metrics", str(metrics)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    if broken == "model":
+        assert f"--model {model}: no such folder or installed pipeline package" in result.stderr
+    else:
+        assert f"--metrics {metrics}: expected evaluate's object" in result.stderr
 
 
 def test_predict_gives_a_lone_surrogate_a_status_instead_of_crashing(nlp, tmp_path):

@@ -7,8 +7,8 @@
 
 Requests from many clients wait together; a task takes what waits (up to `MAX_BATCH` titles, single titles
 first) and labels it in one `nlp.pipe` on a thread of its own, so the event loop keeps reading and answering
-requests while the pipeline runs, and a busy server labels many requests a batch. `--workers N` runs N such processes
-(uvicorn workers, each calling `app_from_env`). Needs the `serve` extra: pip install "titlecat[serve]".
+requests while the pipeline runs, and a busy server labels many requests a batch. `--workers N` runs N such
+processes (uvicorn workers, each calling `app_from_env`). Needs the `serve` extra: pip install "titlecat[serve]".
 """
 
 from __future__ import annotations
@@ -271,8 +271,13 @@ def pipeline_metadata(nlp: Language, metrics_paths: Sequence[Path | str] = ()) -
             found = {split: {key: performance.get(f"{task}_{split}_{key}") for key in METRIC_KEYS} for split in SPLITS}
             metrics[task] = {split: split_metrics(scores) for split, scores in found.items() if any(scores.values())}
     for path in metrics_paths:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-        if data.get("task") in tasks:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"--metrics {path}: not the JSON of scripts/evaluate.py: {error}") from None
+        if not isinstance(data, dict) or not all(isinstance(data.get(split, {}), dict) for split in SPLITS):
+            raise ValueError(f"--metrics {path}: expected evaluate's object with task, test, cv_dev and ood")
+        if data.get("task") in tasks:  # a metrics file of a task this pipeline does not answer is left out
             metrics[data["task"]] = {split: split_metrics(data[split]) for split in SPLITS if split in data}
     return {
         "pipeline": {
@@ -364,9 +369,9 @@ LABEL_SCHEMA = LabelRequest.model_json_schema()
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 422)}
 
 
-def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = (), nlp: Language | None = None) -> FastAPI:
+def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> FastAPI:
     """The service for one pipeline (a folder or an installed package name), loaded here, once."""
-    nlp = nlp if nlp is not None else load_pipeline(model)
+    nlp = load_pipeline(model)
     labeller = Labeller(nlp)
     metadata = pipeline_metadata(nlp, metrics_paths)
     page = resources.files("titlecat").joinpath("static", "index.html").read_text(encoding="utf-8")
@@ -439,7 +444,7 @@ def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = (), nlp:
 
     def predict_upload(input_path: Path, output_path: Path, **options) -> Summary:
         if files["nlp"] is None:
-            files["nlp"] = nlp if model is None else load_pipeline(model)
+            files["nlp"] = load_pipeline(model)
         return predict_file(files["nlp"], input_path, output_path, progress=False, **options)
 
     @app.post("/v1/label-file", response_class=FileResponse, responses=ERRORS)
