@@ -146,6 +146,7 @@ def test_label_answers_in_order_with_the_statuses_and_answers_of_predict(server,
         row | {"id": None} for row in expected_rows(nlp, MIXED)
     ]
     assert results[0]["department"] == "Sales"
+    assert server.label({"titles": []}).json() == {"results": []}
 
 
 def test_all_scores_gives_every_label_and_the_best_is_the_answer(server, nlp):

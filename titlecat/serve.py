@@ -183,6 +183,8 @@ class Labeller:
 
     async def label(self, titles: Sequence[str], ids: list | None = None, all_scores: bool = False) -> list[dict]:
         """One row per title, in order: [id,] status and, per task, the label and its score (None unless ok)."""
+        if not titles:
+            return []
         loop = asyncio.get_running_loop()
         checked = [check_title(title) for title in titles]
         due = loop.time() + len(checked) * SIZE_DELAY
