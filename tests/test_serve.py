@@ -410,3 +410,24 @@ def test_memory_stays_flat_over_distinct_titles_once_warm(pipelines):
 
     warm, after = asyncio.run(run())
     assert after == warm
+
+
+def test_upload_after_upload_leaves_nothing_in_the_vocab(pipelines):
+    """In-process (httpx's ASGI transport): the strings of the files' pipeline stay as the first upload left them."""
+    from titlecat.serve import create_app
+
+    app = create_app(pipelines / "combined")
+
+    async def upload_three() -> list[int]:
+        sizes = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://titlecat") as client:
+            for upload in range(3):
+                content = "".join(f"Vertriebsleiter {upload}x{index} Zone{index}\n" for index in range(2000))
+                response = await client.post("/v1/label-file", files={"file": ("titles.txt", content.encode())})
+                assert response.status_code == 200 and len(response.text.splitlines()) == 2001
+                sizes.append(len(app.state.files["nlp"].vocab.strings))
+        return sizes
+
+    sizes = asyncio.run(upload_three())
+    assert sizes[1] == sizes[2] == sizes[0]

@@ -447,7 +447,13 @@ def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> F
     def predict_upload(input_path: Path, output_path: Path, **options) -> Summary:
         if files["nlp"] is None:
             files["nlp"] = load_pipeline(model)
-        return predict_file(files["nlp"], input_path, output_path, progress=False, **options)
+            zone = contextlib.nullcontext()  # the first upload fills the tokenizer's cache (see WARM_TITLES)
+        else:
+            # predict_file labels a file's first chunk outside a memory zone; this outer zone frees what it adds
+            # too, so that upload after upload leaves nothing in the vocab.
+            zone = files["nlp"].memory_zone()
+        with zone:
+            return predict_file(files["nlp"], input_path, output_path, progress=False, **options)
 
     @app.post("/v1/label-file", response_class=FileResponse, responses=ERRORS)
     async def label_file(
@@ -494,6 +500,7 @@ def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> F
         )
 
     app.state.labeller = labeller
+    app.state.files = files
     return app
 
 
