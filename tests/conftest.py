@@ -141,3 +141,11 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
     result = subprocess.run([str(python), "-c", check, package, title], cwd=folder, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
+
+
+def wheel_requirements(wheel: Path) -> dict[str, str]:
+    """The Requires-Dist of a wheel: package name (lower case) -> the whole requirement."""
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
+        requirements = email.message_from_bytes(archive.read(metadata)).get_all("Requires-Dist", [])
+    return {split_requirement(requirement)[0].lower(): requirement for requirement in requirements}
