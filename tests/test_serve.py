@@ -26,7 +26,7 @@ from titlecat.serve import MAX_BODY_BYTES, MAX_TITLES, WARM_TITLES, Labeller, pi
 
 # Good and bad titles of every status; the lone surrogate arrives as the JSON escape "\ud800".
 MIXED = ["Leiterin Vertrieb DACH", "", "   ", "12345", "Sales " * 100, "Sales \ud800", "Head\x00of\x1fSales", "CTO"]
-MIXED_STATUSES = ["ok", "empty", "empty", "not_text", "too_long", "not_text", "ok", "ok"]
+MIXED_STATUSES = ["ok", "empty", "empty", "not_text", "too_long", "undecodable", "ok", "ok"]
 
 
 @pytest.fixture(scope="module")
@@ -322,6 +322,31 @@ def test_an_uploaded_jsonl_file_comes_back_as_jsonl_with_every_score(server, tmp
     assert "department:Sales" in rows[0] and rows[1]["department:Sales"] is None
 
 
+def test_an_uploaded_excel_file_comes_back_as_titlecat_predict_writes_it(server, nlp, tmp_path):
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    workbook.active.title = "notes"
+    sheet = workbook.create_sheet("people")
+    sheet.append(["id", "title"])
+    for index, example in enumerate(curated_examples("seniority", 40, seed=11)):
+        sheet.append([index, example.text])
+    sheet.append([99, None])
+    source = tmp_path / "people.xlsx"
+    workbook.save(source)
+    response = server.post(
+        "/v1/label-file",
+        files={"file": ("people.xlsx", source.read_bytes())},
+        data={"column": "title", "id_column": "id", "sheet": "people", "output": "jsonl"},
+    )
+    assert response.status_code == 200, response.text
+    assert 'filename="people.labelled.jsonl"' in response.headers["content-disposition"]
+    options = {"column": "title", "id_column": "id", "sheet": "people", "progress": False}
+    predict_file(nlp, source, tmp_path / "expected.jsonl", **options)
+    assert response.content == (tmp_path / "expected.jsonl").read_bytes()
+    assert response.text.count('"status": "ok"') == 40 and '"status": "empty"' in response.text
+
+
 @pytest.mark.parametrize(
     "name, content, data, status, message",
     [
@@ -376,15 +401,6 @@ def test_serve_with_a_missing_model_or_a_bad_metrics_file_stops_naming_it(pipeli
         assert f"--model {model}: no such folder or installed pipeline package" in result.stderr
     else:
         assert f"--metrics {metrics}: expected evaluate's object" in result.stderr
-
-
-def test_predict_gives_a_lone_surrogate_a_status_instead_of_crashing(nlp, tmp_path):
-    """A JSONL file can hold "\\ud800" escapes too: predict used to stop there (spaCy cannot store the string)."""
-    path = tmp_path / "titles.jsonl"
-    path.write_text('{"text": "Sales \\ud800 Manager"}\n{"text": "Sales Manager"}\n', encoding="utf-8")
-    predict_file(nlp, path, tmp_path / "out.jsonl", progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
-    assert [row["status"] for row in rows] == ["not_text", "ok"]
 
 
 def test_memory_stays_flat_over_distinct_titles_once_warm(pipelines):

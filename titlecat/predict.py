@@ -61,10 +61,6 @@ def check_title(value: object, max_chars: int = MAX_CHARS) -> tuple[str, str]:
         return "too_long", ""
     if not any(char.isalpha() for char in text):
         return "not_text", ""  # digits, punctuation or control characters only
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "not_text", ""  # a lone surrogate (a JSON "\ud800" escape): spaCy's vocab cannot store it
     return "ok", text
 
 

@@ -1,7 +1,7 @@
 """`titlecat serve`: a labelling service over HTTP and a web page, one pipeline loaded per process.
 
 - `POST /v1/label` labels a list of titles: the fields and statuses of `titlecat predict`, in input order.
-- `POST /v1/label-file` labels an uploaded CSV/TSV/JSONL/text file with `predict_file` and sends it back.
+- `POST /v1/label-file` labels an uploaded CSV/TSV/JSONL/Excel/text file with `predict_file`, sends it back.
 - `GET /health`, `GET /v1/metadata` (labels, pipeline, metrics), `GET /docs` (OpenAPI), `GET /` (the page,
   `titlecat/static/index.html`: no CDN, no build step).
 
@@ -70,6 +70,7 @@ WARM_TITLES = 10_000
 MODEL_ENV = "TITLECAT_SERVE_MODEL"
 METRICS_ENV = "TITLECAT_SERVE_METRICS"
 SPLITS = ("test", "cv_dev", "ood")
+ROW_FIELDS = ("line", "status")  # of predict's output rows: /v1/label answers in order, with no line
 METRIC_KEYS = ("n", "accuracy", "macro_f1", "mae")
 OUTPUT_MEDIA = {"csv": "text/csv", "tsv": "text/tab-separated-values", "jsonl": "application/x-ndjson"}
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
@@ -163,7 +164,8 @@ class Labeller:
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="titlecat-label")
         # The answer fields of a row that is not ok, all None (as `titlecat predict` leaves them empty).
         self.no_answers = {
-            all_scores: dict.fromkeys(output_fields(self.tasks, all_scores)[2:]) for all_scores in (False, True)
+            all_scores: dict.fromkeys(name for name in output_fields(self.tasks, all_scores) if name not in ROW_FIELDS)
+            for all_scores in (False, True)
         }
         self.waiting: list[Job] = []  # a heap
         self.sequence = itertools.count()
@@ -352,7 +354,7 @@ class LabelRequest(BaseModel):
 class LabelResult(BaseModel):
     model_config = {"extra": "allow"}
     id: str | int | None = Field(None, description="Only when the request had ids")
-    status: str = Field(description="ok, empty, not_text (no letter, or not valid Unicode) or too_long")
+    status: str = Field(description="ok, empty, not_text (no letter), too_long or undecodable (a lone surrogate)")
     seniority: str | None = Field(None, description="Only for a pipeline that answers seniority; None unless ok")
     seniority_score: float | None = None
     department: str | None = Field(None, description="Only for a pipeline that answers department; None unless ok")
@@ -457,10 +459,13 @@ def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> F
 
     @app.post("/v1/label-file", response_class=FileResponse, responses=ERRORS)
     async def label_file(
-        file: UploadFile = File(description="CSV, TSV, JSONL or text (one title a line), by its suffix"),
-        column: str = Form("text", description="CSV/TSV column or JSONL field holding the title"),
+        file: UploadFile = File(description="CSV, TSV, JSONL, Excel .xlsx or text (one title a line), by its suffix"),
+        column: str = Form("text", description="CSV/TSV/Excel column or JSONL field holding the title"),
         id_column: str = Form("", description="Column/field copied to the output as 'id'"),
-        input_format: str = Form("", alias="format", description="csv, tsv, jsonl or text; default: the suffix"),
+        input_format: str = Form("", alias="format", description="csv, tsv, jsonl, xlsx or text; default: the suffix"),
+        encoding: str = Form("", description="The file's text encoding (e.g. cp1252); default UTF-8"),
+        delimiter: str = Form("", description="CSV/TSV separator (',', ';' or 'tab'); default: found from the header"),
+        sheet: str = Form("", description="Excel sheet: its name or number (1 = the first); default the first"),
         output: str = Form("", description="csv, tsv or jsonl; default: the input's, or csv"),
         all_scores: bool = Form(False, description="Add the score of every label"),
     ) -> Response:
@@ -481,6 +486,7 @@ def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> F
             with input_path.open("wb") as target:
                 await asyncio.to_thread(shutil.copyfileobj, file.file, target)
             options = {"column": column, "id_column": id_column or None, "input_format": input_format or None}
+            options.update(encoding=encoding or None, delimiter=delimiter or None, sheet=sheet or None)
             summary = await asyncio.get_running_loop().run_in_executor(
                 files["executor"],
                 partial(predict_upload, input_path, output_path, all_scores=all_scores, **options),
