@@ -153,3 +153,37 @@ def predict_ray_command(
     except (DataError, ValueError, OSError) as error:
         fail(error)
     typer.secho(f"✔ {output_path}: {summary}", fg="green", err=True)
+
+
+@app.command()
+def serve(
+    model: str = MODEL,
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; 0.0.0.0 exposes the service to the network"),
+    port: int = typer.Option(8000, help="TCP port"),
+    workers: int = typer.Option(1, min=1, help="Processes, each loading the pipeline once"),
+    metrics: list[Path] = typer.Option(
+        [], "--metrics", exists=True, dir_okay=False, help="evaluate's JSON of a task, shown in /v1/metadata and on /"
+    ),
+    access_log: bool = typer.Option(False, help="Log every request (costs throughput)"),
+):
+    """Label titles over HTTP (POST /v1/label, /v1/label-file) and on a web page at / (needs the 'serve' extra).
+
+    The same fields and statuses as `titlecat predict`; the API docs are at /docs.
+    """
+    try:
+        from .serve import serve as run_server
+    except ImportError as error:
+        fail(ImportError(f"{error.name} is missing: pip install 'titlecat[serve]'"))
+    path = Path(model)
+    if not path.exists() and not spacy_package(model):
+        fail(ValueError(f"--model {model}: no such folder or installed pipeline package"))
+    try:
+        run_server(model, host, port, workers, metrics, access_log)
+    except (OSError, ValueError) as error:
+        fail(error)
+
+
+def spacy_package(name: str) -> bool:
+    from spacy.util import is_package
+
+    return is_package(name)

@@ -1,0 +1,449 @@
+"""`titlecat serve`: the real server in a subprocess on a free loopback port, real HTTP requests, then stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import spacy
+from conftest import curated_examples, write_docbins
+
+from titlecat.combined import combine
+from titlecat.labels import TASKS
+from titlecat.predict import answers, check_title, load_pipeline, pipeline_tasks, predict_file
+from titlecat.serve import MAX_BODY_BYTES, MAX_TITLES, WARM_TITLES, Labeller, pipeline_metadata
+
+# Good and bad titles of every status; the lone surrogate arrives as the JSON escape "\ud800".
+MIXED = ["Leiterin Vertrieb DACH", "", "   ", "12345", "Sales " * 100, "Sales \ud800", "Head\x00of\x1fSales", "CTO"]
+MIXED_STATUSES = ["ok", "empty", "empty", "not_text", "too_long", "undecodable", "ok", "ok"]
+
+
+@pytest.fixture(scope="module")
+def pipelines(tmp_path_factory, data_dir) -> Path:
+    """A small seniority and department pipeline (300 curated titles each) and their combination."""
+    from spacy.cli.train import train
+
+    import titlecat.components  # noqa: F401
+
+    folder = tmp_path_factory.mktemp("serve-pipelines")
+    for task in TASKS:
+        train_path, dev_path = write_docbins(folder / "corpus" / task, task, 300, 60)
+        overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path)}
+        train(Path(__file__).parent.parent / "configs" / "cpu.cfg", folder / task, overrides=overrides)
+    combine({task: spacy.load(folder / task / "model-best") for task in TASKS}).to_disk(folder / "combined")
+    return folder
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`titlecat serve` in a subprocess on 127.0.0.1; its log goes to a file (a full pipe would block it)."""
+
+    def __init__(self, model: Path, log: Path, *args: str):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        command = [sys.executable, "-m", "titlecat", "serve", "--model", str(model), "--port", str(self.port), *args]
+        with log.open("w") as file:
+            self.process = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"titlecat serve exited:\n{log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.2)
+        self.stop()
+        raise AssertionError(f"titlecat serve did not answer /health:\n{log.read_text()[-3000:]}")
+
+    def post(self, path: str, **kwargs) -> httpx.Response:
+        return httpx.post(f"{self.url}{path}", timeout=30, **kwargs)
+
+    def label(self, body: dict) -> httpx.Response:
+        # json.dumps escapes a lone surrogate ("\ud800"); httpx's own json= would fail to encode it.
+        return self.post("/v1/label", content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+
+    def alive(self) -> bool:
+        return self.process.poll() is None and httpx.get(f"{self.url}/health", timeout=5).status_code == 200
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(scope="module")
+def metrics_file(tmp_path_factory) -> Path:
+    """evaluate's JSON format (scripts/evaluate.py) for seniority, as `--metrics` reads it."""
+    path = tmp_path_factory.mktemp("metrics") / "seniority_augmented.json"
+    splits = {"test": (120, 0.9, 0.8), "cv_dev": (217, 0.61, 0.5), "ood": (623, 0.72, 0.62)}
+    data = {"task": "seniority", "pipeline": "seniority_augmented"}
+    for split, (n, accuracy, macro_f1) in splits.items():
+        data[split] = {"n": n, "accuracy": accuracy, "macro_f1": macro_f1, "mae": 0.5, "per_class": {}}
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(pipelines, metrics_file, tmp_path_factory):
+    log = tmp_path_factory.mktemp("log") / "serve.log"
+    running = Server(pipelines / "combined", log, "--metrics", str(metrics_file))
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def nlp(pipelines):
+    return load_pipeline(pipelines / "combined")
+
+
+def expected_rows(nlp, titles: list[str], all_scores: bool = False) -> list[dict]:
+    """What predict's pieces answer for each title, in order, computed in this process."""
+    tasks = pipeline_tasks(nlp)
+    rows = []
+    for title in titles:
+        status, text = check_title(title)
+        row = {"status": status}
+        if status == "ok":
+            row.update(answers(nlp(text).cats, tasks, all_scores))
+        rows.append(row)
+    return rows
+
+
+def without_nulls(row: dict) -> dict:
+    return {key: value for key, value in row.items() if value is not None}
+
+
+def test_label_answers_in_order_with_the_statuses_and_answers_of_predict(server, nlp):
+    response = server.label({"titles": MIXED, "ids": list(range(len(MIXED) - 1)) + ["last"]})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [row["status"] for row in results] == MIXED_STATUSES
+    assert [row["id"] for row in results] == list(range(len(MIXED) - 1)) + ["last"]
+    # Every row has every field; a bad row's answers are null, as predict leaves them empty.
+    fields = {"id", "status", "seniority", "seniority_score", "department", "department_score"}
+    assert all(set(row) == fields for row in results)
+    assert [without_nulls(row) | {"id": None} for row in results] == [
+        row | {"id": None} for row in expected_rows(nlp, MIXED)
+    ]
+    assert results[0]["department"] == "Sales"
+    assert server.label({"titles": []}).json() == {"results": []}
+
+
+def test_all_scores_gives_every_label_and_the_best_is_the_answer(server, nlp):
+    results = server.label({"titles": ["Head of Human Resources", "Junior Java Developer"], "all_scores": True})
+    for row in results.json()["results"]:
+        for task, labels in pipeline_tasks(nlp).items():
+            scores = {label: row[f"{task}:{label}"] for label in labels}
+            assert sum(scores.values()) == pytest.approx(1.0, abs=0.01)
+            assert row[task] == max(scores, key=scores.get) and row[f"{task}_score"] == max(scores.values())
+
+
+def test_the_answers_match_titlecat_predict_on_the_same_titles(server, nlp, tmp_path):
+    titles = [example.text for example in curated_examples("department", 200, seed=3)] + MIXED
+    path = tmp_path / "titles.jsonl"
+    path.write_text("".join(json.dumps({"text": title}) + "\n" for title in titles), encoding="utf-8")
+    predict_file(nlp, path, tmp_path / "labels.jsonl", progress=False)
+    predicted = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
+    results = server.label({"titles": titles}).json()["results"]
+    assert [{k: v for k, v in row.items() if k != "line"} for row in predicted] == results
+
+
+BAD_REQUESTS = [
+    # (name, body bytes, status, the message's start)
+    ("malformed JSON", b'{"titles": ["CEO"', 400, "body: malformed JSON at line 1, column 18"),
+    ("not UTF-8", b'{"titles": ["\xff"]}', 400, "body: not UTF-8"),
+    ("deeply nested", b"[" * 100_000, 400, "body: JSON nested too deeply"),
+    ("not an object", b'["CEO"]', 422, "body: expected a JSON object"),
+    ("no titles", b'{"ids": [1]}', 422, "titles: missing"),
+    ("titles a string", b'{"titles": "CEO"}', 422, "titles: expected a list of strings, found a string"),
+    ("a title a number", b'{"titles": ["CEO", 5]}', 422, "titles[1]: expected a string, found a number"),
+    ("a title null", b'{"titles": [null]}', 422, "titles[0]: expected a string, found null"),
+    ("unknown field", b'{"title": ["CEO"]}', 422, "title: unknown field"),
+    ("ids too short", b'{"titles": ["a", "b"], "ids": [1]}', 422, "ids: expected a list as long as titles (2)"),
+    ("an id an object", b'{"titles": ["a"], "ids": [{}]}', 422, "ids[0]: expected a string or an integer"),
+    ("all_scores a string", b'{"titles": ["a"], "all_scores": "yes"}', 422, "all_scores: expected true or false"),
+    (
+        "too many titles",
+        json.dumps({"titles": ["CEO"] * (MAX_TITLES + 1)}).encode(),
+        413,
+        f"titles: {MAX_TITLES + 1:,} titles, more than the limit of {MAX_TITLES:,}",
+    ),
+    ("body too large", b" " * (MAX_BODY_BYTES + 1), 413, "body: over the limit of"),
+]
+
+
+@pytest.mark.parametrize("name, body, status, message", BAD_REQUESTS, ids=[r[0] for r in BAD_REQUESTS])
+def test_a_bad_request_gets_a_4xx_naming_the_field_and_the_server_lives_on(server, name, body, status, message):
+    response = server.post("/v1/label", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    assert response.json()["detail"].startswith(message), response.json()
+    assert server.alive()
+
+
+def test_a_chunked_body_over_the_limit_gets_413(server):
+    def chunks():
+        for _ in range(MAX_BODY_BYTES // 2**16 + 2):
+            yield b" " * 2**16
+
+    response = server.post("/v1/label", content=chunks(), headers={"Content-Type": "application/json"})
+    assert response.status_code == 413 and response.json()["detail"].startswith("body: over the limit")
+    assert server.alive()
+
+
+def test_an_upload_over_the_limit_gets_413_before_it_is_read(server):
+    """The Content-Length alone decides: nothing of the announced 200 MB is sent."""
+    request = (
+        f"POST /v1/label-file HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        "Content-Type: multipart/form-data; boundary=x\r\nContent-Length: 200000000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(request.encode())
+        answer = connection.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 413") and "body: over the limit of 104,857,600 bytes" in answer
+    assert server.alive()
+
+
+def test_concurrent_clients_get_their_own_answers_batched_together(server, nlp):
+    titles = [example.text for example in curated_examples("seniority", 400, seed=5)]
+    expected = {row_title: row for row_title, row in zip(titles, expected_rows(nlp, titles), strict=True)}
+    before = httpx.get(f"{server.url}/health").json()
+
+    def client(index: int) -> list[tuple[list[str], httpx.Response]]:
+        answered = []
+        with httpx.Client(timeout=60) as session:
+            for request in range(6):
+                start = (index * 37 + request * 11) % len(titles)
+                chosen = titles[start : start + 1 + (index * 7 + request) % 60]
+                response = session.post(f"{server.url}/v1/label", json={"titles": chosen, "ids": chosen})
+                answered.append((chosen, response))
+        return answered
+
+    with ThreadPoolExecutor(24) as pool:
+        answered = [pair for pairs in pool.map(client, range(24)) for pair in pairs]
+    assert len(answered) == 24 * 6
+    for chosen, response in answered:
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        assert [row["id"] for row in results] == chosen
+        assert [without_nulls(row) | {"id": None} for row in results] == [
+            expected[title] | {"id": None} for title in chosen
+        ]
+    after = httpx.get(f"{server.url}/health").json()
+    assert after["requests"] - before["requests"] == 24 * 6
+    # Requests that waited together were labelled in one nlp.pipe call.
+    assert after["batches"] - before["batches"] < 24 * 6
+
+
+def test_metadata_has_the_labels_and_the_metrics(server):
+    metadata = httpx.get(f"{server.url}/v1/metadata").json()
+    assert metadata["pipeline"]["name"] == "xx_pipeline"  # combine() names no pipeline
+    assert {task: info["labels"] for task, info in metadata["tasks"].items()} == {
+        task: list(TASKS[task].labels) for task in ("seniority", "department")
+    }
+    ood = {"n": 623, "accuracy": 0.72, "macro_f1": 0.62, "mae": 0.5}  # the file's, without per_class
+    assert metadata["tasks"]["seniority"]["metrics"]["ood"] == ood
+    assert metadata["tasks"]["department"]["metrics"] == {}
+    assert metadata["limits"]["max_titles"] == MAX_TITLES
+
+
+def test_metadata_reads_the_metrics_a_packaged_meta_holds(nlp, monkeypatch):
+    """scripts/package.py writes titlecat.tasks.<task>.metrics (and `performance`) into a wheel's meta."""
+    packaged = {"tasks": {"department": {"labels": [], "metrics": {"ood": {"n": 623, "accuracy": 0.7}}}}}
+    monkeypatch.setitem(nlp.meta, "titlecat", packaged)
+    performance = {"seniority_ood_accuracy": 0.75, "seniority_ood_n": 623, "seniority_test_mae": 0.1}
+    monkeypatch.setitem(nlp.meta, "performance", performance)
+    tasks = pipeline_metadata(nlp)["tasks"]
+    assert tasks["department"]["metrics"] == {"ood": {"n": 623, "accuracy": 0.7}}
+    assert tasks["seniority"]["metrics"] == {"ood": {"n": 623, "accuracy": 0.75}, "test": {"mae": 0.1}}
+
+
+def test_the_page_is_served_without_cdn_assets_and_the_api_is_documented(server):
+    page = httpx.get(f"{server.url}/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "/v1/label" in page.text and "/v1/label-file" in page.text
+    # Nothing loaded from another host: no script, stylesheet or image by URL.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page.text)
+    assert "@import" not in page.text
+    schema = httpx.get(f"{server.url}/openapi.json").json()
+    assert {"/v1/label", "/v1/label-file", "/v1/metadata", "/health"} <= set(schema["paths"])
+    body = schema["paths"]["/v1/label"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["titles"]["maxItems"] == MAX_TITLES
+
+
+def test_an_uploaded_file_comes_back_as_titlecat_predict_writes_it(server, nlp, tmp_path):
+    # A CSV file cannot hold a lone surrogate or NUL: the other bad titles.
+    titles = [example.text for example in curated_examples("department", 150, seed=9)] + MIXED[:5] + ["x\ty"]
+    source = tmp_path / "people.csv"
+    with source.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "title"])
+        writer.writerows([f"p{index}", title] for index, title in enumerate(titles))
+    response = server.post(
+        "/v1/label-file",
+        files={"file": ("people.csv", source.read_bytes(), "text/csv")},
+        data={"column": "title", "id_column": "id"},
+    )
+    assert response.status_code == 200, response.text
+    assert 'filename="people.labelled.csv"' in response.headers["content-disposition"]
+    predict_file(nlp, source, tmp_path / "expected.csv", column="title", id_column="id", progress=False)
+    assert response.content == (tmp_path / "expected.csv").read_bytes()
+    with (tmp_path / "expected.csv").open(newline="", encoding="utf-8") as file:
+        statuses = Counter(row["status"] for row in csv.DictReader(file))
+    assert json.loads(response.headers["x-titlecat-counts"]) == statuses
+    assert set(statuses) == {"ok", "empty", "not_text", "too_long"}
+
+
+def test_an_uploaded_jsonl_file_comes_back_as_jsonl_with_every_score(server, tmp_path):
+    content = "".join(json.dumps({"text": title}) + "\n" for title in MIXED).encode()
+    response = server.post("/v1/label-file", files={"file": ("titles.jsonl", content)}, data={"all_scores": "true"})
+    assert response.status_code == 200, response.text
+    rows = [json.loads(line) for line in response.text.splitlines()]
+    assert [row["status"] for row in rows] == MIXED_STATUSES
+    assert "department:Sales" in rows[0] and rows[1]["department:Sales"] is None
+
+
+def test_an_uploaded_excel_file_comes_back_as_titlecat_predict_writes_it(server, nlp, tmp_path):
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    workbook.active.title = "notes"
+    sheet = workbook.create_sheet("people")
+    sheet.append(["id", "title"])
+    for index, example in enumerate(curated_examples("seniority", 40, seed=11)):
+        sheet.append([index, example.text])
+    sheet.append([99, None])
+    source = tmp_path / "people.xlsx"
+    workbook.save(source)
+    response = server.post(
+        "/v1/label-file",
+        files={"file": ("people.xlsx", source.read_bytes())},
+        data={"column": "title", "id_column": "id", "sheet": "people", "output": "jsonl"},
+    )
+    assert response.status_code == 200, response.text
+    assert 'filename="people.labelled.jsonl"' in response.headers["content-disposition"]
+    options = {"column": "title", "id_column": "id", "sheet": "people", "progress": False}
+    predict_file(nlp, source, tmp_path / "expected.jsonl", **options)
+    assert response.content == (tmp_path / "expected.jsonl").read_bytes()
+    assert response.text.count('"status": "ok"') == 40 and '"status": "empty"' in response.text
+
+
+@pytest.mark.parametrize(
+    "name, content, data, status, message",
+    [
+        ("bad.csv", b'id,title\n1,"Sales\n', {"column": "title"}, 400, "file: bad.csv: line 2: malformed CSV"),
+        ("people.csv", b"id,name\n1,CEO\n", {"column": "title"}, 400, "file: people.csv: line 1: no column 'title'"),
+        ("titles.doc", b"CEO\n", {}, 400, "file: titles.doc: file name: unknown format"),
+        ("titles.csv", b"text\nCEO\n", {"output": "xml"}, 422, "output: expected csv, tsv or jsonl"),
+        ("titles.csv", b"text\nCEO\n", {"all_scores": "maybe"}, 422, "all_scores:"),
+    ],
+)
+def test_a_bad_upload_gets_a_4xx_naming_the_upload_and_its_line(server, name, content, data, status, message):
+    response = server.post("/v1/label-file", files={"file": (name, content)}, data=data)
+    assert response.status_code == status, response.text
+    assert response.json()["detail"].startswith(message), response.json()
+    assert "titlecat-serve-" not in response.text  # the temporary file's path stays on the server
+    assert server.alive()
+
+
+def test_an_upload_without_a_file_gets_422(server):
+    response = server.post("/v1/label-file", data={"column": "title"})
+    assert response.status_code == 422 and response.json()["detail"].startswith("file:")
+
+
+def test_a_one_task_pipeline_answers_its_task_with_two_workers(pipelines, tmp_path, nlp):
+    running = Server(pipelines / "seniority" / "model-best", tmp_path / "serve.log", "--workers", "2")
+    try:
+        titles = ["Geschäftsführer", "Praktikant Marketing", ""]
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda _: running.label({"titles": titles}), range(16)))
+        seniority = load_pipeline(pipelines / "seniority" / "model-best")
+        expected = expected_rows(seniority, titles)
+        for response in responses:
+            assert response.status_code == 200
+            assert [without_nulls(row) for row in response.json()["results"]] == expected
+        assert set(response.json()["results"][0]) == {"status", "seniority", "seniority_score"}
+        assert list(httpx.get(f"{running.url}/v1/metadata").json()["tasks"]) == ["seniority"]
+    finally:
+        running.stop()
+
+
+@pytest.mark.parametrize("broken", ["model", "metrics"])
+def test_serve_with_a_missing_model_or_a_bad_metrics_file_stops_naming_it(pipelines, tmp_path, broken):
+    metrics = tmp_path / "metrics.json"
+    metrics.write_text('{"task": "seniority", "ood": 0.7}')
+    model = tmp_path / "nothing" if broken == "model" else pipelines / "combined"
+    command = [sys.executable, "-m", "titlecat", "serve", "--model", str(model), "--port", str(free_port())]
+    if broken == "metrics":
+        command += ["--metrics", str(metrics)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    if broken == "model":
+        assert f"--model {model}: no such folder or installed pipeline package" in result.stderr
+    else:
+        assert f"--metrics {metrics}: expected evaluate's object" in result.stderr
+
+
+def test_memory_stays_flat_over_distinct_titles_once_warm(pipelines):
+    """After WARM_TITLES, batches run inside nlp.memory_zone(): new titles leave no strings in the vocab."""
+
+    async def label(labeller: Labeller, titles: list[str]) -> None:
+        for start in range(0, len(titles), 500):
+            results = await asyncio.gather(
+                *(labeller.label(titles[index : index + 100]) for index in range(start, start + 500, 100))
+            )
+            assert all(row["status"] == "ok" for rows in results for row in rows)
+
+    async def run() -> tuple[int, int]:
+        labeller = Labeller(load_pipeline(pipelines / "combined"))
+        await labeller.start()
+        try:
+            await label(labeller, [f"Sales Manager {index} Region{index}" for index in range(WARM_TITLES)])
+            warm = len(labeller.nlp.vocab.strings)
+            await label(labeller, [f"Projektleiter {index} Werk{index}x" for index in range(3000)])
+            return warm, len(labeller.nlp.vocab.strings)
+        finally:
+            await labeller.stop()
+
+    warm, after = asyncio.run(run())
+    assert after == warm
+
+
+def test_upload_after_upload_leaves_nothing_in_the_vocab(pipelines):
+    """In-process (httpx's ASGI transport): the strings of the files' pipeline stay as the first upload left them."""
+    from titlecat.serve import create_app
+
+    app = create_app(pipelines / "combined")
+
+    async def upload_three() -> list[int]:
+        sizes = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://titlecat") as client:
+            for upload in range(3):
+                content = "".join(f"Vertriebsleiter {upload}x{index} Zone{index}\n" for index in range(2000))
+                response = await client.post("/v1/label-file", files={"file": ("titles.txt", content.encode())})
+                assert response.status_code == 200 and len(response.text.splitlines()) == 2001
+                sizes.append(len(app.state.files["nlp"].vocab.strings))
+        return sizes
+
+    sizes = asyncio.run(upload_three())
+    assert sizes[1] == sizes[2] == sizes[0]

@@ -1,0 +1,539 @@
+"""`titlecat serve`: a labelling service over HTTP and a web page, one pipeline loaded per process.
+
+- `POST /v1/label` labels a list of titles: the fields and statuses of `titlecat predict`, in input order.
+- `POST /v1/label-file` labels an uploaded CSV/TSV/JSONL/Excel/text file with `predict_file`, sends it back.
+- `GET /health`, `GET /v1/metadata` (labels, pipeline, metrics), `GET /docs` (OpenAPI), `GET /` (the page,
+  `titlecat/static/index.html`: no CDN, no build step).
+
+Requests from many clients wait together; a task takes what waits (up to `MAX_BATCH` titles, single titles
+first) and labels it in one `nlp.pipe` on a thread of its own, so the event loop keeps reading and answering
+requests while the pipeline runs, and a busy server labels many requests a batch. `--workers N` runs N such
+processes (uvicorn workers, each calling `app_from_env`). Needs the `serve` extra: pip install "titlecat[serve]".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, Response
+from pydantic import BaseModel, Field
+from spacy.language import Language
+from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
+
+from . import __version__
+from .combined import FACTORY as ANSWERS_FACTORY
+from .predict import (
+    MAX_CHARS,
+    STATUSES,
+    Summary,
+    answers,
+    check_title,
+    load_pipeline,
+    output_fields,
+    pipeline_tasks,
+    predict_file,
+)
+from .readers import DataError
+
+# Hosted enrichment APIs take 10-500 titles a request; 1,000 keeps one request's labelling under ~0.1 s here.
+MAX_TITLES = 1000
+MAX_BODY_BYTES = 4 * 2**20
+MAX_UPLOAD_BYTES = 100 * 2**20
+# Titles labelled in one nlp.pipe call at most (a larger request is labelled alone). A single title waits for
+# the batch that is running: with 8 clients sending 100 titles, caps of 128, 256 and 1,000 gave about the same
+# titles/s and single-title p50 latencies of 17-43, 48-60 and 69-94 ms on the loaded project machine.
+MAX_BATCH = 128
+# A batch of fewer titles than this takes no larger request.
+SMALL_BATCH = 16
+# Batching order: a request of n titles is due n ms after it came, so single titles go before requests of
+# 100 that came up to 99 ms earlier, and a request that has waited long enough goes before anything newer.
+SIZE_DELAY = 0.001
+# The tokenizer caches nothing inside a memory zone: the first titles are labelled outside one to fill its
+# bounded cache (10,000 entries) with common words, then every batch runs inside one so memory stays flat.
+WARM_TITLES = 10_000
+MODEL_ENV = "TITLECAT_SERVE_MODEL"
+METRICS_ENV = "TITLECAT_SERVE_METRICS"
+SPLITS = ("test", "cv_dev", "ood")
+ROW_FIELDS = ("line", "status")  # of predict's output rows: /v1/label answers in order, with no line
+METRIC_KEYS = ("n", "accuracy", "macro_f1", "mae")
+OUTPUT_MEDIA = {"csv": "text/csv", "tsv": "text/tab-separated-values", "jsonl": "application/x-ndjson"}
+JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def json_type(value: object) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return "null" if value is None else JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def parse_label_request(body: bytes, max_titles: int = MAX_TITLES) -> tuple[list[str], list | None, bool]:
+    """(titles, ids, all_scores) of a /v1/label body; BadRequest naming the field otherwise."""
+    try:
+        data = json.loads(body)
+    except UnicodeDecodeError:
+        raise BadRequest(400, "body: not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}"
+        raise BadRequest(400, f"body: malformed JSON at {where}: {error.msg}") from None
+    except RecursionError:
+        raise BadRequest(400, "body: JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise BadRequest(422, f'body: expected a JSON object like {{"titles": [...]}}, found {json_type(data)}')
+    unknown = sorted(set(data) - {"titles", "ids", "all_scores"})
+    if unknown:
+        raise BadRequest(422, f"{unknown[0]}: unknown field (expected titles, ids, all_scores)")
+    if "titles" not in data:
+        raise BadRequest(422, "titles: missing (a list of job titles)")
+    titles = data["titles"]
+    if not isinstance(titles, list):
+        raise BadRequest(422, f"titles: expected a list of strings, found {json_type(titles)}")
+    if len(titles) > max_titles:
+        raise BadRequest(413, f"titles: {len(titles):,} titles, more than the limit of {max_titles:,} a request")
+    for index, title in enumerate(titles):
+        if not isinstance(title, str):
+            raise BadRequest(422, f"titles[{index}]: expected a string, found {json_type(title)}")
+    ids = data.get("ids")
+    if ids is not None:
+        if not isinstance(ids, list) or len(ids) != len(titles):
+            found = f"{len(ids)}" if isinstance(ids, list) else json_type(ids)
+            raise BadRequest(422, f"ids: expected a list as long as titles ({len(titles)}), found {found}")
+        for index, value in enumerate(ids):
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise BadRequest(422, f"ids[{index}]: expected a string or an integer, found {json_type(value)}")
+    all_scores = data.get("all_scores", False)
+    if not isinstance(all_scores, bool):
+        raise BadRequest(422, f"all_scores: expected true or false, found {json_type(all_scores)}")
+    return titles, ids, all_scores
+
+
+@dataclass(order=True)
+class Job:
+    """One request's titles, checked, waiting to be labelled; jobs are taken in the order of `due`."""
+
+    due: float
+    sequence: int
+    checked: list[tuple[str, str]] = field(compare=False)  # (status, title) from check_title
+    ids: list | None = field(compare=False)
+    all_scores: bool = field(compare=False)
+    future: asyncio.Future = field(compare=False, repr=False)
+
+
+class Labeller:
+    """Labels the titles of concurrent requests together: one pipeline thread, batches of what waits.
+
+    Each request's titles are checked as `titlecat predict` checks them; only `ok` titles reach the pipeline.
+    Waiting requests are taken by arrival time plus `SIZE_DELAY` per title, up to `max_batch` titles a batch:
+    a single title overtakes waiting requests of 100 titles and waits for at most the batch that is running,
+    and no request waits forever, since every later one is due later.
+    """
+
+    def __init__(self, nlp: Language, max_batch: int | None = None):
+        self.nlp = nlp
+        self.tasks = pipeline_tasks(nlp)
+        # `answers` reads doc.cats itself: the pipeline's own answer component would do the same work again.
+        for name in nlp.pipe_names:
+            if nlp.get_pipe_meta(name).factory == ANSWERS_FACTORY:
+                nlp.disable_pipe(name)
+        self.max_batch = max_batch or MAX_BATCH
+        self.titles_seen = 0
+        self.stats = {"requests": 0, "batches": 0, "titles": 0}  # since start; in /health
+        # Only this thread ever runs the pipeline: spaCy pipelines and memory zones are not thread-safe.
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix="titlecat-label")
+        # The answer fields of a row that is not ok, all None (as `titlecat predict` leaves them empty).
+        self.no_answers = {
+            all_scores: dict.fromkeys(name for name in output_fields(self.tasks, all_scores) if name not in ROW_FIELDS)
+            for all_scores in (False, True)
+        }
+        self.waiting: list[Job] = []  # a heap
+        self.sequence = itertools.count()
+        self.arrived: asyncio.Event | None = None
+        self.worker: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self.arrived = asyncio.Event()
+        self.worker = asyncio.create_task(self._run())
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.worker
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def label(self, titles: Sequence[str], ids: list | None = None, all_scores: bool = False) -> list[dict]:
+        """One row per title, in order: [id,] status and, per task, the label and its score (None unless ok)."""
+        if not titles:
+            return []
+        loop = asyncio.get_running_loop()
+        checked = [check_title(title) for title in titles]
+        due = loop.time() + len(checked) * SIZE_DELAY
+        job = Job(due, next(self.sequence), checked, ids, all_scores, loop.create_future())
+        heapq.heappush(self.waiting, job)
+        self.arrived.set()
+        return await job.future
+
+    def _next_batch(self) -> tuple[list[Job], int]:
+        """The jobs due first, up to max_batch titles; a batch led by small jobs takes small jobs only, so that
+        a few titles typed on the page are answered in a millisecond's batch, not with the next 100-title one."""
+        jobs, count = [], 0
+        while self.waiting:
+            size = len(self.waiting[0].checked)
+            if jobs and (count + size > self.max_batch or count < SMALL_BATCH <= count + size):
+                break
+            job = heapq.heappop(self.waiting)
+            if not job.future.done():  # a cancelled request needs no labels
+                jobs.append(job)
+                count += len(job.checked)
+        return jobs, count
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self.waiting:
+                self.arrived.clear()
+                await self.arrived.wait()
+            jobs, count = self._next_batch()
+            if not jobs:
+                continue
+            self.stats["requests"] += len(jobs)
+            self.stats["batches"] += 1
+            self.stats["titles"] += count
+            try:
+                results = await loop.run_in_executor(self.executor, self._label_jobs, jobs)
+            except Exception as error:  # a bug, not a bad request: answer every waiting request with it
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            for job, rows in zip(jobs, results, strict=True):
+                if not job.future.done():  # a client that went away leaves a cancelled future
+                    job.future.set_result(rows)
+
+    def _label_jobs(self, jobs: list[Job]) -> list[list[dict]]:
+        texts = [text for job in jobs for status, text in job.checked if status == "ok"]
+        zone = self.nlp.memory_zone() if self.titles_seen >= WARM_TITLES else contextlib.nullcontext()
+        self.titles_seen += len(texts)
+        results = []
+        with zone:
+            docs = self.nlp.pipe(texts, batch_size=self.max_batch)
+            for job in jobs:
+                rows = []
+                for index, (status, _) in enumerate(job.checked):
+                    row = {"id": job.ids[index]} if job.ids is not None else {}
+                    row["status"] = status
+                    if status == "ok":
+                        row.update(answers(next(docs).cats, self.tasks, job.all_scores))
+                    else:
+                        row.update(self.no_answers[job.all_scores])
+                    rows.append(row)
+                results.append(rows)
+        return results
+
+
+def split_metrics(scores: dict) -> dict:
+    return {key: scores[key] for key in METRIC_KEYS if scores.get(key) is not None}
+
+
+def pipeline_metadata(nlp: Language, metrics_paths: Sequence[Path | str] = ()) -> dict:
+    """Labels, name, version and the test / cv-dev / OOD metrics of a pipeline.
+
+    Metrics come from evaluate's JSON files where given (`--metrics`), else from the meta that
+    scripts/package.py writes into a wheel (`titlecat.tasks.<task>.metrics`, or `performance`).
+    """
+    tasks = pipeline_tasks(nlp)
+    meta = nlp.meta
+    packaged = (meta.get("titlecat") or {}).get("tasks") or {}
+    performance = meta.get("performance") or {}
+    metrics: dict[str, dict] = {}
+    for task in tasks:
+        if isinstance(packaged.get(task), dict) and isinstance(packaged[task].get("metrics"), dict):
+            metrics[task] = packaged[task]["metrics"]
+        else:
+            found = {split: {key: performance.get(f"{task}_{split}_{key}") for key in METRIC_KEYS} for split in SPLITS}
+            metrics[task] = {split: split_metrics(scores) for split, scores in found.items() if any(scores.values())}
+    for path in metrics_paths:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"--metrics {path}: not the JSON of scripts/evaluate.py: {error}") from None
+        if not isinstance(data, dict) or not all(isinstance(data.get(split, {}), dict) for split in SPLITS):
+            raise ValueError(f"--metrics {path}: expected evaluate's object with task, test, cv_dev and ood")
+        if data.get("task") in tasks:  # a metrics file of a task this pipeline does not answer is left out
+            metrics[data["task"]] = {split: split_metrics(data[split]) for split in SPLITS if split in data}
+    return {
+        "pipeline": {
+            "name": f"{meta.get('lang', nlp.lang)}_{meta.get('name', 'pipeline')}",
+            "version": meta.get("version"),
+            "description": meta.get("description"),
+            "pipes": nlp.pipe_names,
+        },
+        "tasks": {task: {"labels": list(labels), "metrics": metrics[task]} for task, labels in tasks.items()},
+        "statuses": list(STATUSES),
+        "limits": {
+            "max_titles": MAX_TITLES,
+            "max_chars": MAX_CHARS,
+            "max_body_bytes": MAX_BODY_BYTES,
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
+        },
+        "titlecat_version": __version__,
+    }
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over its path's limit gets 413 before the app parses it."""
+
+    def __init__(self, app, limits: dict[str, int], default: int):
+        self.app = app
+        self.limits = limits
+        self.default = default
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limits.get(scope["path"], self.default)
+        message = f"body: over the limit of {limit:,} bytes for {scope['path']}"
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            body = json.dumps({"detail": message}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+            await send({"type": "http.response.start", "status": 413, "headers": headers + [(b"connection", b"close")]})
+            await send({"type": "http.response.body", "body": body})
+            return
+        received = 0
+
+        async def limited_receive():
+            # A chunked body has no length up front: count it as it arrives. The HTTPException is raised where
+            # the app reads the body, inside FastAPI's exception handling, which answers 413.
+            nonlocal received
+            event = await receive()
+            received += len(event.get("body", b""))
+            if received > limit:
+                raise HTTPException(413, message)
+            return event
+
+        await self.app(scope, limited_receive, send)
+
+
+class LabelRequest(BaseModel):
+    """The body of POST /v1/label (documentation; the endpoint checks the body itself to name the bad field)."""
+
+    titles: list[str] = Field(
+        max_length=MAX_TITLES,
+        description=f"Job titles, any language; at most {MAX_TITLES} a request (413), each up to {MAX_CHARS} "
+        "characters after whitespace normalisation (longer ones get status too_long)",
+        examples=[["Leiterin Vertrieb DACH", "Junior Data Scientist"]],
+    )
+    ids: list[str | int] | None = Field(None, description="Copied to each result as 'id'; as long as titles")
+    all_scores: bool = Field(False, description="Add every label's score as '<task>:<label>'")
+
+
+class LabelResult(BaseModel):
+    model_config = {"extra": "allow"}
+    id: str | int | None = Field(None, description="Only when the request had ids")
+    status: str = Field(description="ok, empty, not_text (no letter), too_long or undecodable (a lone surrogate)")
+    seniority: str | None = Field(None, description="Only for a pipeline that answers seniority; None unless ok")
+    seniority_score: float | None = None
+    department: str | None = Field(None, description="Only for a pipeline that answers department; None unless ok")
+    department_score: float | None = None
+
+
+class LabelResponse(BaseModel):
+    results: list[LabelResult]
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="The field, then what is wrong with it")
+
+
+LABEL_SCHEMA = LabelRequest.model_json_schema()
+ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 422)}
+
+
+def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> FastAPI:
+    """The service for one pipeline (a folder or an installed package name), loaded here, once."""
+    nlp = load_pipeline(model)
+    labeller = Labeller(nlp)
+    metadata = pipeline_metadata(nlp, metrics_paths)
+    page = resources.files("titlecat").joinpath("static", "index.html").read_text(encoding="utf-8")
+    # Files are labelled on their own copy of the pipeline, loaded at the first upload, on their own thread:
+    # a large upload slows /v1/label down (the two share the CPUs) but never stops it.
+    files = {"executor": ThreadPoolExecutor(1, thread_name_prefix="titlecat-file"), "nlp": None}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await labeller.start()
+        yield
+        await labeller.stop()
+        files["executor"].shutdown(wait=True, cancel_futures=True)
+
+    app = FastAPI(
+        title="titlecat",
+        version=__version__,
+        description="Seniority and department of job titles in any language. "
+        f"Pipeline: {metadata['pipeline']['name']} {metadata['pipeline']['version']}.",
+        lifespan=lifespan,
+    )
+    app.add_middleware(BodyLimit, limits={"/v1/label-file": MAX_UPLOAD_BYTES}, default=MAX_BODY_BYTES)
+
+    def error(status: int, message: str) -> Response:
+        return Response(json.dumps({"detail": message}), status_code=status, media_type="application/json")
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"] if part not in ("body", "query", "form")) or "body"
+        return error(422, f"{where}: {first['msg']}")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    @app.get("/health")
+    async def health() -> dict:
+        """The service is up and its pipeline loaded; this process's labelling so far (requests, nlp.pipe batches)."""
+        return {"status": "ok", "pipeline": metadata["pipeline"]["name"], "pid": os.getpid(), **labeller.stats}
+
+    @app.get("/v1/metadata")
+    async def get_metadata() -> dict:
+        """The pipeline's name, version, tasks with their labels and test / cv-dev / OOD metrics, and the limits."""
+        return metadata
+
+    @app.post(
+        "/v1/label",
+        response_model=LabelResponse,
+        responses=ERRORS,
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": LABEL_SCHEMA}}}},
+    )
+    async def label(request: Request) -> Response:
+        """Label titles: one result per title, in order, with the fields and statuses of `titlecat predict`.
+
+        Bad requests: malformed JSON (400), a body over 4 MiB or more than 1,000 titles (413), a field of the
+        wrong type (422); the message names the field. A bad title is not a bad request: its row gets a status.
+        """
+        try:
+            titles, ids, all_scores = parse_label_request(await request.body())
+        except BadRequest as bad:
+            return error(bad.status, bad.message)
+        rows = await labeller.label(titles, ids, all_scores)
+        # ASCII output: an id may hold a lone surrogate, which only an escape can carry.
+        return Response(json.dumps({"results": rows}, separators=(",", ":")), media_type="application/json")
+
+    def predict_upload(input_path: Path, output_path: Path, **options) -> Summary:
+        if files["nlp"] is None:
+            files["nlp"] = load_pipeline(model)
+            zone = contextlib.nullcontext()  # the first upload fills the tokenizer's cache (see WARM_TITLES)
+        else:
+            # predict_file labels a file's first chunk outside a memory zone; this outer zone frees what it adds
+            # too, so that upload after upload leaves nothing in the vocab.
+            zone = files["nlp"].memory_zone()
+        with zone:
+            return predict_file(files["nlp"], input_path, output_path, progress=False, **options)
+
+    @app.post("/v1/label-file", response_class=FileResponse, responses=ERRORS)
+    async def label_file(
+        file: UploadFile = File(description="CSV, TSV, JSONL, Excel .xlsx or text (one title a line), by its suffix"),
+        column: str = Form("text", description="CSV/TSV/Excel column or JSONL field holding the title"),
+        id_column: str = Form("", description="Column/field copied to the output as 'id'"),
+        input_format: str = Form("", alias="format", description="csv, tsv, jsonl, xlsx or text; default: the suffix"),
+        encoding: str = Form("", description="The file's text encoding (e.g. cp1252); default UTF-8"),
+        delimiter: str = Form("", description="CSV/TSV separator (',', ';' or 'tab'); default: found from the header"),
+        sheet: str = Form("", description="Excel sheet: its name or number (1 = the first); default the first"),
+        output: str = Form("", description="csv, tsv or jsonl; default: the input's, or csv"),
+        all_scores: bool = Form(False, description="Add the score of every label"),
+    ) -> Response:
+        """Label an uploaded file as `titlecat predict` does and send it back (line, [id], status, answers).
+
+        Up to 100 MiB; a malformed file gets 400 naming its line. Large files: use `titlecat predict`.
+        """
+        name = Path(file.filename or "titles.csv").name
+        suffix = Path(name).suffix.lower()
+        output = output or {".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "csv")
+        if output not in OUTPUT_MEDIA:
+            return error(422, f"output: expected csv, tsv or jsonl, found {output!r}")
+        folder = Path(tempfile.mkdtemp(prefix="titlecat-serve-"))
+        input_path = folder / f"input{suffix}"
+        output_name = f"{Path(name).stem or 'titles'}.labelled.{output}"
+        output_path = folder / output_name
+        try:
+            with input_path.open("wb") as target:
+                await asyncio.to_thread(shutil.copyfileobj, file.file, target)
+            options = {"column": column, "id_column": id_column or None, "input_format": input_format or None}
+            options.update(encoding=encoding or None, delimiter=delimiter or None, sheet=sheet or None)
+            summary = await asyncio.get_running_loop().run_in_executor(
+                files["executor"],
+                partial(predict_upload, input_path, output_path, all_scores=all_scores, **options),
+            )
+        except (DataError, ValueError, OSError) as bad:
+            shutil.rmtree(folder, ignore_errors=True)
+            return error(400, "file: " + str(bad).replace(str(input_path), name))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        return FileResponse(
+            output_path,
+            media_type=OUTPUT_MEDIA[output],
+            filename=output_name,
+            headers={"X-Titlecat-Summary": str(summary), "X-Titlecat-Counts": json.dumps(dict(summary.counts))},
+            background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+        )
+
+    app.state.labeller = labeller
+    app.state.files = files
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The app factory of each `--workers` process: the model and metrics come from the environment."""
+    metrics = [path for path in os.environ.get(METRICS_ENV, "").split(os.pathsep) if path]
+    return create_app(os.environ[MODEL_ENV], metrics)
+
+
+def serve(
+    model: str,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    metrics_paths: Sequence[Path] = (),
+    access_log: bool = False,
+    log_level: str = "info",
+) -> None:
+    """Run the service until interrupted. One worker loads the pipeline here; N workers load it in each process."""
+    import uvicorn
+
+    path = Path(model)
+    model = str(path.resolve()) if path.exists() else model
+    options = {"host": host, "port": port, "access_log": access_log, "log_level": log_level}
+    if workers == 1:
+        uvicorn.run(create_app(model, metrics_paths), **options)
+        return
+    os.environ[MODEL_ENV] = model
+    os.environ[METRICS_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in metrics_paths)
+    uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
