@@ -8,7 +8,15 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, curated_examples, load_wheel_in_fresh_venv, run_project, write_docbins
+from conftest import (
+    REPO,
+    curated_examples,
+    load_wheel_in_fresh_venv,
+    minor_series_of,
+    run_project,
+    wheel_requirements,
+    write_docbins,
+)
 
 from titlecat.labels import get_task
 from titlecat.preflight import PreflightError, check_gpu, check_mixed_precision, check_transformer, preflight
@@ -169,6 +177,8 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
     nlp = spacy.load(project / "training" / "trf" / "seniority")
     assert "transformer" in nlp.pipe_names
     wheel = next((project / "packages" / "trf").glob("xx_titlecat_seniority_augmented_trf-*/dist/*.whl"))
+    # The wheel needs spacy-transformers too: the minor series it was built with, any patch.
+    assert wheel_requirements(wheel)["spacy-transformers"] == minor_series_of("spacy-transformers")
     output = load_wheel_in_fresh_venv(wheel, tmp_path, "xx_titlecat_seniority_augmented_trf", "Senior Java Entwickler")
     assert output["pipe_names"] == ["transformer", "textcat"]
     assert set(output["cats"]) == set(task.labels)
