@@ -271,6 +271,15 @@ def test_predict_finds_the_pipelines_functions_without_titlecats_entry_points(ti
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 51
 
 
+def test_predict_outside_the_project_says_where_the_default_model_comes_from(tmp_path):
+    (tmp_path / "titles.txt").write_text("Leiterin Vertrieb\n")
+    result = run_predict("titles.txt", "out.csv", cwd=tmp_path)  # no training/combined here
+    assert result.returncode == 1 and not (tmp_path / "out.csv").exists()
+    (line,) = result.stderr.strip().splitlines()
+    assert "'training/combined'" in line and "spacy project run all" in line and "--model" in line, line
+    assert "E050" not in line
+
+
 def test_unknown_input_format_is_an_error(tmp_path):
     path = tmp_path / "titles.xlsx"
     path.write_text("x")
