@@ -560,7 +560,7 @@ def test_live_pseudo_labelling_through_the_project_vars(tmp_path, data_dir):
     recorded.parent.mkdir(parents=True)
     recorded_bytes = b'{"backend": "recorded:gemini-2.0-flash"}\n'
     recorded.write_bytes(recorded_bytes)
-    with FakeOpenAI() as server:
+    with FakeOpenAI(lifetime=600) as server:  # two project runs: spaCy's start-up alone can take a minute when busy
         live = ["pseudo-label", ".", "--vars.llm_backend", "openai", "--vars.llm_base_url", server.base_url]
         live += ["--vars.llm_model", "fake-model"]
 
@@ -582,9 +582,10 @@ def test_live_pseudo_labelling_through_the_project_vars(tmp_path, data_dir):
         assert "--vars.llm_limit 5" in result.stdout
 
     # A slow model: llm_timeout is the seconds each request may take.
-    with FakeOpenAI(delay=2.0) as slow:
+    with FakeOpenAI(delay=2.0, lifetime=600) as slow:
         live[5] = slow.base_url
         args = [*live, "--vars.llm_api_key_env", "", "--vars.llm_limit", "4", "--vars.llm_timeout", "0.5"]
         result = run_project(project, *args, check=False)
         message = " ".join((result.stdout + result.stderr).split())
         assert result.returncode != 0 and "timed out after 0.5 s" in message, message[-3000:]
+        assert "only slow needs a timeout above 0.5 s [set with --vars.llm_timeout SECONDS]" in message, message

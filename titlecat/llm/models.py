@@ -334,10 +334,15 @@ class OpenAICompatibleModel(TitleModel):
         )
 
     def _down(self) -> BackendError:
-        return BackendError(
+        message = (
             f"{self.url} (model {self.model!r}) looks down: {self.breaker.tripped_titles} titles in a row got no "
             f"answer; last cause: {self.breaker.last_cause}. Stopped"
         )
+        if self.breaker.last_cause.startswith("timed out"):
+            # A slow model (a local one on CPU) is not down: it needs more time per answer.
+            message += f". A model that is only slow needs a timeout above {self.timeout} s"
+            return BackendError(message, settings=("timeout",))
+        return BackendError(message, settings=("base_url",))
 
     def _check_running(self) -> None:
         if self.breaker.tripped:
