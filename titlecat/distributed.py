@@ -106,9 +106,9 @@ def predict_ray(
     tasks = pipeline_tasks(load_pipeline(model))
     fields = output_fields(tasks, all_scores, id_column is not None)
     model = str(Path(model).resolve()) if Path(model).exists() else model
-    if not ray.is_initialized():
+    if not ray.is_initialized():  # a caller's own Ray session keeps its logging as it is
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
-    quiet_console()
+        quiet_console()
     remote = ray.remote(num_cpus=1)(Labeller)
     actors = [remote.remote(model, all_scores, batch_size) for _ in range(workers)]
     records = read_titles(input_path, column, id_column, fmt)
