@@ -1,4 +1,4 @@
-"""Speed and memory of `titlecat predict` against plain nlp.pipe, and Ray with 1 vs 2 workers.
+"""Speed, CPU and memory of `titlecat predict` (1 and 2 processes) against plain nlp.pipe, and Ray with 1 vs 2 workers.
 
 Titles: the unlabelled CV titles, repeated up to --n-titles. Each run is a separate process,
 started by a fresh wrapper process, so the peak RSS is that run's alone (its largest process).
@@ -23,20 +23,22 @@ PIPE_ONLY = (
 )
 
 
-# Runs a command and prints the peak RSS (KiB) of its processes: RUSAGE_CHILDREN of a fresh wrapper
-# holds that one run, not the largest of every run so far.
+# Runs a command and prints the peak RSS (KiB) of its processes and the CPU seconds they used: RUSAGE_CHILDREN
+# of a fresh wrapper holds that one run (its processes and theirs), not every run so far.
 PEAK_RSS = (
     "import resource, subprocess, sys\n"
     "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)\n"
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
+    "print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n"
 )
 
 
-def timed(command: list[str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB) of a command run in its own process."""
+def timed(command: list[str]) -> tuple[float, float, float]:
+    """Wall seconds, peak RSS (MiB) and CPU seconds of a command run in its own process."""
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], check=True, capture_output=True, text=True)
-    return time.perf_counter() - start, int(result.stdout.split()[-1]) / 1024
+    rss, cpu = result.stdout.split()[-2:]
+    return time.perf_counter() - start, int(rss) / 1024, float(cpu)
 
 
 def main(
@@ -46,11 +48,12 @@ def main(
     n_ray: int = typer.Option(200_000, help="Titles for the Ray 1-vs-2-worker ratio"),
     work_dir: Path = typer.Option(Path("metrics/bench_predict")),
     output_path: Path = typer.Option(Path("metrics/predict_benchmark.md")),
+    ray: bool = typer.Option(True, help="Also time predict-ray with 1 and 2 workers"),
 ):
     work_dir.mkdir(parents=True, exist_ok=True)
     titles = [p.text for p in read_cv_positions(cv_path)[0]]
     inputs = {}
-    for n in (n_titles, n_ray):
+    for n in (n_titles, n_ray) if ray else (n_titles,):
         inputs[n] = work_dir / f"titles_{n}.csv"
         with inputs[n].open("w", newline="", encoding="utf-8") as file:
             writer = csv.writer(file)
@@ -58,12 +61,21 @@ def main(
             writer.writerows([titles[i % len(titles)]] for i in range(n))
     titlecat = [sys.executable, "-m", "titlecat"]
     rows = []
-    seconds, rss = timed([sys.executable, "-c", PIPE_ONLY, str(model), str(inputs[n_titles])])
-    rows.append(("nlp.pipe (reading the CSV, no output)", n_titles, seconds, rss))
-    seconds, rss = timed([*titlecat, "predict", str(inputs[n_titles]), str(work_dir / "out.csv"), "-m", str(model)])
-    rows.append(("titlecat predict", n_titles, seconds, rss))
-    for workers in (1, 2):
-        seconds, rss = timed(
+    seconds, rss, cpu = timed([sys.executable, "-c", PIPE_ONLY, str(model), str(inputs[n_titles])])
+    rows.append(("nlp.pipe (reading the CSV, no output)", n_titles, seconds, rss, cpu))
+    outputs = {}
+    for processes in (1, 2):
+        outputs[processes] = work_dir / f"out_{processes}.csv"
+        command = [*titlecat, "predict", str(inputs[n_titles]), str(outputs[processes]), "-m", str(model)]
+        seconds, rss, cpu = timed([*command, "--n-process", str(processes), "--no-progress"])
+        what = (
+            "titlecat predict" if processes == 1 else f"titlecat predict --n-process {processes} (RSS: largest process)"
+        )
+        rows.append((what, n_titles, seconds, rss, cpu))
+    # The processes must not change a byte of the output.
+    same = outputs[1].read_bytes() == outputs[2].read_bytes()
+    for workers in (1, 2) if ray else ():
+        seconds, rss, cpu = timed(
             [
                 *titlecat,
                 "predict-ray",
@@ -76,17 +88,22 @@ def main(
                 "--no-progress",
             ]
         )
-        rows.append((f"titlecat predict-ray, {workers} worker(s), incl. Ray start (RSS: driver)", n_ray, seconds, rss))
+        what = f"titlecat predict-ray, {workers} worker(s), incl. Ray start (RSS: driver; CPU: driver)"
+        rows.append((what, n_ray, seconds, rss, cpu))
     lines = [
-        "| run | titles | seconds | titles/s | peak RSS (MiB) |",
-        "|---|---:|---:|---:|---:|",
+        "| run | titles | seconds | titles/s | peak RSS (MiB) | CPU seconds (all processes) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
-    lines += [
-        f"| {name} | {n:,} | {s:.1f} | {n / s:,.0f} | {'' if r is None else f'{r:,.0f}'} |" for name, n, s, r in rows
-    ]
+    lines += [f"| {name} | {n:,} | {s:.1f} | {n / s:,.0f} | {r:,.0f} | {c:.1f} |" for name, n, s, r, c in rows]
     overhead = rows[1][2] / rows[0][2] - 1
-    ratio = rows[2][2] / rows[3][2]
-    lines += ["", f"predict overhead over nlp.pipe: {overhead:+.1%}; Ray speed-up 2 vs 1 worker: {ratio:.2f}x", ""]
+    processes = rows[1][2] / rows[2][2]
+    summary = (
+        f"predict overhead over nlp.pipe: {overhead:+.1%}; predict speed-up 2 vs 1 process: {processes:.2f}x "
+        f"(outputs {'byte-identical' if same else 'DIFFERENT'})"
+    )
+    if ray:
+        summary += f"; Ray speed-up 2 vs 1 worker: {rows[3][2] / rows[4][2]:.2f}x"
+    lines += ["", summary, ""]
     output_path.write_text("\n".join(lines))
     print("\n".join(lines))
 

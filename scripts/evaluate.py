@@ -8,6 +8,7 @@ import spacy
 import typer
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
+import titlecat.trf_textcat  # noqa: F401
 from titlecat.corpus import CV_SETS, casefold_set, read_docbin
 from titlecat.labels import get_task
 from titlecat.metrics import classification_metrics, plot_confusion, predict_labels, seen_unseen_metrics

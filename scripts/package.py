@@ -23,6 +23,11 @@ from spacy.util import split_requirement
 from titlecat.labels import get_task
 
 SPLITS = ("test", "cv_dev", "ood")
+TRANSFORMER_REQUIREMENT = "spacy-transformers>=1.3,<1.5"
+
+
+def uses_title_transformer(model_path: Path) -> bool:
+    return "titlecat.TransformerTitleClassifier" in (model_path / "config.cfg").read_text(encoding="utf-8")
 
 
 def main(
@@ -72,7 +77,14 @@ def main(
         "titlecat": {"variant": variant, "config": config, "tasks": tasks},
         # spacy package requires spacy + this (and sets it from the running spaCy's exact patch otherwise)
         "spacy_version": minor_series(installed_version("spacy")),
+        # spacy package finds the requirements of registered functions by their module; the shipped transformer
+        # title classifier (--code) loads its encoder through spacy-transformers, which it cannot see.
+        "requirements": [TRANSFORMER_REQUIREMENT] if uses_title_transformer(model_path) else [],
     }
+    # The combined pipeline's temperatures (folded into its weights by assemble) stay on record.
+    temperatures = json.loads((model_path / "meta.json").read_text()).get("titlecat", {}).get("temperatures")
+    if temperatures:
+        meta["titlecat"]["temperatures"] = temperatures
     output_dir.mkdir(parents=True, exist_ok=True)
     meta_path = output_dir / f"meta_{name}.json"
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")

@@ -34,6 +34,7 @@ from spacy.util import load_config_from_str, registry, resolve_dot_names
 from titlecat.corpus import read_docbin
 from titlecat.labels import get_task
 from titlecat.metrics import predict_labels
+from titlecat.preflight import transformer_block
 from titlecat.tiny_xlmr import build_tiny_xlmr, build_xlmr_base_shape
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
@@ -86,10 +87,11 @@ class Run:
         overrides = {
             "paths.train": f"corpus/{task_name}/train.spacy",
             "paths.dev": f"corpus/{task_name}/dev.spacy",
-            "components.transformer.model.name": str(model),
             "system.seed": seed,
         }
-        config = load_config_from_str(config_text(spec), overrides=overrides, interpolate=False)
+        text = config_text(spec)
+        overrides[f"{transformer_block(text)}.name"] = str(model)
+        config = load_config_from_str(text, overrides=overrides, interpolate=False)
         self.name = spec
         self.nlp = init_nlp(config, use_gpu=-1)
         resolved = config.interpolate()
@@ -200,6 +202,44 @@ def profile(
     typer.echo(f"✔ {output}")
 
 
+def write_titles_file(path: Path, task_name: str, n: int) -> Path:
+    """n curated training titles (repeated as needed), one a line: the input of `titlecat predict`."""
+    titles, _ = read_docbin(Path("corpus") / task_name / "train.spacy", get_task(task_name))
+    path.write_text("\n".join((titles * (n // len(titles) + 1))[:n]) + "\n", encoding="utf-8")
+    return path
+
+
+def predict_file_speed(pipeline: Path, titles_file: Path) -> dict:
+    """Titles/s (wall and process CPU) of `titlecat predict` on the file, pipeline loaded from disk as it does."""
+    from titlecat.predict import load_pipeline, predict_file
+
+    nlp = load_pipeline(pipeline)
+    n = sum(1 for _ in titles_file.open(encoding="utf-8"))
+    _, wall, cpu = timed(lambda: predict_file(nlp, titles_file, titles_file.with_suffix(".csv"), progress=False))
+    return {"titles": n, "titles_per_s": n / wall, "titles_per_cpu_s": n / cpu}
+
+
+def file_speed_lines(speeds: dict, n: int) -> list[str]:
+    if not speeds:
+        return []
+    cpu = speeds["CPU pipeline"]["titles_per_s"]
+    return [
+        "",
+        f"`titlecat predict` (one process, batch 1,000) on a file of {n:,} training titles, each pipeline loaded "
+        "from disk; × = ratio to the CPU pipeline on the same file in the same run:",
+        "",
+        "| pipeline | titles/s (wall) | titles/CPU s | × CPU pipeline |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| `{name}` | {speed['titles_per_s']:,.0f} | {speed['titles_per_cpu_s']:,.0f} "
+            f"| {speed['titles_per_s'] / cpu:.2f} |"
+            for name, speed in speeds.items()
+        ),
+        "",
+        "Training steps, `nlp.pipe` and `nlp.evaluate`:",
+    ]
+
+
 @app.command()
 def benchmark(
     configs: list[str] = typer.Argument(..., help="PATH or REV:PATH, the first one is the baseline"),
@@ -208,12 +248,28 @@ def benchmark(
     steps: int = typer.Option(2, help="Timed training steps, after one warm-up step"),
     predict_titles: int = typer.Option(500),
     eval_titles: int = typer.Option(300, help="Dev titles scored with nlp.evaluate, as training does"),
+    file_titles: int = typer.Option(0, help="If > 0, also time `titlecat predict` on a file of this many titles"),
+    cpu_pipeline: Path = typer.Option(
+        Path("training/cpu/department/base/model-best"), help="Timed on the same file, for the ratio"
+    ),
+    torch_threads: int = typer.Option(
+        0, help="If > 0, torch's threads: 1 keeps spin-waiting threads out of the CPU time on a busy machine"
+    ),
     cache: Path = typer.Option(Path(tempfile.gettempdir()) / "titlecat-models"),
     output: Path = typer.Option(Path("metrics/trf_benchmark.md")),
 ):
     """Seconds per training step, training and prediction titles/s of each config (no profiler)."""
+    if torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(torch_threads)
     model = model_folder(shape, cache, task_name)
     rows = []
+    scratch = Path(tempfile.mkdtemp(prefix="titlecat-trf-speed-"))
+    file_speeds = {}
+    if file_titles:
+        titles_file = write_titles_file(scratch / "titles.txt", task_name, file_titles)
+        file_speeds["CPU pipeline"] = predict_file_speed(cpu_pipeline, titles_file)
     for spec in configs:
         run = Run(spec, model, task_name)
         run.step()
@@ -221,6 +277,10 @@ def benchmark(
         predicted, predict_wall, predict_cpu = timed(run.predict, predict_titles)
         _, eval_wall, eval_cpu = timed(run.evaluate, eval_titles)
         n_eval = min(eval_titles, len(run.dev))
+        if file_titles:
+            folder = scratch / f"pipeline-{len(rows)}"
+            run.nlp.to_disk(folder)
+            file_speeds[spec] = predict_file_speed(folder, titles_file)
         rows.append(
             {
                 "config": spec,
@@ -240,6 +300,7 @@ def benchmark(
     base = rows[0]
     lines = [
         f"# trf speed: {shape} model, {task_name} ({date.today()}, {machine()})",
+        *file_speed_lines(file_speeds, file_titles),
         "",
         f"{steps} timed training steps after one warm-up step; prediction of {predict_titles} training titles "
         "with `predict_labels` (nlp.pipe, batch 1,000), as evaluate and benchmark run it; "
@@ -263,7 +324,9 @@ def benchmark(
         )
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines) + "\n")
-    output.with_suffix(".json").write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+    output.with_suffix(".json").write_text(
+        json.dumps({"machine": machine(), "rows": rows, "predict_file": file_speeds}, indent=2) + "\n"
+    )
     typer.echo(f"✔ {output}")
 
 
@@ -300,7 +363,7 @@ def quality(
             overrides = {
                 "paths.train": f"corpus/{task_name}/train.spacy",
                 "paths.dev": f"corpus/{task_name}/dev.spacy",
-                "components.transformer.model.name": str(model),
+                f"{transformer_block(config_text(spec))}.name": str(model),
                 "training.max_steps": max_steps,
                 "training.max_epochs": 0,
                 "training.patience": 0,

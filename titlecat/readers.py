@@ -8,10 +8,13 @@ raises `DataError` naming the file, the row and the value.
 
 from __future__ import annotations
 
+import codecs
 import csv
+import itertools
 import json
 import os
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TextIO
@@ -263,81 +266,278 @@ def read_pseudo_labels(path: Path | str, task: Task) -> list[Example]:
 
 
 # Inputs of `titlecat predict`, by file suffix.
-TITLE_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "text"}
+TITLE_FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".txt": "text",
+    ".xlsx": "xlsx",
+    ".xlsm": "xlsx",
+}
+# The column separators `titlecat predict` recognises in a CSV/TSV header, and how it names them.
+DELIMITERS = {",": "','", ";": "';'", "\t": "tab"}
+DELIMITER_NAMES = {",": ",", "comma": ",", ";": ";", "semicolon": ";", "tab": "\t", "\\t": "\t", "\t": "\t"}
+# csv's default cap (131,072 characters a field) would reject a whole file for one pasted document;
+# such a cell is read and gets status too_long like any long title. 2^31 - 1 fits every platform's C long.
+csv.field_size_limit(2**31 - 1)
 
 
 @dataclass(frozen=True)
 class TitleRecord:
     """One input row to label: its line in the file, its id (if the input has one) and the raw value.
 
-    `value` is what the file holds, unchecked: None (missing), any JSON value, or a string.
+    `value` is what the file holds, unchecked: None (missing), any JSON or Excel value, or a string
+    (undecodable bytes in it are lone surrogates, see `read_titles`). `extra` holds the values of the
+    columns asked for (`keep_columns`), in that order. `status` is set by the reader for a row it could not
+    split into fields (`malformed`).
     """
 
     line: int
     id: str | None
     value: object
+    extra: tuple = ()
+    status: str | None = None
 
 
 def title_format(path: Path | str, fmt: str | None = None) -> str:
-    """The input format: `fmt` if given, else from the suffix (.csv, .tsv, .jsonl/.ndjson, .txt)."""
+    """The input format: `fmt` if given, else from the suffix (.csv, .tsv, .jsonl/.ndjson, .txt, .xlsx)."""
     fmt = fmt or TITLE_FORMATS.get(Path(path).suffix.lower())
     if fmt not in set(TITLE_FORMATS.values()):
         raise DataError(path, "file name", f"unknown format {fmt!r}: expected one of {sorted(TITLE_FORMATS)}")
     return fmt
 
 
-def read_titles(
-    path: Path | str, column: str = "text", id_column: str | None = None, fmt: str | None = None
-) -> Iterator[TitleRecord]:
-    """Stream the titles of a CSV/TSV (`column`), JSONL (`column` = field) or plain-text file (one a line).
+def parse_delimiter(delimiter: str | None) -> str | None:
+    """',', ';' or a tab from what a user types: the character itself, 'tab', '\\t', 'comma' or 'semicolon'."""
+    if delimiter is None:
+        return None
+    if delimiter.lower() in DELIMITER_NAMES:
+        return DELIMITER_NAMES[delimiter.lower()]
+    if len(delimiter) == 1:
+        return delimiter
+    raise ValueError(f"--delimiter {delimiter!r}: expected one character, or 'tab'")
 
-    Lazy, one row at a time, so memory does not grow with the file. A row that holds a bad title
-    (empty, not text) is yielded for the caller to report; a file that cannot be read as its
-    format (bad CSV quoting, a row with too many fields, malformed JSON, a missing column,
-    not UTF-8) raises DataError naming the line.
+
+def input_encoding(path: Path, encoding: str | None) -> str:
+    """The codec to read a text input with: `encoding`, else UTF-16 for a file that starts with its
+    byte-order mark (Excel's "Unicode Text"), else UTF-8; UTF-8 skips a byte-order mark (Excel's "CSV UTF-8")."""
+    if encoding is None:
+        with path.open("rb") as file:
+            encoding = "utf-16" if file.read(2) in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
+    try:
+        name = codecs.lookup(encoding).name
+    except LookupError:
+        raise ValueError(
+            f"--encoding {encoding!r}: not an encoding Python knows (e.g. utf-8, cp1252, latin-1)"
+        ) from None
+    return "utf-8-sig" if name == "utf-8" else name
+
+
+def read_titles(
+    path: Path | str,
+    column: str = "text",
+    id_column: str | None = None,
+    fmt: str | None = None,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    sheet: str | None = None,
+    keep_columns: Sequence[str] = (),
+    notify: Callable[[str], None] | None = None,
+) -> Iterator[TitleRecord]:
+    """Stream the titles of a CSV/TSV (`column`), JSONL (`column` = field), Excel workbook (`column` in the
+    header row of `sheet`, a name or 1-based number, default the first) or plain-text file (one a line).
+
+    Lazy, one row at a time, so memory does not grow with the file. Text is decoded with `encoding`
+    (default UTF-8, a byte-order mark skipped) by the `surrogateescape` error handler: a byte that is not
+    text in it becomes a lone surrogate in its row's strings, which `titlecat.predict` reports as status
+    `undecodable` on the row's own line, and the file goes on. A CSV/TSV's delimiter is `delimiter`, else
+    the one of ',', ';' and tab that finds the columns in the header (said through `notify`).
+
+    A row with more or fewer fields than the header, or a JSONL line that is not a JSON object, is yielded
+    with status `malformed`. A file that cannot be read at all (a missing or duplicated column, a quote that
+    is never closed, not a workbook) raises DataError naming the line.
     """
     path = Path(path)
-    with path.open(newline="", encoding="utf-8") as file:
-        yield from iter_titles(file, path, column, id_column, title_format(path, fmt))
+    fmt = title_format(path, fmt)
+    if fmt == "text" and keep_columns:
+        raise DataError(path, "--keep-columns", "a text file (one title a line) has no columns to keep")
+    if fmt == "xlsx":
+        yield from _xlsx_titles(path, column, id_column, sheet, keep_columns)
+        return
+    encoding = input_encoding(path, encoding)
+    try:
+        with path.open(newline="", encoding=encoding, errors="surrogateescape") as file:
+            yield from iter_titles(file, path, column, id_column, fmt, delimiter, keep_columns, notify)
+    except UnicodeDecodeError as error:
+        # Only codecs whose errors surrogateescape cannot carry (UTF-16's odd bytes) get here.
+        raise DataError(
+            path, "file", f"not {encoding} text ({error.reason}): name the file's encoding with --encoding"
+        ) from error
+
+
+# A lone surrogate: an undecodable byte as `surrogateescape` keeps it, or a JSON "\\ud800" escape. Not text,
+# and no UTF-8 writer can write it.
+SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _has_surrogates(text: str) -> bool:
+    return SURROGATE.search(text) is not None
+
+
+def choose_delimiter(header_line: str, wanted: Sequence[str], default: str) -> str:
+    """The delimiter that splits the header into cells holding every wanted column, else into the most cells;
+    on a tie the format's own (',' for CSV, tab for TSV)."""
+    best = default
+    best_key = (False, 0)
+    for candidate in (default, *DELIMITERS):
+        cells = next(csv.reader([header_line], delimiter=candidate), [])
+        key = (all(name in cells for name in wanted), len(cells))
+        if key > best_key:
+            best, best_key = candidate, key
+    return best
+
+
+def check_header(path: Path, header: list[str], wanted: Sequence[str], where: str, hint: str = "") -> None:
+    """Every wanted column is in the header, once."""
+    for name in wanted:
+        count = header.count(name)
+        if count == 0:
+            found = f"columns found: {header!r}" if header else "the header is empty"
+            if any(_has_surrogates(cell) for cell in header):
+                hint += "; the header is not text in this encoding: name the file's encoding with --encoding"
+            raise DataError(path, where, f"no column {name!r} in the header; {found}{hint}")
+        if count > 1:
+            raise DataError(path, where, f"column {name!r} appears {count} times in the header {header!r}: rename one")
 
 
 def iter_titles(
-    file: TextIO, path: Path | str, column: str = "text", id_column: str | None = None, fmt: str = "csv"
+    file: TextIO,
+    path: Path | str,
+    column: str = "text",
+    id_column: str | None = None,
+    fmt: str = "csv",
+    delimiter: str | None = None,
+    keep_columns: Sequence[str] = (),
+    notify: Callable[[str], None] | None = None,
 ) -> Iterator[TitleRecord]:
     """`read_titles` on an open text file (opened with newline=""); `path` names it in errors."""
     line = 0
-    try:
-        if fmt == "text":
-            for line, text in enumerate(file, start=1):
-                yield TitleRecord(line, None, text.rstrip("\r\n"))
-        elif fmt == "jsonl":
-            for line, record in jsonl_records(file, path):
-                record_id = record.get(id_column) if id_column else None
-                yield TitleRecord(line, None if record_id is None else str(record_id), record.get(column))
-        else:
-            reader = csv.reader(file, delimiter="\t" if fmt == "tsv" else ",", strict=True)
+    if fmt == "text":
+        for line, text in enumerate(file, start=1):
+            yield TitleRecord(line, None, text.rstrip("\r\n"))
+    elif fmt == "jsonl":
+        for line, text in enumerate(file, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError:
+                yield TitleRecord(line, None, None, status="malformed")
+                continue
+            if not isinstance(record, dict):
+                yield TitleRecord(line, None, None, status="malformed")
+                continue
+            record_id = record.get(id_column) if id_column else None
+            extra = tuple(record.get(name) for name in keep_columns)
+            yield TitleRecord(line, None if record_id is None else str(record_id), record.get(column), extra)
+    else:
+        header_line = file.readline()
+        wanted = [name for name in (column, id_column, *keep_columns) if name]
+        chosen = parse_delimiter(delimiter)
+        if chosen is None:
+            chosen = choose_delimiter(header_line, wanted, "\t" if fmt == "tsv" else ",")
+            if notify is not None:
+                notify(
+                    f"{path}: columns separated by {DELIMITERS.get(chosen, repr(chosen))} (found in the header; "
+                    "--delimiter forces one)"
+                )
+        reader = csv.reader(itertools.chain([header_line], file), delimiter=chosen, strict=True)
+        try:
             header = next(reader, None) or []
-            missing = [name for name in (column, id_column) if name and name not in header]
-            if missing:
-                raise DataError(path, "line 1", f"no column {missing[0]!r} in the header {header!r}")
+            if header:
+                header[0] = header[0].removeprefix("\ufeff")
+            hint = ""
+            crowded = [cell for cell in header if any(d in cell for d in DELIMITERS if d != chosen)]
+            if crowded:
+                other = next(d for d in DELIMITERS if d != chosen and d in crowded[0])
+                hint = (
+                    f"; the cell {crowded[0]!r} holds {DELIMITERS[other]}: the file may be separated by it "
+                    f"(--delimiter {'tab' if other == chr(9) else repr(other)})"
+                )
+            check_header(path, header, wanted, "line 1", hint)
             index = header.index(column)
             id_index = header.index(id_column) if id_column else None
+            keep_index = [header.index(name) for name in keep_columns]
             line = reader.line_num
             for fields in reader:
                 start, line = line + 1, reader.line_num
-                if fields and len(fields) != len(header):
-                    raise DataError(
-                        path, f"line {start}", f"expected {len(header)} fields as in the header, found {len(fields)}"
+                if not fields:
+                    yield TitleRecord(start, None, None, tuple(None for _ in keep_index))
+                elif len(fields) != len(header):
+                    yield TitleRecord(start, None, None, tuple(None for _ in keep_index), "malformed")
+                else:
+                    yield TitleRecord(
+                        start,
+                        fields[id_index] if id_index is not None else None,
+                        fields[index],
+                        tuple(fields[i] for i in keep_index),
                     )
-                yield TitleRecord(
-                    start,
-                    fields[id_index] if fields and id_index is not None else None,
-                    fields[index] if fields else None,
-                )
-    except csv.Error as error:
-        raise DataError(path, f"line {line + 1}", f"malformed {fmt.upper()}: {error}") from error
-    except UnicodeDecodeError as error:
-        raise DataError(path, f"after line {line}", "not UTF-8 text") from error
+        except csv.Error as error:
+            raise DataError(path, f"line {line + 1}", f"malformed {fmt.upper()}: {error}") from error
+
+
+def _xlsx_titles(
+    path: Path, column: str, id_column: str | None, sheet: str | None, keep_columns: Sequence[str]
+) -> Iterator[TitleRecord]:
+    """The rows of one sheet, streamed (openpyxl's read-only mode); a row's line is its row number in the sheet."""
+    from openpyxl import load_workbook
+
+    try:
+        workbook = load_workbook(path, read_only=True, data_only=True)
+    except Exception as error:  # zipfile.BadZipFile, KeyError, openpyxl's InvalidFileException: all mean the same
+        raise DataError(path, "file", f"not an Excel .xlsx workbook ({type(error).__name__}: {error})") from error
+    try:
+        names = workbook.sheetnames
+        if sheet is None:
+            name = names[0]
+        elif sheet in names:
+            name = sheet
+        elif sheet.isdigit() and 1 <= int(sheet) <= len(names):
+            name = names[int(sheet) - 1]
+        else:
+            raise DataError(
+                path, f"--sheet {sheet!r}", f"no such sheet; the sheets are {names!r} (a name or 1..{len(names)})"
+            )
+        worksheet = workbook[name]
+        # Some exporters write a wrong sheet size, which read-only mode would trust and cut rows or columns at.
+        worksheet.reset_dimensions()
+        rows = enumerate(worksheet.iter_rows(values_only=True), start=1)
+        header_row, header = 0, []
+        for number, values in rows:
+            if any(value is not None for value in values):
+                header_row, header = number, ["" if value is None else str(value).strip() for value in values]
+                break
+        where = f"sheet {name!r}, line {header_row or 1}"
+        wanted = [name for name in (column, id_column, *keep_columns) if name]
+        check_header(path, header, wanted, where)
+        index = header.index(column)
+        id_index = header.index(id_column) if id_column else None
+        keep_index = [header.index(name) for name in keep_columns]
+        width = len(header)
+        for row, values in rows:
+            if len(values) < width:
+                values = (*values, *(None,) * (width - len(values)))
+            record_id = values[id_index] if id_index is not None else None
+            yield TitleRecord(
+                row,
+                None if record_id is None else str(record_id),
+                values[index],
+                tuple(values[i] for i in keep_index),
+            )
+    finally:
+        workbook.close()
 
 
 def as_dicts(items: Iterable[object]) -> list[dict]:
@@ -359,6 +559,7 @@ __all__ = [
     "read_jsonl",
     "read_titles",
     "iter_titles",
+    "parse_delimiter",
     "title_format",
     "TitleRecord",
     "write_jsonl",

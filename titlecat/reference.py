@@ -52,6 +52,17 @@ def read_reference_results(path: Path | str) -> list[dict]:
     return rows
 
 
+def read_zero_shot_answers(path: Path | str, task: Task) -> dict[int, str]:
+    """gemini_results.csv: OOD row (the ACTIVE positions in file order) -> the task's label as answered."""
+    path = Path(path)
+    answers: dict[int, str] = {}
+    with path.open(newline="", encoding="utf-8") as file:
+        for record in csv.DictReader(file):
+            value = record[task.name].strip()
+            answers[int(record["row_id"])] = seniority_from_ordinal(value) if task.ordinal else value
+    return answers
+
+
 def score_zero_shot(path: Path | str, ood: list[Example], task: Task) -> dict:
     """Score recorded zero-shot answers (gemini_results.csv) against the OOD gold labels.
 
@@ -59,12 +70,7 @@ def score_zero_shot(path: Path | str, ood: list[Example], task: Task) -> dict:
     answer counts as wrong in accuracy and as a missed gold label in macro-F1
     (over all 623); MAE, which needs an answer, is over the answered rows.
     """
-    path = Path(path)
-    answers: dict[int, str] = {}
-    with path.open(newline="", encoding="utf-8") as file:
-        for record in csv.DictReader(file):
-            value = record[task.name].strip()
-            answers[int(record["row_id"])] = seniority_from_ordinal(value) if task.ordinal else value
+    answers = read_zero_shot_answers(path, task)
     gold = [example.label for example in ood]
     predicted = [answers.get(index, NO_ANSWER) for index in range(len(ood))]
     answered = [i for i, p in enumerate(predicted) if p != NO_ANSWER]

@@ -1,0 +1,406 @@
+"""`titlecat predict` on the files people have: encodings, delimiters, Excel, bad rows, processes, empty titles.
+
+The pipeline here is built, not trained: both titlecat textcats with random weights (seeded) and
+`titlecat_answers`, so every title gets a real, title-dependent answer in milliseconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import spacy
+from click.testing import Result
+from typer.testing import CliRunner
+
+import titlecat.combined  # noqa: F401  (registers titlecat_answers)
+import titlecat.components  # noqa: F401  (registers the architecture)
+from titlecat import predict as predict_module
+from titlecat.cli import app
+from titlecat.labels import TASKS
+from titlecat.predict import check_title, predict_file
+from titlecat.readers import DataError, read_titles
+
+TITLES = ["Head of Sales", "Werkstudent IT-Support", "Directeur commercial", "Einkäuferin", "Senior Developer"]
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A combined pipeline with random weights, saved to disk."""
+    nlp = spacy.blank("xx")
+    rng = np.random.default_rng(0)
+    for task in TASKS.values():
+        textcat = nlp.add_pipe(
+            "textcat",
+            name=task.name,
+            config={"model": {"@architectures": "titlecat.TitleNgramClassifier.v2", "length": 2**12}},
+        )
+        for label in task.labels:
+            textcat.add_label(label)
+    nlp.add_pipe("titlecat_answers")
+    nlp.initialize()
+    for task in TASKS:
+        linear = nlp.get_pipe(task).model.get_ref("output_layer")
+        linear.set_param("W", rng.normal(size=linear.get_param("W").shape).astype("float32"))
+        linear.set_param("b", rng.normal(size=linear.get_param("b").shape).astype("float32"))
+    path = tmp_path_factory.mktemp("model") / "combined"
+    nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def nlp(model):
+    return spacy.load(model)
+
+
+def run_predict(*args: object) -> Result:
+    """`titlecat predict ARGS --no-progress`, in this process (a fresh interpreter would spend seconds importing)."""
+    return CliRunner().invoke(app, ["predict", *map(str, args), "--no-progress"])
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))
+
+
+def expected(nlp, title: str) -> tuple[str, str]:
+    doc = nlp(title)
+    return doc._.seniority, doc._.department
+
+
+# Encodings
+
+
+def test_a_utf8_byte_order_mark_is_skipped(nlp, model, tmp_path):
+    source = tmp_path / "excel.csv"
+    source.write_text("title,id\n" + "".join(f"{t},{i}\n" for i, t in enumerate(TITLES)), encoding="utf-8-sig")
+    assert source.read_bytes().startswith(b"\xef\xbb\xbftitle")
+    result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title", "--id-column", "id")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "out.csv")
+    assert [(row["id"], row["status"]) for row in rows] == [(str(i), "ok") for i in range(len(TITLES))]
+    assert [(row["seniority"], row["department"]) for row in rows] == [expected(nlp, t) for t in TITLES]
+    jsonl = tmp_path / "excel.jsonl"
+    jsonl.write_text(json.dumps({"title": TITLES[3]}, ensure_ascii=False) + "\n", encoding="utf-8-sig")
+    assert [r.value for r in read_titles(jsonl, "title")] == [TITLES[3]]
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
+def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encoding):
+    source = tmp_path / "titles.csv"
+    source.write_bytes("title\nDirecteur général\nHead of Sales\nGeschäftsführer\n".encode(encoding))
+    output = tmp_path / "out.csv"
+    # Read as UTF-8, the rows with é/ä are undecodable, on their own lines; the rest is labelled; the hint names
+    # the option.
+    result = run_predict(source, output, "-m", model, "--column", "title", "--keep-title")
+    assert result.exit_code == 0, result.output
+    assert [(row["line"], row["status"]) for row in read_csv(output)] == [
+        ("2", "undecodable"),
+        ("3", "ok"),
+        ("4", "undecodable"),
+    ]
+    assert read_csv(output)[0]["title"] == "Directeur g\ufffdn\ufffdral"
+    assert "undecodable 2 (first on line 2)" in result.stderr and "--encoding" in result.stderr
+    result = run_predict(source, output, "-m", model, "--column", "title", "--keep-title", "--encoding", encoding)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(output)
+    assert [row["title"] for row in rows] == ["Directeur général", "Head of Sales", "Geschäftsführer"]
+    assert [row["status"] for row in rows] == ["ok"] * 3
+    assert rows[0]["department"] == expected(nlp, "Directeur général")[1]
+    # A header that is not UTF-8 is an error naming the option.
+    (tmp_path / "header.csv").write_bytes("Fonction occupée\nHead of Sales\n".encode(encoding))
+    result = run_predict(tmp_path / "header.csv", output, "-m", model, "--column", "Fonction occupée")
+    assert result.exit_code == 1 and "header.csv: line 1: no column 'Fonction occupée'" in result.stderr
+    assert "name the file's encoding with --encoding" in result.stderr
+    result = run_predict(source, output, "-m", model, "--column", "title", "--encoding", "klingon")
+    assert result.exit_code == 1 and "--encoding 'klingon'" in result.stderr
+
+
+def test_an_undecodable_row_is_reported_on_its_true_line_deep_in_a_file(nlp, tmp_path):
+    lines = ["title"] + [TITLES[i % len(TITLES)] for i in range(30_000)]
+    bad = {5, 25_002}  # 1-based file lines
+    data = b"".join(
+        (b"Bad \xe9\xff byte" if number in bad else line.encode("utf-8")) + b"\n"
+        for number, line in enumerate(lines, start=1)
+    )
+    (tmp_path / "titles.csv").write_bytes(data)
+    summary = predict_file(nlp, tmp_path / "titles.csv", tmp_path / "out.csv", "title", progress=False)
+    rows = read_csv(tmp_path / "out.csv")
+    assert len(rows) == 30_000 and summary.counts["undecodable"] == 2
+    assert {int(row["line"]) for row in rows if row["status"] == "undecodable"} == bad
+    assert summary.first_lines["undecodable"] == 5
+
+
+def test_a_utf16_file_with_its_byte_order_mark_is_read_as_utf16(tmp_path):
+    source = tmp_path / "unicode.txt"
+    source.write_text("Einkäuferin\nHead of Sales\n", encoding="utf-16")
+    assert [r.value for r in read_titles(source)] == ["Einkäuferin", "Head of Sales"]
+
+
+# Delimiters
+
+
+@pytest.mark.parametrize("delimiter,name", [(",", "','"), (";", "';'"), ("\t", "tab")])
+def test_the_delimiter_is_found_in_the_header_and_said(nlp, model, tmp_path, delimiter, name):
+    source = tmp_path / "titles.csv"
+    source.write_text(
+        f"id{delimiter}title{delimiter}abteilung\n"
+        + "".join(f'{i}{delimiter}{t}{delimiter}"x, y; z"\n' for i, t in enumerate(TITLES)),
+        encoding="utf-8",
+    )
+    result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title", "--id-column", "id")
+    assert result.exit_code == 0, result.output
+    assert f"columns separated by {name}" in result.stderr
+    rows = read_csv(tmp_path / "out.csv")
+    assert [(row["seniority"], row["department"]) for row in rows] == [expected(nlp, t) for t in TITLES]
+
+
+def test_a_forced_delimiter_that_finds_no_column_suggests_the_one_in_the_header(model, tmp_path):
+    source = tmp_path / "german.csv"
+    source.write_text("title;abteilung\nVertriebsleiter;Vertrieb\n", encoding="utf-8")
+    result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title", "--delimiter", ",")
+    assert result.exit_code == 1
+    assert "german.csv: line 1: no column 'title' in the header; columns found: ['title;abteilung']" in result.stderr
+    assert "--delimiter ';'" in result.stderr
+    result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "Titel")
+    assert result.exit_code == 1 and "columns found: ['title', 'abteilung']" in result.stderr
+    result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title", "--delimiter", "semicolon")
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / ".out.csv.partial").exists()
+
+
+def test_a_duplicated_column_is_an_error_naming_it(model, tmp_path):
+    source = tmp_path / "dup.csv"
+    source.write_text("id,title,title\n1,Sales,Head of Sales\n", encoding="utf-8")
+    result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title")
+    assert result.exit_code == 1
+    assert "dup.csv: line 1: column 'title' appears 2 times in the header ['id', 'title', 'title']" in result.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+# Excel
+
+
+def write_workbook(path: Path) -> None:
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    notes = workbook.active
+    notes.title = "Notes"
+    notes.append(["exported from the CRM"])
+    people = workbook.create_sheet("People")
+    people.append(["id", "Name", "title"])
+    people.append([101, "Ann", "Head of Sales"])
+    people.append([102, "Bo", None])
+    people.append([])  # a blank row: still a line of the sheet
+    people.append([104, "Cy", 42])
+    people.append([105, "Di", "Einkäuferin"])
+    workbook.save(path)
+
+
+def test_an_excel_sheet_is_read_by_name_or_number_with_its_row_numbers(nlp, model, tmp_path):
+    source = tmp_path / "export.xlsx"
+    write_workbook(source)
+    output = tmp_path / "out.jsonl"
+    for sheet in ("People", "2"):
+        args = ["--column", "title", "--id-column", "id", "--sheet", sheet, "--keep-columns", "Name"]
+        result = run_predict(source, output, "-m", model, *args)
+        assert result.exit_code == 0, result.output
+        rows = [json.loads(line) for line in output.read_text(encoding="utf-8").splitlines()]
+        assert [(r["line"], r["id"], r["Name"], r["status"]) for r in rows] == [
+            (2, "101", "Ann", "ok"),
+            (3, "102", "Bo", "empty"),
+            (4, None, None, "empty"),
+            (5, "104", "Cy", "not_text"),
+            (6, "105", "Di", "ok"),
+        ]
+        assert (rows[4]["seniority"], rows[4]["department"]) == expected(nlp, "Einkäuferin")
+    # The first sheet by default: it has no column 'title', and says what it has.
+    result = run_predict(source, output, "-m", model, "--column", "title")
+    assert result.exit_code == 1
+    assert "export.xlsx: sheet 'Notes', line 1: no column 'title' in the header" in result.stderr
+    assert "['exported from the CRM']" in result.stderr
+    result = run_predict(source, output, "-m", model, "--column", "title", "--sheet", "3")
+    assert result.exit_code == 1 and "the sheets are ['Notes', 'People']" in result.stderr
+    (tmp_path / "fake.xlsx").write_text("id,title\n")
+    with pytest.raises(DataError, match="not an Excel .xlsx workbook"):
+        list(read_titles(tmp_path / "fake.xlsx", "title"))
+
+
+# Bad rows
+
+
+def test_every_bad_row_gets_a_status_and_the_file_goes_on(nlp, model, tmp_path):
+    source = tmp_path / "titles.csv"
+    document = "word " * 36_000  # 180,000 characters pasted into one cell
+    source.write_text(
+        f'id,title\n1,Head of Sales\n2,"{document}"\n3,Sales,extra\n4,   \n5,12345\n6,Einkäuferin\n', encoding="utf-8"
+    )
+    result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title", "--id-column", "id")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(tmp_path / "out.csv")
+    assert [(row["line"], row["status"]) for row in rows] == [
+        ("2", "ok"),
+        ("3", "too_long"),
+        ("4", "malformed"),
+        ("5", "empty"),
+        ("6", "not_text"),
+        ("7", "ok"),
+    ]
+    assert "malformed 1 (first on line 4)" in result.stderr
+    jsonl = tmp_path / "titles.jsonl"
+    jsonl.write_text(
+        '{"id": "a", "title": "Eng\\ud800ineer"}\n'
+        '{"id": "b\\udc00", "title": "Engineer"}\n'
+        '{"id": "c", "title": \n'
+        '["not", "an", "object"]\n'
+        '{"id": "e", "title": "Head of Sales"}\n',
+        encoding="utf-8",
+    )
+    for output in (tmp_path / "out.jsonl", tmp_path / "out.tsv"):
+        result = run_predict(jsonl, output, "-m", model, "--field", "title", "--id-field", "id", "--keep-title")
+        assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["line"], r["id"], r["title"], r["status"]) for r in rows] == [
+        (1, "a", "Eng\ufffdineer", "undecodable"),
+        (2, "b\ufffd", "Engineer", "ok"),
+        (3, None, None, "malformed"),
+        (4, None, None, "malformed"),
+        (5, "e", "Head of Sales", "ok"),
+    ]
+    assert len((tmp_path / "out.tsv").read_text(encoding="utf-8").splitlines()) == 6
+
+
+def test_check_title_marks_lone_surrogates_undecodable():
+    assert check_title("Eng\ud800ineer")[0] == check_title("Directeur g\udce9n\udce9ral")[0] == "undecodable"
+    assert check_title("Engineer 😀") == ("ok", "Engineer 😀")
+
+
+# Output
+
+
+def test_the_output_may_not_be_the_input(model, tmp_path):
+    source = tmp_path / "titles.csv"
+    source.write_text("text\nHead of Sales\n", encoding="utf-8")
+    (tmp_path / "sub").mkdir()
+    for output in (source, tmp_path / "sub" / ".." / "titles.csv"):
+        result = run_predict(source, output, "-m", model)
+        assert result.exit_code == 1 and "the output is the input file" in result.stderr
+    (tmp_path / "link.csv").symlink_to(source)
+    result = run_predict(tmp_path / "link.csv", source, "-m", model)
+    assert result.exit_code == 1 and "the output is the input file" in result.stderr
+    assert source.read_text(encoding="utf-8") == "text\nHead of Sales\n"
+
+
+def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tmp_path):
+    source = tmp_path / "crm.csv"
+    source.write_text(
+        "email,title,company\n" + "".join(f"p{i}@x.org,{t},Firm {i}\n" for i, t in enumerate(TITLES)), encoding="utf-8"
+    )
+    output = tmp_path / "out.csv"
+    args = ["--column", "title", "--keep-title", "--keep-columns", "email, company"]
+    result = run_predict(source, output, "-m", model, *args)
+    assert result.exit_code == 0, result.output
+    rows = read_csv(output)
+    assert list(rows[0])[:5] == ["line", "title", "email", "company", "status"]
+    assert [(r["title"], r["email"], r["company"]) for r in rows] == [
+        (t, f"p{i}@x.org", f"Firm {i}") for i, t in enumerate(TITLES)
+    ]
+    result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "phone")
+    assert result.exit_code == 1 and "no column 'phone' in the header" in result.stderr
+    result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "company,status")
+    assert result.exit_code == 1 and "--keep-columns ['status']" in result.stderr
+    (tmp_path / "titles.txt").write_text("Head of Sales\n", encoding="utf-8")
+    result = run_predict(tmp_path / "titles.txt", output, "-m", model, "--keep-columns", "email")
+    assert result.exit_code == 1 and "titles.txt: --keep-columns: a text file" in result.stderr
+
+
+def test_help_texts_print_what_the_source_says():
+    result = CliRunner().invoke(app, ["--help"], terminal_width=200)
+    assert "line, [id], [title, kept" in result.stdout
+    result = CliRunner().invoke(app, ["predict-ray", "--help"])
+    assert "'titlecat[distributed]'" in " ".join(result.stdout.split())
+
+
+# Processes
+
+
+def label_and_note_the_process(texts: list[str]) -> list[dict]:
+    """titlecat.predict._label_in_worker that also notes which process ran it (module level: pickled by name)."""
+    with open(os.environ["TITLECAT_TEST_PIDS"], "a") as file:
+        file.write(f"{os.getpid()}\n")
+    return LABEL_IN_WORKER(texts)
+
+
+LABEL_IN_WORKER = predict_module._label_in_worker
+
+
+def test_the_processes_start_once_for_the_whole_file(nlp, tmp_path, monkeypatch):
+    source = tmp_path / "titles.csv"
+    source.write_text("text\n" + "".join(f"{TITLES[i % len(TITLES)]}\n" for i in range(2000)), encoding="utf-8")
+    monkeypatch.setenv("TITLECAT_TEST_PIDS", str(tmp_path / "pids"))
+    monkeypatch.setattr(predict_module, "_label_in_worker", label_and_note_the_process)
+    predict_file(nlp, source, tmp_path / "out.csv", chunk_size=100, n_process=2, start_method="fork", progress=False)
+    pids = (tmp_path / "pids").read_text().split()
+    assert len(pids) == 20 and len(set(pids)) == 2 and str(os.getpid()) not in pids
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_two_processes_write_the_bytes_of_one(nlp, tmp_path, start_method):
+    source = tmp_path / "titles.csv"
+    with source.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "text"])
+        writer.writerows([i, f"{TITLES[i % len(TITLES)]} {i % 97}" if i % 13 else ""] for i in range(3000))
+    kwargs = {"id_column": "id", "chunk_size": 250, "progress": False, "all_scores": True}
+    predict_file(nlp, source, tmp_path / "one.csv", n_process=1, **kwargs)
+    summary = predict_file(nlp, source, tmp_path / "two.csv", n_process=2, start_method=start_method, **kwargs)
+    assert summary.total == 3000 and summary.counts["empty"] == 231
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+
+
+# nlp.pipe(n_process=2) under the start methods that pickle the pipeline, in a fresh interpreter.
+PIPE_UNDER = (
+    "import json, multiprocessing, sys, spacy\n"
+    "if __name__ == '__main__':\n"
+    "    nlp = spacy.load(sys.argv[1])\n"
+    "    texts = json.loads(sys.argv[2])\n"
+    "    def answers(docs):\n"
+    "        return [(doc.cats, doc._.seniority, doc._.department) for doc in docs]\n"
+    "    one = answers(nlp.pipe(texts))\n"
+    "    for method in ('spawn', 'forkserver'):\n"
+    "        multiprocessing.set_start_method(method, force=True)\n"
+    "        assert answers(nlp.pipe(texts, n_process=2, batch_size=2)) == one, method\n"
+    "    print(json.dumps(one))\n"
+)
+
+
+def test_the_pipeline_labels_in_processes_under_spawn_and_forkserver(nlp, model):
+    texts = TITLES * 3
+    result = subprocess.run(
+        [sys.executable, "-c", PIPE_UNDER, str(model), json.dumps(texts)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [tuple(answer[1:]) for answer in json.loads(result.stdout)] == [expected(nlp, t) for t in texts]
+
+
+# Empty titles
+
+
+def test_an_empty_title_gets_no_answer_alone_or_in_a_batch(nlp):
+    for text in ("", "   ", "\t\n"):
+        alone = nlp(text)
+        batch = list(nlp.pipe(["Head of Sales", text, "Einkäuferin"]))
+        for doc in (alone, batch[1]):
+            assert doc._.seniority is doc._.department is None
+            assert doc._.seniority_score is doc._.department_score is None
+            assert set(doc.cats) == {label for task in TASKS.values() for label in task.labels}
+            assert set(doc.cats.values()) == {0.0}
+        assert batch[0]._.seniority is not None and batch[2]._.department is not None
+        assert check_title(text)[0] == "empty"

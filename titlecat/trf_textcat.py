@@ -1,0 +1,207 @@
+"""A transformer title classifier that does its per-batch work on arrays: `titlecat.TransformerTitleClassifier.v1`.
+
+The model of an exclusive `textcat`: one batched fast-tokenizer call on the batch's texts, the Hugging Face
+encoder, pooling (mean of the wordpieces or the first one) and a softmax layer, all on the batch as tensors.
+Nothing per title is kept on the Doc. spacy-transformers' `transformer` component with a listener does far more
+per title (a `doc._.trf_data` split out of the batch output for each doc, each encoding turned into Python
+objects, wordpieces aligned to spaCy tokens), work a title classifier never reads; on a GPU it kept the device
+idle (docs/gpu.md). What spacy-transformers does well is kept: the encoder is wrapped by its `HFWrapper`/`HFShim`
+(weights loaded by `huggingface_from_pretrained` from a Hub name or a local folder at initialisation, saved with
+the pipeline and loaded back without the source), so mixed precision, gradient scaling and GPU placement are
+theirs.
+
+Shipped inside the trf wheels with `spacy package --code`, so this module must be self-contained: it imports
+spaCy, thinc and (inside functions, so importing it stays cheap) torch, transformers and spacy-transformers,
+never the rest of titlecat. Every function that is pickled (nlp.pipe with n_process under spawn) is defined at
+module level.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy
+from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
+from spacy.tokens import Doc
+from spacy.util import registry
+from thinc.api import Dropout, Model, Softmax_v2, chain, resizable
+from thinc.types import ArgsKwargs, Floats2d
+
+# Bias of a label that the output layer gains on resizing: such a label starts out improbable (as in spaCy).
+NEG_VALUE = -5000
+POOLINGS = ("mean", "first")
+
+
+@registry.architectures("titlecat.TransformerTitleClassifier.v1")
+def build_transformer_title_classifier(
+    name: str,
+    pooling: str = "mean",
+    max_length: int = 64,
+    dropout: float = 0.1,
+    mixed_precision: bool = False,
+    grad_scaler_config: dict = {},  # noqa: B006  (config dicts, never mutated)
+    tokenizer_config: dict = {},  # noqa: B006
+    transformer_config: dict = {},  # noqa: B006
+    max_batch_items: int = 8192,
+    freeze_embeddings: bool = False,
+    nO: int | None = None,
+) -> Model[list[Doc], Floats2d]:
+    """Exclusive classes from a Hugging Face encoder (`name`: Hub id or local folder) fine-tuned end to end.
+
+    pooling: "mean" (of the title's wordpieces, padding left out) or "first" (the <s>/[CLS] piece).
+    max_length: wordpieces per title, special ones included; longer titles are truncated.
+    dropout: before the output layer (the encoder applies its own, from its config, while training).
+    max_batch_items: padded wordpieces per forward pass when predicting (the batch is cut by length).
+    freeze_embeddings: keep the encoder's wordpiece embeddings as pretrained (no gradient, no optimizer update).
+    """
+    encoder = title_encoder(
+        name,
+        pooling,
+        max_length,
+        mixed_precision,
+        grad_scaler_config,
+        tokenizer_config,
+        transformer_config,
+        max_batch_items,
+        freeze_embeddings,
+    )
+    output_layer = Softmax_v2(nO=nO)
+    resizable_layer = resizable(
+        output_layer, resize_layer=partial(resize_linear_weighted, fill_defaults={"b": NEG_VALUE, "W": 0})
+    )
+    model = chain(encoder, Dropout(dropout), resizable_layer)
+    model.set_ref("output_layer", output_layer)
+    model.set_ref("encoder", encoder)
+    model.attrs["multi_label"] = False
+    model.attrs["resize_output"] = partial(resize_and_set_ref, resizable_layer=resizable_layer)
+    return model
+
+
+def title_encoder(
+    name: str,
+    pooling: str,
+    max_length: int,
+    mixed_precision: bool = False,
+    grad_scaler_config: dict | None = None,
+    tokenizer_config: dict | None = None,
+    transformer_config: dict | None = None,
+    max_batch_items: int = 8192,
+    freeze_embeddings: bool = False,
+) -> Model[list[Doc], Floats2d]:
+    """Docs → one pooled vector per title (hidden size wide); the encoder lives in spacy-transformers' HFShim."""
+    from spacy_transformers.data_classes import HFObjects
+    from spacy_transformers.layers.hf_shim import HFShim
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"titlecat.TransformerTitleClassifier.v1: pooling {pooling!r} is not one of {POOLINGS}")
+    hf_objects = HFObjects(None, None, None, dict(tokenizer_config or {}), dict(transformer_config or {}))
+    shim = HFShim(hf_objects, mixed_precision=mixed_precision, grad_scaler_config=dict(grad_scaler_config or {}))
+    return Model(
+        "title_encoder",
+        encoder_forward,
+        init=init_encoder,
+        shims=[shim],
+        dims={"nO": None},
+        attrs={
+            "name": name,
+            "pooling": pooling,
+            "max_length": max_length,
+            "max_batch_items": max_batch_items,
+            "freeze_embeddings": freeze_embeddings,
+        },
+    )
+
+
+def init_encoder(model: Model, X=None, Y=None) -> None:
+    """Load the pretrained tokenizer and weights (Hub name or local folder) once; the width is the hidden size."""
+    from spacy_transformers.layers.transformer_model import huggingface_from_pretrained
+
+    shim = model.shims[0]
+    if shim._hfmodel.transformer is None:
+        hf_objects = huggingface_from_pretrained(
+            model.attrs["name"],
+            dict(shim._hfmodel._init_tokenizer_config),
+            dict(shim._hfmodel._init_transformer_config),
+        )
+        shim._hfmodel = hf_objects
+        shim._model = hf_objects.transformer
+    model.set_dim("nO", shim._model.config.hidden_size)
+
+
+def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
+    """One fast-tokenizer call for the batch, the encoder, then pooling on the batch as tensors.
+
+    Predicting, the batch is sorted by length and cut into chunks of at most `max_batch_items` padded
+    wordpieces, each padded to its own longest title: padded to the batch's longest title, most of the
+    work would be padding (titles average ~12 pieces, the longest of 1,000 reach 64). Training batches
+    come sorted by length from the batcher and go through whole, so one backward pass serves the batch.
+    """
+    from thinc.api import torch2xp, xp2torch
+
+    shim = model.shims[0]
+    tokenizer = shim._hfmodel.tokenizer
+    encoding = tokenizer(
+        [doc.text for doc in docs],
+        padding="longest",
+        truncation=True,
+        max_length=model.attrs["max_length"],
+        return_tensors="np",
+        return_attention_mask=True,
+        return_token_type_ids=False,
+    )
+    ids, mask = encoding["input_ids"], encoding["attention_mask"]
+    if is_train:
+        if model.attrs["freeze_embeddings"]:
+            # Wordpieces of titles in languages the training data barely has keep their pretrained vectors; and
+            # the largest matrix (XLM-R: 192M of 278M weights) costs no gradient or optimizer update.
+            shim._model.get_input_embeddings().weight.requires_grad_(False)
+        pooled, backprop_encoder = encode_chunk(shim, ids, mask, model.attrs["pooling"], is_train)
+
+        def backprop(d_pooled):
+            grad = xp2torch(d_pooled, device=pooled.device)
+            backprop_encoder(ArgsKwargs(args=(pooled,), kwargs={"grad_tensors": grad}))
+            return []  # docs have no gradient
+
+        return torch2xp(pooled), backprop
+    lengths = mask.sum(axis=1)
+    order = numpy.argsort(lengths, kind="stable")
+    pooled_rows = numpy.zeros((len(docs), shim._model.config.hidden_size), dtype="float32")
+    for rows in length_chunks(lengths[order], model.attrs["max_batch_items"]):
+        chunk = order[rows]
+        width = int(lengths[chunk].max()) if len(chunk) else 0
+        pooled, _ = encode_chunk(shim, ids[chunk, :width], mask[chunk, :width], model.attrs["pooling"], False)
+        pooled_rows[chunk] = pooled.cpu().numpy()
+    return model.ops.asarray2f(pooled_rows), no_gradient
+
+
+def length_chunks(sorted_lengths, max_items: int) -> list[slice]:
+    """Consecutive slices of titles sorted by length whose padded size (count x longest) stays within max_items."""
+    chunks, start = [], 0
+    for end in range(1, len(sorted_lengths) + 1):
+        if end - start > 1 and (end - start) * int(sorted_lengths[end - 1]) > max_items:
+            chunks.append(slice(start, end - 1))
+            start = end - 1
+    if start < len(sorted_lengths):
+        chunks.append(slice(start, len(sorted_lengths)))
+    return chunks
+
+
+def encode_chunk(shim, ids, mask, pooling: str, is_train: bool):
+    """The encoder on one padded chunk (numpy ids and mask), pooled per title: a float32 torch tensor."""
+    import torch
+
+    device = shim._model.device
+    mask_tensor = torch.from_numpy(mask).to(device)
+    inputs = ArgsKwargs(args=(), kwargs={"input_ids": torch.from_numpy(ids).to(device), "attention_mask": mask_tensor})
+    output, backprop = shim(inputs, is_train)
+    hidden = output.last_hidden_state
+    if pooling == "first":
+        pooled = hidden[:, 0]
+    else:
+        weights = mask_tensor.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+    return pooled.float(), backprop  # fp16 under mixed precision; thinc's layers on top are float32
+
+
+def no_gradient(d_pooled) -> list:
+    raise ValueError("titlecat.TransformerTitleClassifier.v1: no gradient outside training (is_train=False)")
