@@ -44,11 +44,11 @@ def score_sets(predict, eval_sets, task, train_titles, seed) -> dict:
     }
 
 
-def reference_bow_data(assets_dir: Path, corpus_dir: Path, task, seed: int, max_per_label: int):
+def reference_bow_data(assets_dir: Path, corpus_dir: Path, pseudo_labels: Path, task, seed: int, max_per_label: int):
     """The reference recipe's data: the curated train split with the CSV's own labels plus every pseudo-label
     once, as the LLM gave it; department oversampled, as the study did."""
     splits, _ = curated_splits(assets_dir, task, seed, max_per_label)
-    examples = splits["train"] + read_pseudo_labels(corpus_dir / "pseudo_labels.jsonl", task)
+    examples = splits["train"] + read_pseudo_labels(pseudo_labels, task)
     if task.name == "department":
         examples = oversample_to_largest(examples, seed)
     return [e.text.lower() for e in examples], [e.label for e in examples]
@@ -75,6 +75,9 @@ def titles_per_second(predict, texts, budget_seconds: float = 3.0) -> float:
 
 def main(
     corpus_dir: Path = typer.Option(Path("corpus")),
+    pseudo_labels: Path = typer.Option(
+        Path("corpus/pseudo_labels/recorded.jsonl"), help="The pseudo-labels the augmented pipelines were trained with"
+    ),
     training_dir: Path = typer.Option(Path("training")),
     assets_dir: Path = typer.Option(Path("assets")),
     output_path: Path = typer.Option(Path("metrics/benchmark.md")),
@@ -120,7 +123,7 @@ def main(
                 typer.echo(f"✔ {rows[-1]['system']} {task.name} {variant}")
             baselines = [("TF-IDF + logistic regression", train_tfidf_logreg, train_texts, train_gold)]
             if variant == "augmented":
-                texts, gold = reference_bow_data(assets_dir, corpus_dir, task, seed, max_per_label)
+                texts, gold = reference_bow_data(assets_dir, corpus_dir, pseudo_labels, task, seed, max_per_label)
                 baselines.append(("reference bag-of-words recipe, retrained", train_reference_bow, texts, gold))
             for system, train_baseline, texts, gold in baselines:
                 start = time.perf_counter()

@@ -3,15 +3,21 @@
 Works without a package index: `spacy package --build wheel` would run `python -m build` in an isolated
 environment, which downloads setuptools. Here `spacy package` only writes the package folder, and the
 wheel is built in this environment (`--no-isolation`) with the setuptools the project depends on.
+
+The wheel requires the minor series of spaCy (and of each other package its pipeline uses, e.g.
+spacy-transformers) it was built with, any patch release: `spacy>=3.8.0,<3.9.0`, not `spacy package`'s
+`>=3.8.18,<3.9.0`, which no older 3.8 install can satisfy although the pipeline loads there.
 """
 
 import json
 import subprocess
 import sys
+from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import srsly
 import typer
+from packaging.version import Version
 from spacy.util import split_requirement
 
 from titlecat.labels import get_task
@@ -69,6 +75,8 @@ def main(
             for key, value in scores.items()
         },
         "titlecat": {"variant": variant, "config": config, "tasks": tasks},
+        # spacy package requires spacy + this (and sets it from the running spaCy's exact patch otherwise)
+        "spacy_version": minor_series(installed_version("spacy")),
         # spacy package finds the requirements of registered functions by their module; the shipped transformer
         # title classifier (--code) loads its encoder through spacy-transformers, which it cannot see.
         "requirements": [TRANSFORMER_REQUIREMENT] if uses_title_transformer(model_path) else [],
@@ -89,8 +97,7 @@ def main(
     build = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--quiet"]
     build += ["--outdir", str(package_dir / "dist")]
     run_step(command, model_path)
-    if code:
-        drop_own_requirement(package_dir, f"{lang}_{name}", version)
+    set_requirements(package_dir, f"{lang}_{name}", version)
     run_step([*build, str(package_dir)], model_path)
     typer.secho(f"✔ {next((package_dir / 'dist').glob('*.whl'))}", fg="green")
 
@@ -101,17 +108,28 @@ def run_step(step: list[str], model_path: Path) -> None:
         raise typer.Exit(1)
 
 
-def drop_own_requirement(package_dir: Path, package_name: str, version: str) -> None:
-    """Take titlecat out of the package's requirements: `spacy package` lists it because the registered
-    functions were found in it, but the wheel ships them itself (`--code`), and pip could not install a
-    wheel that needs titlecat, which is not on PyPI."""
+def minor_series(package_version: str) -> str:
+    """Any patch release of this minor series: 3.8.18 -> '>=3.8.0,<3.9.0' (spaCy's own pipelines say the same)."""
+    major, minor = Version(package_version).release[:2]
+    return f">={major}.{minor}.0,<{major}.{minor + 1}.0"
+
+
+def set_requirements(package_dir: Path, package_name: str, version: str) -> None:
+    """The package's requirements as pip should see them.
+
+    Each package `spacy package` lists (spacy; spacy-transformers for a trf pipeline) is required in the
+    minor series installed here, any patch. titlecat is taken out: `spacy package` lists it because the
+    registered functions were found in it, but the wheel ships them itself (`--code`), and pip could not
+    install a wheel that needs titlecat, which is not on PyPI.
+    """
     # The package's meta (setup.py reads its requirements) and the pipeline's copy inside it.
     for meta_path in (
         package_dir / "meta.json",
         package_dir / package_name / f"{package_name}-{version}" / "meta.json",
     ):
         meta = json.loads(meta_path.read_text())
-        meta["requirements"] = [r for r in meta.get("requirements", []) if split_requirement(r)[0] != "titlecat"]
+        names = [split_requirement(r)[0] for r in meta.get("requirements", [])]
+        meta["requirements"] = [name + minor_series(installed_version(name)) for name in names if name != "titlecat"]
         meta_path.write_text(json.dumps(meta, indent=2) + "\n")
 
 

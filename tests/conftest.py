@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from spacy.util import split_requirement
 
 # No test may reach the Hugging Face Hub: a local folder must load without a network attempt.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -103,6 +102,27 @@ def write_docbins(
     return paths[0], paths[1]
 
 
+def wheel_requirements(wheel: Path) -> dict[str, str]:
+    """What a wheel asks pip for (its METADATA's Requires-Dist): package name -> version specifier."""
+    from packaging.requirements import Requirement
+
+    with zipfile.ZipFile(wheel) as archive:
+        metadata = next(name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
+        requirements = email.message_from_bytes(archive.read(metadata)).get_all("Requires-Dist", [])
+    return {Requirement(r).name.lower(): str(Requirement(r).specifier) for r in requirements}
+
+
+def minor_series_of(package: str) -> str:
+    """The specifier a wheel built here should carry for an installed package: its minor series, any patch."""
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import Version
+
+    major, minor = Version(version(package)).release[:2]
+    return str(SpecifierSet(f">={major}.{minor}.0,<{major}.{minor + 1}.0"))
+
+
 def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str) -> dict:
     """Install a pipeline wheel into a new venv and spacy.load it by package name, outside the project.
 
@@ -126,11 +146,10 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
     Path(site, "dependencies.pth").write_text(f"{dependencies}\n")
     # What the wheel asks pip for must be public packages: a wheel that required titlecat, which is on no
     # index, would not install for anyone (spacy package adds it unless scripts/package.py takes it out).
-    with zipfile.ZipFile(wheel) as archive:
-        metadata = next(name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
-        requirements = email.message_from_bytes(archive.read(metadata)).get_all("Requires-Dist", [])
-    required = {split_requirement(requirement)[0].lower() for requirement in requirements}
-    assert "spacy" in required and "titlecat" not in required, requirements
+    requirements = wheel_requirements(wheel)
+    assert "titlecat" not in requirements, requirements
+    # Any patch of the spaCy minor series it was built with: an older 3.8 install must satisfy it.
+    assert requirements["spacy"] == minor_series_of("spacy"), requirements
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
     check = (
         "import importlib.util, json, sys, spacy\n"
@@ -141,11 +160,3 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
     result = subprocess.run([str(python), "-c", check, package, title], cwd=folder, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
-
-
-def wheel_requirements(wheel: Path) -> dict[str, str]:
-    """The Requires-Dist of a wheel: package name (lower case) -> the whole requirement."""
-    with zipfile.ZipFile(wheel) as archive:
-        metadata = next(name for name in archive.namelist() if name.endswith(".dist-info/METADATA"))
-        requirements = email.message_from_bytes(archive.read(metadata)).get_all("Requires-Dist", [])
-    return {split_requirement(requirement)[0].lower(): requirement for requirement in requirements}

@@ -2,7 +2,7 @@
 
 `script` maps a title to the actions of its successive requests (the last
 action repeats): "ok" (a valid answer from `answers` or Other/Professional),
-"429", "500", "401", "timeout" (sleeps past the client's timeout), "malformed"
+"429", "500", "401", "404" (an unknown model), "timeout" (sleeps past the client's timeout), "malformed"
 (content that is not JSON), "bad_label" (a department outside the set), or
 any other string, sent as the answer content. A 429 carries `Retry-After:
 <retry_after>`. The server stops itself after `lifetime` seconds even if a
@@ -79,6 +79,9 @@ class FakeOpenAI:
                         401,
                         {"error": {"message": "Incorrect API key provided: " + str(self.headers.get("Authorization"))}},
                     )
+                if action == "404":
+                    message = f"The model `{body.get('model')}` does not exist or you do not have access to it."
+                    return self._send(404, {"error": {"message": message, "code": "model_not_found"}})
                 if action == "500":
                     return self._send(500, {"error": {"message": "server error"}})
                 if action == "timeout":

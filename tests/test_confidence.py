@@ -314,7 +314,13 @@ def test_bad_fallback_options_are_errors_naming_the_option(tiny, tmp_path):
         ([*openai, "--llm-share", "2"], "--llm-share must be between"),
         ([*openai, "--llm-share", "0.1", "--llm-tasks", "mood"], "--llm-tasks mood"),
         (["--review-below", "1.5"], "--review-below must be between"),
-    ]
+        # An unset key variable: the fix in predict's own flags, not the pseudo-labelling script's.
+        (["--llm-fallback", "openai", "--llm-api-key-env", "TITLECAT_TEST_UNSET_KEY", "--llm-share", "0.1"],
+         "$TITLECAT_TEST_UNSET_KEY is not set"),
+        (["--llm-fallback", "openai", "--llm-api-key-env", "TITLECAT_TEST_UNSET_KEY", "--llm-share", "0.1"],
+         "with --llm-api-key-env NAME, or send no key to a server that needs none (Ollama, vLLM, llama.cpp) with "
+         "--llm-api-key-env ''"),
+    ]  # fmt: skip
     base = ["predict", str(titles), str(tmp_path / "out.csv"), "--model", str(tiny / "combined"), "--column", "title"]
     for options, message in cases:
         result = CliRunner().invoke(app, [*base, *options, "--no-progress"])

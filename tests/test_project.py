@@ -5,11 +5,20 @@ import json
 import shutil
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import spacy
 import srsly
-from conftest import SMALL_RUN, copy_project, load_wheel_in_fresh_venv, run_project
+from conftest import (
+    REPO,
+    SMALL_RUN,
+    copy_project,
+    load_wheel_in_fresh_venv,
+    minor_series_of,
+    run_project,
+    wheel_requirements,
+)
 from spacy.tokens import DocBin
 
 import titlecat.components  # noqa: F401  (registers the architecture the CPU pipelines use)
@@ -47,7 +56,7 @@ def test_corpora_have_the_protocol_splits_and_full_label_sets(small_project):
 
 
 def test_augmented_train_adds_every_pseudo_label_with_its_weight(small_project):
-    pseudo = (small_project / "corpus" / "pseudo_labels.jsonl").read_text().splitlines()
+    pseudo = (small_project / "corpus" / "pseudo_labels" / "recorded.jsonl").read_text().splitlines()
     weight = srsly.read_yaml(small_project / "project.yml")["vars"]["pseudo_label_weight"]
     assert weight == 3  # the value docs/quality.md chose on held-out CVs
     for name in TASKS:
@@ -164,6 +173,53 @@ def test_wheel_installs_in_a_fresh_venv_and_loads_by_name(small_project, tmp_pat
     assert {split: scores["n"] for split, scores in seniority["metrics"].items()}["ood"] == 623
     assert 0 <= seniority["metrics"]["cv_dev"]["accuracy"] <= 1
     assert {s["name"] for s in meta["sources"]} >= {"seniority-v2.csv", "gemini_synthetic.csv"}
+
+
+def test_wheel_requires_any_patch_of_the_spacy_minor_series_it_was_built_with(tmp_path):
+    """`spacy package` alone would require the exact patch release it ran with (spacy>=3.8.18,<3.9.0)."""
+    from importlib.metadata import version
+
+    from packaging.specifiers import SpecifierSet
+
+    nlp = spacy.blank("xx")
+    textcat = nlp.add_pipe("textcat")
+    for label in TASKS["seniority"].labels:
+        textcat.add_label(label)
+    nlp.initialize()
+    nlp.to_disk(tmp_path / "model")
+    scores = {"n": 10, "accuracy": 0.5, "macro_f1": 0.5, "mae": 1.0}
+    metrics = {"task": "seniority", "test": scores, "cv_dev": scores, "ood": scores}
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "scripts" / "package.py"),
+            str(tmp_path / "model"),
+            str(tmp_path / "packages"),
+            "--name",
+            "titlecat_requirement_test",
+            "--metrics",
+            str(tmp_path / "metrics.json"),
+            "--project-file",
+            str(REPO / "project.yml"),
+            "--code",
+            str(REPO / "titlecat" / "components.py"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (wheel,) = (tmp_path / "packages").glob("*/dist/*.whl")
+    requirements = wheel_requirements(wheel)
+    assert requirements == {"spacy": minor_series_of("spacy")}  # titlecat (found in --code's registry) is out
+    spacy_range = SpecifierSet(requirements["spacy"])
+    major, minor = (int(part) for part in version("spacy").split(".")[:2])
+    assert f"{major}.{minor}.0" in spacy_range and version("spacy") in spacy_range
+    assert f"{major}.{minor + 1}.0" not in spacy_range
+    # The pipeline's own meta says the same, so spacy.load on an older patch warns about nothing (W095).
+    with zipfile.ZipFile(wheel) as archive:
+        (meta,) = (name for name in archive.namelist() if name.endswith("-0.1.0/meta.json"))
+        assert SpecifierSet(json.loads(archive.read(meta))["spacy_version"]) == spacy_range
 
 
 def test_asset_checksum_mismatch_and_missing_file_are_named(tmp_path, data_dir):

@@ -14,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import DATA, REPO
+from conftest import DATA, REPO, copy_project, run_project
 from fake_openai_server import FakeOpenAI
 
 from titlecat.labels import DEPARTMENT_LABELS, SENIORITY_LABELS, TASKS, seniority_from_ordinal
@@ -319,6 +319,25 @@ def test_openai_backend_stops_on_auth_error_without_leaking_the_key(tmp_path, mo
         assert key not in str(error.value)
 
 
+def test_a_404_stops_the_run_with_a_complete_message(tmp_path):
+    """An unknown model (or a base URL without /v1) with no key configured: what to check, then the server's words."""
+    with FakeOpenAI({"Analyst": ["404"]}) as server:
+        overrides = {
+            "components.llm.model.base_url": server.base_url,
+            "components.llm.model.api_key_env": "",  # a local server: the message must not name an empty $variable
+            "paths.store": str(tmp_path / "store.jsonl"),
+        }
+        nlp = load_pipeline(REPO / "configs" / "llm_openai.cfg", overrides)
+        with pytest.raises(BackendError, match="HTTP 404") as error:
+            pseudo_label(nlp, [Position("Analyst", 0, 0, "ACTIVE")], progress=False)
+        assert server.requests["Analyst"] == 1  # no retry
+    message = str(error.value)
+    assert "Check the base URL" in message and "model name" in message and "$" not in message, message
+    assert message.endswith("The server said: " + json.dumps({"error": {"message": "The model `gpt-4o-mini` does not "
+        "exist or you do not have access to it.", "code": "model_not_found"}}))  # fmt: skip
+    assert error.value.settings == ("base_url", "model")
+
+
 def test_openai_run_killed_midway_and_rerun_yields_every_row_once(tmp_path):
     titles = [f"Job Title {i}" for i in range(200)]
     cvs = write_cvs(tmp_path / "cvs.json", titles)
@@ -375,10 +394,14 @@ def test_unset_key_stops_before_the_first_request(tmp_path):
         assert not server.requests and not (tmp_path / "pseudo.jsonl").exists()
 
         # A key-less local server: --no-api-key sends no Authorization header at all.
+        (tmp_path / "pseudo.jsonl").write_text('{"backend": "recorded:gemini-2.0-flash"}\n' * 3)
         result = run_cli([*openai_args(server, cvs, tmp_path), "--no-api-key"], tmp_path, {"TITLECAT_TEST_KEY": None})
         assert result.returncode == 0, result.stdout + result.stderr
         assert server.requests == {"Analyst": 1, "Buchhalter": 1} and server.with_key == 0
         assert len(records(tmp_path / "pseudo.jsonl")) == 2
+        # What it replaced is said, never silently overwritten.
+        note = " ".join(result.stdout.split())
+        assert "held 3 from recorded:gemini-2.0-flash; it now holds 2 from openai:fake-model" in note, note
 
 
 def free_port() -> int:
@@ -521,3 +544,48 @@ def test_progress_shows_failures_and_retries_as_they_happen(tmp_path, monkeypatc
     frames = capsys.readouterr().err.replace("\n", "\r").split("\r")
     # Drawn when the first title failed, while three titles were still to come.
     assert [f for f in frames if "1/4" in f and "failed=1" in f and "retries=2" in f and "HTTP 500" in f], frames
+
+
+# --- through the project: the vars a project user sets ------------------------------------------------------------
+
+
+def test_live_pseudo_labelling_through_the_project_vars(tmp_path, data_dir):
+    """llm_api_key_env, llm_limit and llm_timeout reach the script; its messages name vars; recorded labels stay."""
+    project = copy_project(tmp_path / "project")
+    (project / "assets").mkdir()
+    for name in ("linkedin-cvs-not-annotated.json", "gemini_synthetic.csv", "department-v2.csv", "seniority-v2.csv"):
+        (project / "assets" / name).symlink_to(data_dir / name)  # what the pseudo-label command reads
+    # Stands for the study's pseudo-labels of the recorded backend: a live run must leave them alone.
+    recorded = project / "corpus" / "pseudo_labels" / "recorded.jsonl"
+    recorded.parent.mkdir(parents=True)
+    recorded_bytes = b'{"backend": "recorded:gemini-2.0-flash"}\n'
+    recorded.write_bytes(recorded_bytes)
+    with FakeOpenAI(lifetime=600) as server:  # two project runs: spaCy's start-up alone can take a minute when busy
+        live = ["pseudo-label", ".", "--vars.llm_backend", "openai", "--vars.llm_base_url", server.base_url]
+        live += ["--vars.llm_model", "fake-model"]
+
+        # No key in the variable: the fix is said in vars, not in the script's flags.
+        result = run_project(project, *live, "--vars.llm_api_key_env", "TITLECAT_TEST_UNSET_KEY", check=False)
+        output = result.stdout + result.stderr
+        assert result.returncode != 0 and "✘" in output, output[-3000:]
+        message = " ".join(output[output.index("✘") :].split())  # the error, not the command line spaCy echoes
+        assert "$TITLECAT_TEST_UNSET_KEY is not set" in message, message
+        assert '--vars.llm_api_key_env ""' in message and "--vars.llm_api_key_env NAME" in message, message
+        assert "--no-api-key" not in message and "--api-key-env" not in message
+        assert not server.requests
+
+        # A key-less local server, a smoke test of 5 titles: its own output, the recorded one untouched.
+        result = run_project(project, *live, "--vars.llm_api_key_env", "", "--vars.llm_limit", "5")
+        assert sum(server.requests.values()) == 5 and server.with_key == 0
+        assert len(records(project / "corpus" / "pseudo_labels" / "openai.jsonl")) == 5
+        assert recorded.read_bytes() == recorded_bytes
+        assert "--vars.llm_limit 5" in result.stdout
+
+    # A slow model: llm_timeout is the seconds each request may take.
+    with FakeOpenAI(delay=2.0, lifetime=600) as slow:
+        live[5] = slow.base_url
+        args = [*live, "--vars.llm_api_key_env", "", "--vars.llm_limit", "4", "--vars.llm_timeout", "0.5"]
+        result = run_project(project, *args, check=False)
+        message = " ".join((result.stdout + result.stderr).split())
+        assert result.returncode != 0 and "timed out after 0.5 s" in message, message[-3000:]
+        assert "only slow needs a timeout above 0.5 s [set with --vars.llm_timeout SECONDS]" in message, message

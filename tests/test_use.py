@@ -271,6 +271,15 @@ def test_predict_finds_the_pipelines_functions_without_titlecats_entry_points(ti
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 51
 
 
+def test_predict_outside_the_project_says_where_the_default_model_comes_from(tmp_path):
+    (tmp_path / "titles.txt").write_text("Leiterin Vertrieb\n")
+    result = run_predict("titles.txt", "out.csv", cwd=tmp_path)  # no training/combined here
+    assert result.returncode == 1 and not (tmp_path / "out.csv").exists()
+    (line,) = result.stderr.strip().splitlines()
+    assert "'training/combined'" in line and "spacy project run all" in line and "--model" in line, line
+    assert "E050" not in line
+
+
 def test_unknown_input_format_is_an_error(tmp_path):
     path = tmp_path / "titles.xls"
     path.write_text("x")
@@ -308,6 +317,25 @@ def test_predict_ray_on_two_workers_writes_the_rows_of_predict(tiny, tmp_path):
     assert (tmp_path / "ray.csv").read_text() == (tmp_path / "local.csv").read_text()
     statuses = {row["status"] for row in csv.DictReader((tmp_path / "ray.csv").open())}
     assert statuses == {"ok", "empty", "not_text", "too_long"} and len(rows) == 50000
+    # Success says one thing: no deprecation warning, no Ray start-up notes, no error-level log line.
+    (line,) = distributed.stderr.strip().splitlines()
+    assert line.startswith(f"✔ {tmp_path / 'ray.csv'}: 50,000 rows"), distributed.stderr[-3000:]
+
+
+def test_predict_ray_reports_a_missing_column_in_the_one_line_of_predict(tiny, tmp_path):
+    pytest.importorskip("ray")
+    cv_titles_csv(tmp_path / "titles.csv", n=100)  # columns id, text
+    args = [str(tmp_path / "titles.csv"), str(tmp_path / "out.csv"), "-m", str(tiny / "combined"), "--no-progress"]
+    args += ["--column", "title"]
+    local = subprocess.run([sys.executable, "-m", "titlecat", "predict", *args], capture_output=True, text=True)
+    distributed = subprocess.run(
+        [sys.executable, "-m", "titlecat", "predict-ray", *args], capture_output=True, text=True, timeout=120
+    )
+    assert local.returncode == distributed.returncode == 1
+    (error,) = (line for line in local.stderr.splitlines() if line.startswith("✘"))
+    assert distributed.stderr.strip().splitlines() == [error], distributed.stderr[-3000:]
+    assert "no column 'title'" in distributed.stderr and "Traceback" not in distributed.stderr
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_training_task_folders_load_the_augmented_pipelines_in_a_fresh_process(small_project):

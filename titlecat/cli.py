@@ -15,7 +15,13 @@ app = typer.Typer(
     help="Seniority and department of job titles.", no_args_is_help=True, add_completion=False, rich_markup_mode=None
 )
 
-MODEL = typer.Option("training/combined", "--model", "-m", help="Pipeline folder or installed package name")
+MODEL = typer.Option(
+    "training/combined",
+    "--model",
+    "-m",
+    help="Pipeline folder or installed wheel's package name (e.g. xx_titlecat_combined_cpu). The default is made "
+    "by `spacy project run all` in the project folder",
+)
 COLUMN = typer.Option("text", "--column", "--field", help="CSV/TSV column or JSONL field holding the title")
 ID_COLUMN = typer.Option(None, "--id-column", "--id-field", help="Column/field copied to the output as 'id'")
 FORMAT = typer.Option(None, "--format", help="csv, tsv, jsonl or text; default: from the input's suffix")

@@ -9,10 +9,10 @@ calibrated by a temperature fitted on cv-dev (`set_temperature`; titlecat/confid
 
 Shipped inside the combined wheel with `spacy package --code`, and registered through
 the `spacy_factories` entry point when titlecat is installed, so this module must be
-self-contained: it imports spacy only, never the rest of titlecat.
+self-contained: it imports spacy only, never the rest of titlecat. No `from __future__ import annotations`:
+the combined wheel promises any spaCy 3.8, and spaCy 3.8.2 (with confection 0.1) cannot resolve the
+factory's annotations as strings.
 """
-
-from __future__ import annotations
 
 import catalogue
 from spacy.language import Language

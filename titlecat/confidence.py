@@ -387,6 +387,23 @@ def llm_config_path(backend: str) -> Path:
     )
 
 
+# How titlecat predict's users set the settings a titlecat.llm error names (BackendError.settings).
+FALLBACK_FLAGS = {"base_url": "--llm-base-url", "model": "--llm-model", "api_key_env": "--llm-api-key-env NAME"}
+
+
+def llm_error_message(error: Exception) -> str:
+    """A titlecat.llm error with its fix in titlecat predict's flags."""
+    from .llm import BackendError, MissingKey
+
+    if isinstance(error, MissingKey):
+        return (
+            f"{error.problem}. Export it, name the variable that holds the key with --llm-api-key-env NAME, or send "
+            "no key to a server that needs none (Ollama, vLLM, llama.cpp) with --llm-api-key-env ''"
+        )
+    flags = [FALLBACK_FLAGS[name] for name in getattr(error, "settings", ()) if name in FALLBACK_FLAGS]
+    return f"{error} [set with {', '.join(flags)}]" if isinstance(error, BackendError) and flags else str(error)
+
+
 class LLMFallback:
     """The project's spacy-llm task (configs/llm_<backend>.cfg) answering titles on request.
 
@@ -406,11 +423,7 @@ class LLMFallback:
         try:
             self.nlp = load_pipeline(config_path, settings)
         except Exception as error:  # spaCy's config errors, BackendError (an unset key variable), missing files
-            raise FallbackError(
-                f"--llm-fallback {config_path}: {error} (in titlecat predict: --llm-api-key-env NAME, or '' for no key)"
-                if "api-key-env" in str(error)
-                else f"--llm-fallback {config_path}: {error}"
-            ) from None
+            raise FallbackError(f"--llm-fallback {config_path}: {llm_error_message(error)}") from None
         self.backend = llm_model(self.nlp).backend
         self.counts: Counter = Counter()
 
@@ -431,7 +444,8 @@ class LLMFallback:
             records, rejects, counts = pseudo_label(self.nlp, positions, progress=self.progress)
         except (BackendError, StoreBusy) as error:
             raise FallbackError(
-                f"LLM fallback: {error} (answers so far are kept in {self.store}: a rerun asks only for the rest)"
+                f"LLM fallback: {llm_error_message(error)} (answers so far are kept in {self.store}: a rerun asks "
+                "only for the rest)"
             ) from None
         self.counts.update({key: counts[key] for key in ("requests", "from_cache")})
         self.counts["failed"] += len(rejects)

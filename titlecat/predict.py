@@ -114,6 +114,13 @@ def load_pipeline(model: str | Path, gpu_id: int = -1) -> Language:
         check_gpu(gpu_id, option="--gpu-id", use="predict")
         spacy.require_gpu(gpu_id)
     path = Path(model)
+    if not path.exists() and not spacy.util.is_package(str(model)):
+        raise OSError(
+            f"no pipeline {str(model)!r}: no such folder in {Path.cwd()} and no installed package of that name. "
+            "The default, training/combined, is made by `spacy project run all` in the titlecat project folder: "
+            "run there, or name a pipeline with --model: its folder, or the package name of an installed wheel "
+            "(e.g. xx_titlecat_combined_cpu)"
+        )
     nlp = spacy.load(path.resolve() if path.exists() else str(model))
     freeze_long_lived_objects()
     return nlp

@@ -3,6 +3,7 @@
 from .models import (
     BackendError,
     LLMResponse,
+    MissingKey,
     OpenAICompatibleModel,
     RecordedModel,
     SpacyLLMModel,
@@ -19,6 +20,7 @@ __all__ = [
     "InvalidAnswer",
     "JobTitleTask",
     "LLMResponse",
+    "MissingKey",
     "OpenAICompatibleModel",
     "ParsedAnswer",
     "RESULT_KEY",

@@ -73,7 +73,28 @@ class NoRecordedAnswer(LookupError):
 
 
 class BackendError(RuntimeError):
-    """A problem no retry fixes (bad key, unknown model, bad URL): stops the run."""
+    """A problem no retry fixes (bad key, unknown model, bad URL): stops the run.
+
+    `settings` names the model settings (config keys of `[components.llm.model]`) that fix it, so that a
+    command line can say how its own users set them (a script flag, a project var).
+    """
+
+    def __init__(self, message: str, settings: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.settings = settings
+
+
+class MissingKey(BackendError):
+    """The environment variable that should hold the key is unset or empty (checked before any request)."""
+
+    def __init__(self, variable: str, base_url: str, model: str):
+        self.variable = variable
+        self.problem = f"${variable} is not set: it should hold the key for {base_url} (model {model!r})"
+        super().__init__(
+            f'{self.problem}. Export it, set api_key_env to the variable that holds it, or set api_key_env = "" '
+            "for a server that needs no key (Ollama, vLLM, llama.cpp)",
+            settings=("api_key_env",),
+        )
 
 
 class Listener(Protocol):
@@ -266,11 +287,7 @@ class OpenAICompatibleModel(TitleModel):
         self.api_key_env = api_key_env
         if api_key_env and not os.environ.get(api_key_env):
             # Checked before anything is sent: a missing key would otherwise show up as 401s, or worse, as nothing.
-            raise BackendError(
-                f"${api_key_env} is not set: it should hold the key for {base_url} (model {model!r}). Export it, "
-                "name another variable with --api-key-env, or pass --no-api-key for a server that needs no key "
-                "(Ollama, vLLM, llama.cpp)"
-            )
+            raise MissingKey(api_key_env, base_url, model)
         super().__init__(store_path=store_path, retry_invalid=retry_invalid, concurrency=concurrency)
         self.backend = f"openai:{model}"
         self.params: dict[str, Any] = {"temperature": temperature, "max_tokens": max_tokens}
@@ -300,11 +317,32 @@ class OpenAICompatibleModel(TitleModel):
         key = os.environ.get(self.api_key_env) or "" if self.api_key_env else ""
         return text.replace(key, "***") if len(key) >= 4 else text
 
-    def _down(self) -> BackendError:
+    def _refused(self, response: requests.Response) -> BackendError:
+        """An HTTP error no retry fixes (401, 403, 404, 400, ...): what to check, then the server's own words."""
+        settings: tuple[str, ...] = ("base_url", "model")
+        check = "the base URL (the part before /chat/completions) and the model name"
+        if self.api_key_env:
+            settings += ("api_key_env",)
+            check += f", and the key in ${self.api_key_env}"
+        elif response.status_code in (401, 403):
+            check += "; the server wants a key and none was sent"
+        body = self._redact(response.text[:300]).strip() or "(empty body)"
         return BackendError(
+            f"{self.url}: HTTP {response.status_code} for model {self.model!r}, not retried. Check {check}. "
+            f"The server said: {body}",
+            settings=settings,
+        )
+
+    def _down(self) -> BackendError:
+        message = (
             f"{self.url} (model {self.model!r}) looks down: {self.breaker.tripped_titles} titles in a row got no "
             f"answer; last cause: {self.breaker.last_cause}. Stopped"
         )
+        if self.breaker.last_cause.startswith("timed out"):
+            # A slow model (a local one on CPU) is not down: it needs more time per answer.
+            message += f". A model that is only slow needs a timeout above {self.timeout} s"
+            return BackendError(message, settings=("timeout",))
+        return BackendError(message, settings=("base_url",))
 
     def _check_running(self) -> None:
         if self.breaker.tripped:
@@ -351,10 +389,7 @@ class OpenAICompatibleModel(TitleModel):
                         # The server pushes back: every worker pauses, not only this one.
                         self.throttle.push_back(sent_at, retry_after)
                 else:
-                    raise BackendError(
-                        f"{self.url}: HTTP {response.status_code} for model {self.model!r} (no retry: check "
-                        f"base URL, model name and ${self.api_key_env}): {self._redact(response.text[:300])}"
-                    )
+                    raise self._refused(response)
             last = attempt + 1 == self.max_tries
             if down and self.breaker.failure(prompt.title, problem, sent_at=sent_at, gave_up=last):
                 raise self._down()
