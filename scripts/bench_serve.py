@@ -30,31 +30,13 @@ import httpx
 import typer
 
 from titlecat.readers import read_cv_positions
+from titlecat.serve import start_server
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def start_server(model: Path, port: int, workers: int, log: Path) -> subprocess.Popen:
-    """The server's log goes to a file: a pipe nobody reads would block it once full."""
-    command = [sys.executable, "-m", "titlecat", "serve", "--model", str(model), "--port", str(port)]
-    with log.open("w") as file:
-        server = subprocess.Popen([*command, "--workers", str(workers)], stdout=file, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"titlecat serve exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            pass
-        time.sleep(0.3)
-    server.kill()
-    raise RuntimeError("titlecat serve did not answer /health within 120 s")
 
 
 class Tally:
@@ -153,7 +135,7 @@ def bench_server(model: Path, workers: int, titles: list[str], batch: int, secon
     """(row name, tally, seconds) of each phase, against one server with `workers` processes."""
     port = free_port()
     url = f"http://127.0.0.1:{port}/v1/label"
-    server = start_server(model, port, workers, work_dir / f"server_{workers}.log")
+    server = start_server(model, port, work_dir / f"server_{workers}.log", ["--workers", str(workers)])
     rows = []
     try:
         for clients in (1, 8, 32):

@@ -17,8 +17,6 @@ import base64
 import csv
 import io
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,6 +30,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+from titlecat.serve import start_server
+
 TYPED = ["Leiterin Vertrieb DACH", "Junior Data Scientist", "Chef de projet marketing", "Head of HR", "12345"]
 UPLOADED = ["Geschäftsführer", "Senior Account Manager", "", "Einkäufer", "Praktikant Marketing", "CTO"]
 
@@ -40,24 +40,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def start_server(model: Path, metrics: list[Path], port: int, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "titlecat", "serve", "--model", str(model), "--port", str(port)]
-    command += [argument for path in metrics for argument in ("--metrics", str(path))]
-    with log.open("w") as file:
-        server = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"titlecat serve exited: {log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return server
-        except httpx.TransportError:
-            time.sleep(0.3)
-    server.kill()
-    raise RuntimeError("titlecat serve did not answer /health within 120 s")
 
 
 def browser(chromium: Path, chromedriver: Path, downloads: Path, width: int, height: int) -> webdriver.Chrome:
@@ -128,7 +110,9 @@ def main(
     work = Path(tempfile.mkdtemp(prefix="titlecat-page-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start_server(model, [path for path in metrics if path.exists()], port, work / "serve.log")
+    server = start_server(
+        model, port, work / "serve.log", [o for path in metrics if path.exists() for o in ("--metrics", str(path))]
+    )
     driver = None
     try:
         tasks = list(httpx.get(f"{base}/v1/metadata").json()["tasks"])

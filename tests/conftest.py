@@ -160,3 +160,21 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
     result = subprocess.run([str(python), "-c", check, package, title], cwd=folder, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
+
+
+def train_small_pipelines(folder: Path) -> Path:
+    """A seniority and a department CPU pipeline trained on 300 curated titles each (folder/<task>/model-best),
+    and their combination (folder/combined)."""
+    import spacy
+    from spacy.cli.train import train
+
+    import titlecat.components  # noqa: F401
+    from titlecat.combined import combine
+    from titlecat.labels import TASKS
+
+    for task in TASKS:
+        train_path, dev_path = write_docbins(folder / "corpus" / task, task, 300, 60)
+        overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path)}
+        train(REPO / "configs" / "cpu.cfg", folder / task, overrides=overrides)
+    combine({task: spacy.load(folder / task / "model-best") for task in TASKS}).to_disk(folder / "combined")
+    return folder

@@ -16,10 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-import spacy
-from conftest import curated_examples, write_docbins
+from conftest import curated_examples, train_small_pipelines
 
-from titlecat.combined import combine
 from titlecat.labels import TASKS
 from titlecat.predict import answers, check_title, load_pipeline, pipeline_tasks, predict_file
 from titlecat.serve import MAX_BODY_BYTES, MAX_TITLES, WARM_TITLES, Labeller, pipeline_metadata
@@ -32,17 +30,7 @@ MIXED_STATUSES = ["ok", "empty", "empty", "not_text", "too_long", "undecodable",
 @pytest.fixture(scope="module")
 def pipelines(tmp_path_factory, data_dir) -> Path:
     """A small seniority and department pipeline (300 curated titles each) and their combination."""
-    from spacy.cli.train import train
-
-    import titlecat.components  # noqa: F401
-
-    folder = tmp_path_factory.mktemp("serve-pipelines")
-    for task in TASKS:
-        train_path, dev_path = write_docbins(folder / "corpus" / task, task, 300, 60)
-        overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path)}
-        train(Path(__file__).parent.parent / "configs" / "cpu.cfg", folder / task, overrides=overrides)
-    combine({task: spacy.load(folder / task / "model-best") for task in TASKS}).to_disk(folder / "combined")
-    return folder
+    return train_small_pipelines(tmp_path_factory.mktemp("serve-pipelines"))
 
 
 def free_port() -> int:

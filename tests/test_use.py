@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 import spacy
-from conftest import DATA, load_wheel_in_fresh_venv, write_docbins
+from conftest import DATA, load_wheel_in_fresh_venv, train_small_pipelines
 
 from titlecat import predict as predict_module
-from titlecat.combined import combine
 from titlecat.labels import TASKS
 from titlecat.predict import check_title, load_pipeline, predict_file
 from titlecat.readers import DataError, normalise_title, read_cv_positions
@@ -43,18 +42,7 @@ def load_fresh(model: Path | str, title: str, cwd: Path | None = None) -> dict:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, data_dir) -> Path:
     """A small seniority and department pipeline trained on 300 curated titles each, and their combination."""
-    from spacy.cli.train import train
-
-    import titlecat.components  # noqa: F401
-
-    folder = tmp_path_factory.mktemp("tiny")
-    for task in TASKS:
-        train_path, dev_path = write_docbins(folder / "corpus" / task, task, 300, 60)
-        overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path)}
-        train(Path(__file__).parent.parent / "configs" / "cpu.cfg", folder / task, overrides=overrides)
-    sources = {task: spacy.load(folder / task / "model-best") for task in TASKS}
-    combine(sources).to_disk(folder / "combined")
-    return folder
+    return train_small_pipelines(tmp_path_factory.mktemp("tiny"))
 
 
 def cv_titles_csv(path: Path, n: int | None = None) -> list[dict]:

@@ -537,3 +537,29 @@ def serve(
     os.environ[MODEL_ENV] = model
     os.environ[METRICS_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in metrics_paths)
     uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
+
+
+def start_server(model: Path | str, port: int, log: Path, options: Sequence[str] = (), timeout: float = 120.0):
+    """`titlecat serve` in a subprocess on 127.0.0.1:port, returned once /health answers (for the load
+    benchmark and the page check). Its log goes to a file: a pipe nobody reads would block it once full."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    command = [sys.executable, "-m", "titlecat", "serve", "--model", str(model), "--port", str(port), *options]
+    with Path(log).open("w") as file:
+        server = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"titlecat serve exited: {Path(log).read_text()[-3000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    server.kill()
+    raise RuntimeError(f"titlecat serve did not answer /health within {timeout:.0f} s")
