@@ -361,7 +361,7 @@ def test_the_project_calibrates_and_the_benchmark_reports_confidence(small_proje
         )
         assert fallback_rows[0]["accuracy"] == pipeline["ood"]["accuracy"]  # budget 0 is the pipeline itself
     markdown = (small_project / "metrics" / "benchmark.md").read_text()
-    assert "## Confidence (augmented pipelines)" in markdown and "| cpu | department | 25% | 156 |" in markdown
+    assert "## Confidence (augmented pipelines)" in markdown and "| titlecat cpu | department | 25% | 156 |" in markdown
     assert (small_project / "metrics" / "coverage.png").stat().st_size > 1000
     (package,) = (small_project / "packages" / "cpu").glob("xx_titlecat_combined_cpu-*")
     meta = json.loads(next(package.rglob("meta.json")).read_text())
