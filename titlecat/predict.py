@@ -1,7 +1,7 @@
 """Batch prediction: label a file of job titles with seniority and department, streaming in chunks.
 
 The pieces are shared by `titlecat predict` (one machine) and `titlecat predict-ray`
-(Ray Data), so both write the same rows: read (readers.read_titles) → check each title
+(Ray actors), so both write the same rows: read (readers.read_titles) → check each title
 (`check_records`) → label the good ones (`label_records`) → write (`PredictionWriter`).
 `predict --n-process N` labels the chunks in a pool of N processes started once (`labelled_in_pool`).
 """
