@@ -136,10 +136,14 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
     work would be padding (titles average ~12 pieces, the longest of 1,000 reach 64). Training batches
     come sorted by length from the batcher and go through whole, so one backward pass serves the batch.
     """
+    import torch
     from thinc.api import torch2xp, xp2torch
 
     shim = model.shims[0]
+    if not docs:
+        return model.ops.alloc2f(0, model.get_dim("nO")), no_gradient
     tokenizer = shim._hfmodel.tokenizer
+    tokenizer.padding_side = "right"  # the chunks below cut each title's padding off its end
     encoding = tokenizer(
         [doc.text for doc in docs],
         padding="longest",
@@ -165,13 +169,18 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
         return torch2xp(pooled), backprop
     lengths = mask.sum(axis=1)
     order = numpy.argsort(lengths, kind="stable")
-    pooled_rows = numpy.zeros((len(docs), shim._model.config.hidden_size), dtype="float32")
+    pooled_chunks = []
     for rows in length_chunks(lengths[order], model.attrs["max_batch_items"]):
         chunk = order[rows]
-        width = int(lengths[chunk].max()) if len(chunk) else 0
-        pooled, _ = encode_chunk(shim, ids[chunk, :width], mask[chunk, :width], model.attrs["pooling"], False)
-        pooled_rows[chunk] = pooled.cpu().numpy()
-    return model.ops.asarray2f(pooled_rows), no_gradient
+        width = int(lengths[chunk].max())
+        pooled_chunks.append(
+            encode_chunk(shim, ids[chunk, :width], mask[chunk, :width], model.attrs["pooling"], False)[0]
+        )
+    # The chunks hold the titles in length order; back to the batch's order, on the device.
+    pooled = torch.cat(pooled_chunks)
+    position = numpy.empty_like(order)
+    position[order] = numpy.arange(len(order))
+    return torch2xp(pooled[torch.from_numpy(position).to(pooled.device)]), no_gradient
 
 
 def length_chunks(sorted_lengths, max_items: int) -> list[slice]:
