@@ -351,3 +351,16 @@ def test_predict_in_the_project_uses_the_linked_combined_pipeline(small_project,
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader((tmp_path / "labels.csv").open()))
     assert {row["department"] for row in rows if row["status"] == "ok"} <= set(TASKS["department"].labels)
+
+
+def test_predict_ray_without_ray_names_the_extra(tmp_path):
+    """Where Ray is not installed, predict-ray says which extra brings it, in one line, not a traceback."""
+    titles = tmp_path / "titles.txt"
+    titles.write_text("CEO\n", encoding="utf-8")
+    without_ray = "import sys; sys.modules['ray'] = None; from titlecat.cli import app; app()"
+    result = subprocess.run(
+        [sys.executable, "-c", without_ray, "predict-ray", str(titles), str(tmp_path / "out.csv")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip() == "✘ predict-ray needs Ray: pip install 'titlecat[distributed]'"

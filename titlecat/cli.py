@@ -139,7 +139,12 @@ def predict_ray_command(
     progress: bool = typer.Option(True, help="Progress bar with titles/s on stderr"),
 ):
     """The same rows as `predict`, computed on a Ray cluster (pip install 'titlecat[distributed]')."""
-    from .distributed import predict_ray
+    try:
+        from .distributed import predict_ray
+    except ModuleNotFoundError as error:
+        if error.name != "ray":
+            raise
+        fail(ModuleNotFoundError("predict-ray needs Ray: pip install 'titlecat[distributed]'"))
 
     try:
         summary = predict_ray(
