@@ -84,15 +84,26 @@ def predict(
     """
     if gpu_id >= 0 and n_process != 1:
         fail(ValueError(f"--gpu-id {gpu_id} predicts in one process: drop --n-process {n_process}"))
-    from .confidence import row_postprocess  # scikit-learn and the LLM code load only for `predict`
-
+    postprocess = None
     try:
         check_paths(input_path, output_path)
-        llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
-        llm_settings["concurrency"] = llm_concurrency
-        postprocess = row_postprocess(
-            output_path, review_below, llm_fallback, llm_share, llm_below, llm_tasks, llm_store, llm_settings, progress
-        )
+        if any(option is not None for option in (review_below, llm_fallback, llm_share, llm_below)):
+            # scikit-learn and the LLM code load only when a confidence option asks for them
+            from .confidence import row_postprocess
+
+            llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
+            llm_settings["concurrency"] = llm_concurrency
+            postprocess = row_postprocess(
+                output_path,
+                review_below,
+                llm_fallback,
+                llm_share,
+                llm_below,
+                llm_tasks,
+                llm_store,
+                llm_settings,
+                progress,
+            )
         summary = predict_file(
             load_pipeline(model, gpu_id),
             input_path,
