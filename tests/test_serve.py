@@ -170,6 +170,8 @@ BAD_REQUESTS = [
     ("ids too short", b'{"titles": ["a", "b"], "ids": [1]}', 422, "ids: expected a list as long as titles (2)"),
     ("an id an object", b'{"titles": ["a"], "ids": [{}]}', 422, "ids[0]: expected a string or an integer"),
     ("all_scores a string", b'{"titles": ["a"], "all_scores": "yes"}', 422, "all_scores: expected true or false"),
+    ("review_below over 1", b'{"titles": ["a"], "review_below": 1.5}', 422, "review_below: expected a number between"),
+    ("review_below a string", b'{"titles": ["a"], "review_below": "0.5"}', 422, "review_below: expected a number"),
     (
         "too many titles",
         json.dumps({"titles": ["CEO"] * (MAX_TITLES + 1)}).encode(),
@@ -209,6 +211,23 @@ def test_an_upload_over_the_limit_gets_413_before_it_is_read(server):
         answer = connection.recv(4096).decode()
     assert answer.startswith("HTTP/1.1 413") and "body: over the limit of 104,857,600 bytes" in answer
     assert server.alive()
+
+
+def test_review_below_flags_the_rows_with_a_score_below_it(server, nlp):
+    titles = [example.text for example in curated_examples("department", 60, seed=21)] + MIXED
+    expected = expected_rows(nlp, titles)
+    # The median of the lower score of each answered title: both flags occur.
+    lowest = sorted(min(row["seniority_score"], row["department_score"]) for row in expected if row["status"] == "ok")
+    threshold = lowest[len(lowest) // 2]
+    results = server.label({"titles": titles, "review_below": threshold}).json()["results"]
+    flags = [row["needs_review"] for row in results]
+    for row, flag in zip(expected, flags, strict=True):
+        if row["status"] == "ok":
+            assert flag == (row["seniority_score"] < threshold or row["department_score"] < threshold), row
+        else:
+            assert flag is None
+    assert {True, False} <= set(flags)
+    assert "needs_review" not in server.label({"titles": titles[:3]}).json()["results"][0]
 
 
 def test_concurrent_clients_get_their_own_answers_batched_together(server, nlp):
@@ -308,6 +327,21 @@ def test_an_uploaded_jsonl_file_comes_back_as_jsonl_with_every_score(server, tmp
     rows = [json.loads(line) for line in response.text.splitlines()]
     assert [row["status"] for row in rows] == MIXED_STATUSES
     assert "department:Sales" in rows[0] and rows[1]["department:Sales"] is None
+    assert "needs_review" not in rows[0]
+
+
+def test_an_upload_with_review_below_gets_the_needs_review_column(server, tmp_path):
+    titles = [example.text for example in curated_examples("seniority", 60, seed=23)] + MIXED
+    content = "".join(json.dumps({"text": title}) + "\n" for title in titles).encode()
+    response = server.post("/v1/label-file", files={"file": ("titles.jsonl", content)}, data={"review_below": "0.9"})
+    assert response.status_code == 200, response.text
+    rows = [json.loads(line) for line in response.text.splitlines()]
+    for row in rows:
+        if row["status"] == "ok":
+            assert row["needs_review"] == (min(row["seniority_score"], row["department_score"]) < 0.9), row
+        else:
+            assert row["needs_review"] is None
+    assert {True, False} <= {row["needs_review"] for row in rows}
 
 
 def test_an_uploaded_excel_file_comes_back_as_titlecat_predict_writes_it(server, nlp, tmp_path):
@@ -343,6 +377,7 @@ def test_an_uploaded_excel_file_comes_back_as_titlecat_predict_writes_it(server,
         ("titles.doc", b"CEO\n", {}, 400, "file: titles.doc: file name: unknown format"),
         ("titles.csv", b"text\nCEO\n", {"output": "xml"}, 422, "output: expected csv, tsv or jsonl"),
         ("titles.csv", b"text\nCEO\n", {"all_scores": "maybe"}, 422, "all_scores:"),
+        ("titles.csv", b"text\nCEO\n", {"review_below": "2"}, 422, "review_below:"),
     ],
 )
 def test_a_bad_upload_gets_a_4xx_naming_the_upload_and_its_line(server, name, content, data, status, message):
@@ -359,7 +394,9 @@ def test_an_upload_without_a_file_gets_422(server):
 
 
 def test_a_one_task_pipeline_answers_its_task_with_two_workers(pipelines, tmp_path, nlp):
-    running = Server(pipelines / "seniority" / "model-best", tmp_path / "serve.log", "--workers", "2")
+    """Also: --review-below is every worker's default, and a request's own threshold overrides it."""
+    model = pipelines / "seniority" / "model-best"
+    running = Server(model, tmp_path / "serve.log", "--workers", "2", "--review-below", "1")
     try:
         titles = ["Geschäftsführer", "Praktikant Marketing", ""]
         with ThreadPoolExecutor(8) as pool:
@@ -368,9 +405,15 @@ def test_a_one_task_pipeline_answers_its_task_with_two_workers(pipelines, tmp_pa
         expected = expected_rows(seniority, titles)
         for response in responses:
             assert response.status_code == 200
-            assert [without_nulls(row) for row in response.json()["results"]] == expected
-        assert set(response.json()["results"][0]) == {"status", "seniority", "seniority_score"}
-        assert list(httpx.get(f"{running.url}/v1/metadata").json()["tasks"]) == ["seniority"]
+            # Every score is below 1: the server's threshold flags each answered title.
+            results = response.json()["results"]
+            assert [row.pop("needs_review") for row in results] == [True, True, None]
+            assert [without_nulls(row) for row in results] == expected
+        assert set(response.json()["results"][0]) == {"status", "seniority", "seniority_score", "needs_review"}
+        overridden = running.label({"titles": titles, "review_below": 0}).json()["results"]
+        assert [row["needs_review"] for row in overridden] == [False, False, None]
+        metadata = httpx.get(f"{running.url}/v1/metadata").json()
+        assert list(metadata["tasks"]) == ["seniority"] and metadata["review_below"] == 1.0
     finally:
         running.stop()
 

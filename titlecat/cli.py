@@ -187,6 +187,9 @@ def serve(
         [], "--metrics", exists=True, dir_okay=False, help="evaluate's JSON of a task, shown in /v1/metadata and on /"
     ),
     access_log: bool = typer.Option(False, help="Log every request (costs throughput)"),
+    review_below: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="Add needs_review to every answer: true where a score is below this"
+    ),
 ):
     """Label titles over HTTP (POST /v1/label, /v1/label-file) and on a web page at / (needs the 'serve' extra).
 
@@ -200,7 +203,7 @@ def serve(
     if not path.exists() and not spacy_package(model):
         fail(ValueError(f"--model {model}: no such folder or installed pipeline package"))
     try:
-        run_server(model, host, port, workers, metrics, access_log)
+        run_server(model, host, port, workers, metrics, access_log, review_below=review_below)
     except (OSError, ValueError) as error:
         fail(error)
 

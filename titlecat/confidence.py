@@ -25,6 +25,7 @@ from sklearn.metrics import f1_score
 
 from .labels import TASKS, Task
 from .metrics import bootstrap_intervals, ordinal_mae
+from .predict import check_review_below, needs_review
 
 # Equal-width bins of the top score over [0, 1] (Guo et al., 2017, used 15).
 BINS = 15
@@ -478,8 +479,7 @@ class RowPostprocess:
         llm_share: float | None = None,
         llm_below: float | None = None,
     ):
-        if review_below is not None and not 0.0 <= review_below <= 1.0:
-            raise ValueError(f"--review-below must be between 0 and 1, not {review_below}")
+        check_review_below(review_below)
         if llm is not None:
             if (llm_share is None) == (llm_below is None):
                 raise ValueError("--llm-fallback needs exactly one of --llm-share and --llm-below")
@@ -507,7 +507,6 @@ class RowPostprocess:
     def __call__(self, rows: list[dict], texts: Sequence[str]) -> list[dict]:
         """Rows of one chunk (and their checked titles, same order), changed in place and returned."""
         ok = [i for i, row in enumerate(rows) if row["status"] == "ok"]
-        llm_answered: dict[int, set[str]] = {}
         if self.llm is not None:
             chosen = {
                 task: [
@@ -526,11 +525,10 @@ class RowPostprocess:
                         rows[i][f"{task}_answered_by"] = "llm_failed"
                         continue
                     rows[i].update({task: answer[task], f"{task}_score": None, f"{task}_answered_by": "llm"})
-                    llm_answered.setdefault(i, set()).add(task)
         if self.review_below is not None:
             for i in ok:
-                model_scores = [rows[i][f"{t}_score"] for t in self.tasks if t not in llm_answered.get(i, ())]
-                rows[i]["needs_review"] = any(score < self.review_below for score in model_scores)
+                # The LLM's answer was the second opinion: its score is empty, so needs_review skips it.
+                rows[i]["needs_review"] = needs_review(rows[i], self.tasks, self.review_below)
                 self.flagged += rows[i]["needs_review"]
         return rows
 

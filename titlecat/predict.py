@@ -165,6 +165,19 @@ def answers(cats: dict[str, float], tasks: dict[str, tuple[str, ...]], all_score
     return row
 
 
+def needs_review(row: dict, tasks: Sequence[str], review_below: float) -> bool | None:
+    """The review flag of an output row: true where a task's model score is below `review_below`, None for a row
+    that is not ok (its status says what is wrong). A task without a score (answered by the LLM) is not flagged."""
+    if row["status"] != "ok":
+        return None
+    return any(row[f"{task}_score"] is not None and row[f"{task}_score"] < review_below for task in tasks)
+
+
+def check_review_below(review_below: float | None, name: str = "--review-below") -> None:
+    if review_below is not None and not 0.0 <= review_below <= 1.0:
+        raise ValueError(f"{name} must be between 0 and 1, not {review_below}")
+
+
 def label_records(
     nlp: Language,
     tasks: dict[str, tuple[str, ...]],

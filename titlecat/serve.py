@@ -43,8 +43,10 @@ from .predict import (
     STATUSES,
     Summary,
     answers,
+    check_review_below,
     check_title,
     load_pipeline,
+    needs_review,
     output_fields,
     pipeline_tasks,
     predict_file,
@@ -69,6 +71,7 @@ SIZE_DELAY = 0.001
 WARM_TITLES = 10_000
 MODEL_ENV = "TITLECAT_SERVE_MODEL"
 METRICS_ENV = "TITLECAT_SERVE_METRICS"
+REVIEW_ENV = "TITLECAT_SERVE_REVIEW_BELOW"
 SPLITS = ("test", "cv_dev", "ood")
 ROW_FIELDS = ("line", "status")  # of predict's output rows: /v1/label answers in order, with no line
 METRIC_KEYS = ("n", "accuracy", "macro_f1", "mae")
@@ -89,8 +92,19 @@ def json_type(value: object) -> str:
     return "null" if value is None else JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def parse_label_request(body: bytes, max_titles: int = MAX_TITLES) -> tuple[list[str], list | None, bool]:
-    """(titles, ids, all_scores) of a /v1/label body; BadRequest naming the field otherwise."""
+def parse_review_below(value: object, field_name: str = "review_below") -> float | None:
+    """A review threshold from a request: a number between 0 and 1, or None; BadRequest naming the field."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+        found = repr(value) if isinstance(value, int | float) and not isinstance(value, bool) else json_type(value)
+        raise BadRequest(422, f"{field_name}: expected a number between 0 and 1, found {found}")
+    return float(value)
+
+
+def parse_label_request(body: bytes, max_titles: int = MAX_TITLES) -> tuple[list[str], list | None, dict]:
+    """(titles, ids, options) of a /v1/label body, options being all_scores and review_below (None where the
+    request has none); BadRequest naming the field otherwise."""
     try:
         data = json.loads(body)
     except UnicodeDecodeError:
@@ -102,9 +116,9 @@ def parse_label_request(body: bytes, max_titles: int = MAX_TITLES) -> tuple[list
         raise BadRequest(400, "body: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise BadRequest(422, f'body: expected a JSON object like {{"titles": [...]}}, found {json_type(data)}')
-    unknown = sorted(set(data) - {"titles", "ids", "all_scores"})
+    unknown = sorted(set(data) - {"titles", "ids", "all_scores", "review_below"})
     if unknown:
-        raise BadRequest(422, f"{unknown[0]}: unknown field (expected titles, ids, all_scores)")
+        raise BadRequest(422, f"{unknown[0]}: unknown field (expected titles, ids, all_scores, review_below)")
     if "titles" not in data:
         raise BadRequest(422, "titles: missing (a list of job titles)")
     titles = data["titles"]
@@ -126,7 +140,7 @@ def parse_label_request(body: bytes, max_titles: int = MAX_TITLES) -> tuple[list
     all_scores = data.get("all_scores", False)
     if not isinstance(all_scores, bool):
         raise BadRequest(422, f"all_scores: expected true or false, found {json_type(all_scores)}")
-    return titles, ids, all_scores
+    return titles, ids, {"all_scores": all_scores, "review_below": parse_review_below(data.get("review_below"))}
 
 
 @dataclass(order=True)
@@ -349,6 +363,13 @@ class LabelRequest(BaseModel):
     )
     ids: list[str | int] | None = Field(None, description="Copied to each result as 'id'; as long as titles")
     all_scores: bool = Field(False, description="Add every label's score as '<task>:<label>'")
+    review_below: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Add needs_review: true where a task's score is below this (null for rows not ok); "
+        "default: the server's --review-below, if any",
+    )
 
 
 class LabelResult(BaseModel):
@@ -359,6 +380,7 @@ class LabelResult(BaseModel):
     seniority_score: float | None = None
     department: str | None = Field(None, description="Only for a pipeline that answers department; None unless ok")
     department_score: float | None = None
+    needs_review: bool | None = Field(None, description="Only when review_below applies: a score below it")
 
 
 class LabelResponse(BaseModel):
@@ -373,11 +395,16 @@ LABEL_SCHEMA = LabelRequest.model_json_schema()
 ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 422)}
 
 
-def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> FastAPI:
-    """The service for one pipeline (a folder or an installed package name), loaded here, once."""
+def create_app(
+    model: str | Path, metrics_paths: Sequence[Path | str] = (), review_below: float | None = None
+) -> FastAPI:
+    """The service for one pipeline (a folder or an installed package name), loaded here, once. `review_below`
+    is the review threshold of requests that name none (None: no needs_review unless a request asks)."""
+    check_review_below(review_below)
     nlp = load_pipeline(model)
     labeller = Labeller(nlp)
     metadata = pipeline_metadata(nlp, metrics_paths)
+    metadata["review_below"] = review_below  # the default of requests that name no threshold
     page = resources.files("titlecat").joinpath("static", "index.html").read_text(encoding="utf-8")
     # Files are labelled on their own copy of the pipeline, loaded at the first upload, on their own thread:
     # a large upload slows /v1/label down (the two share the CPUs) but never stops it.
@@ -439,10 +466,14 @@ def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> F
         wrong type (422); the message names the field. A bad title is not a bad request: its row gets a status.
         """
         try:
-            titles, ids, all_scores = parse_label_request(await request.body())
+            titles, ids, options = parse_label_request(await request.body())
         except BadRequest as bad:
             return error(bad.status, bad.message)
-        rows = await labeller.label(titles, ids, all_scores)
+        rows = await labeller.label(titles, ids, options["all_scores"])
+        threshold = review_below if options["review_below"] is None else options["review_below"]
+        if threshold is not None:
+            for row in rows:
+                row["needs_review"] = needs_review(row, labeller.tasks, threshold)
         # ASCII output: an id may hold a lone surrogate, which only an escape can carry.
         return Response(json.dumps({"results": rows}, separators=(",", ":")), media_type="application/json")
 
@@ -468,6 +499,9 @@ def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> F
         sheet: str = Form("", description="Excel sheet: its name or number (1 = the first); default the first"),
         output: str = Form("", description="csv, tsv or jsonl; default: the input's, or csv"),
         all_scores: bool = Form(False, description="Add the score of every label"),
+        review_below: float | None = Form(
+            None, ge=0.0, le=1.0, description="Add needs_review (a score below this); default: the server's"
+        ),
     ) -> Response:
         """Label an uploaded file as `titlecat predict` does and send it back (line, [id], status, answers).
 
@@ -487,6 +521,11 @@ def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> F
                 await asyncio.to_thread(shutil.copyfileobj, file.file, target)
             options = {"column": column, "id_column": id_column or None, "input_format": input_format or None}
             options.update(encoding=encoding or None, delimiter=delimiter or None, sheet=sheet or None)
+            threshold = review_below if review_below is not None else app.state.review_below
+            if threshold is not None:
+                from .confidence import RowPostprocess  # scikit-learn: loaded at the first upload that asks
+
+                options["postprocess"] = RowPostprocess(threshold)
             summary = await asyncio.get_running_loop().run_in_executor(
                 files["executor"],
                 partial(predict_upload, input_path, output_path, all_scores=all_scores, **options),
@@ -507,13 +546,15 @@ def create_app(model: str | Path, metrics_paths: Sequence[Path | str] = ()) -> F
 
     app.state.labeller = labeller
     app.state.files = files
+    app.state.review_below = review_below
     return app
 
 
 def app_from_env() -> FastAPI:
     """The app factory of each `--workers` process: the model and metrics come from the environment."""
     metrics = [path for path in os.environ.get(METRICS_ENV, "").split(os.pathsep) if path]
-    return create_app(os.environ[MODEL_ENV], metrics)
+    review_below = os.environ.get(REVIEW_ENV)
+    return create_app(os.environ[MODEL_ENV], metrics, float(review_below) if review_below else None)
 
 
 def serve(
@@ -524,6 +565,7 @@ def serve(
     metrics_paths: Sequence[Path] = (),
     access_log: bool = False,
     log_level: str = "info",
+    review_below: float | None = None,
 ) -> None:
     """Run the service until interrupted. One worker loads the pipeline here; N workers load it in each process."""
     import uvicorn
@@ -531,10 +573,12 @@ def serve(
     path = Path(model)
     model = str(path.resolve()) if path.exists() else model
     options = {"host": host, "port": port, "access_log": access_log, "log_level": log_level}
+    check_review_below(review_below)
     if workers == 1:
-        uvicorn.run(create_app(model, metrics_paths), **options)
+        uvicorn.run(create_app(model, metrics_paths, review_below), **options)
         return
     os.environ[MODEL_ENV] = model
+    os.environ[REVIEW_ENV] = "" if review_below is None else repr(review_below)
     os.environ[METRICS_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in metrics_paths)
     uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
 
