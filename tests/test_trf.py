@@ -307,3 +307,26 @@ def test_trf_freeze_embeddings(tiny_xlmr_dir, freeze):
     assert not (
         after["encoder.layer.0.attention.self.query.weight"] == before["encoder.layer.0.attention.self.query.weight"]
     ).all()
+
+
+def test_oversampled_corpus_balances_every_label_and_keeps_every_title(tmp_path):
+    """train.py --oversample (the class-balance option of the transformer recipe): each label as often as the
+    largest, every original title kept, the same file for the same seed."""
+    from collections import Counter
+
+    from titlecat.corpus import oversampled_docbin, read_docbin
+
+    task = get_task("department")
+    train, _ = write_docbins(tmp_path, task.name, 200, 1, seed=3)
+    texts, labels = read_docbin(train, task)
+    counts = Counter(labels)
+    assert len(set(counts.values())) > 1  # curated department labels are unbalanced
+    balanced_path = tmp_path / "balanced.spacy"
+    oversampled_docbin(train, task, seed=42).to_disk(balanced_path)
+    balanced_texts, balanced_labels = read_docbin(balanced_path, task)
+    assert Counter(balanced_labels) == dict.fromkeys(counts, max(counts.values()))
+    assert balanced_texts[: len(texts)] == texts and balanced_labels[: len(labels)] == labels
+    assert set(zip(balanced_texts, balanced_labels, strict=True)) == set(zip(texts, labels, strict=True))
+    again = tmp_path / "again.spacy"
+    oversampled_docbin(train, task, seed=42).to_disk(again)
+    assert again.read_bytes() == balanced_path.read_bytes()

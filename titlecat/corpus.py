@@ -98,6 +98,15 @@ def read_docbin(path: Path | str, task: Task, nlp: spacy.Language | None = None)
     return texts, labels
 
 
+def oversampled_docbin(path: Path | str, task: Task, seed: int) -> DocBin:
+    """A corpus file with every label drawn up to the size of the largest (`oversample_to_largest`): the
+    class balance the reference study trained its seniority transformer with."""
+    texts, labels = read_docbin(path, task)
+    pairs = enumerate(zip(texts, labels, strict=True))
+    examples = [Example(text, label, Path(path).name, index) for index, (text, label) in pairs]
+    return to_docbin(oversample_to_largest(examples, seed), task)
+
+
 def label_counts(examples: Iterable[Example], task: Task) -> dict[str, int]:
     counts = Counter(example.label for example in examples)
     return {label: counts.get(label, 0) for label in task.labels}
