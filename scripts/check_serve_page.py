@@ -5,8 +5,8 @@ Needs `apt-get install chromium chromium-driver` and `pip install -e ".[serve,br
 then checks, as a person would use the page:
 1. the pipeline's labels and metrics are shown;
 2. titles typed into the box get both answers with scores, the same as POST /v1/label answers;
-3. a CSV uploaded through the form comes back labelled, downloaded by the browser, the same rows as
-   POST /v1/label gives for its titles;
+3. a CSV uploaded through the form (with a review threshold) comes back labelled, downloaded by the browser,
+   the same rows as POST /v1/label gives for its titles, with the needs_review column;
 and saves a screenshot of the page (--screenshot, docs/serve.png). Exits 1 naming the first check that failed.
 Not in CI (CI has no Chromium); run by hand after changing the page or the service.
 """
@@ -34,6 +34,7 @@ from titlecat.serve import start_server
 
 TYPED = ["Leiterin Vertrieb DACH", "Junior Data Scientist", "Chef de projet marketing", "Head of HR", "12345"]
 UPLOADED = ["Geschäftsführer", "Senior Account Manager", "", "Einkäufer", "Praktikant Marketing", "CTO"]
+REVIEW_BELOW = 0.9
 
 
 def free_port() -> int:
@@ -149,6 +150,7 @@ def main(
         column.clear()
         column.send_keys("title")
         driver.find_element(By.ID, "id-column").send_keys("id")
+        driver.find_element(By.ID, "review-below").send_keys(str(REVIEW_BELOW))
         driver.find_element(By.ID, "label-file").click()
         wait.until(lambda d: d.find_elements(By.ID, "download"))
         driver.find_element(By.ID, "download").click()
@@ -169,6 +171,16 @@ def main(
             [row["id"] for row in rows] == [f"p{index}" for index in range(len(UPLOADED))]
             and as_api == [{key: answer[key] for key in as_api[0]} for answer in answers],
             f"its {len(rows)} rows hold the ids, statuses and answers of /v1/label",
+        )
+        flags = [row["needs_review"] for row in rows]
+        check(
+            flags
+            == [
+                "" if answer["status"] != "ok" else str(min(answer[f"{t}_score"] for t in tasks) < REVIEW_BELOW)
+                for answer in answers
+            ]
+            and "True" in flags,
+            f"the review threshold {REVIEW_BELOW} typed in the form gives the needs_review column: {flags}",
         )
         summary = driver.find_element(By.ID, "file-result").text
         check("rows" in summary and "labelled" in summary, f"the page shows the summary: {summary!r}")

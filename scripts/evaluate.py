@@ -23,8 +23,16 @@ def main(
     train_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="The pipeline's training corpus"),
     output_path: Path = typer.Argument(..., dir_okay=False, help="Metrics JSON; PNGs go beside it"),
     gpu_id: int = typer.Option(-1),
+    splits: str = typer.Option(
+        ",".join(("test", *CV_SETS)),
+        help="Comma-separated corpus files to score; a recipe comparison scores dev,cv_dev and never ood",
+    ),
 ):
     task = get_task(task_name)
+    names = [split.strip() for split in splits.split(",") if split.strip()]
+    missing = [split for split in names if not (corpus_dir / f"{split}.spacy").exists()]
+    if not names or missing:
+        raise typer.BadParameter(f"no corpus file {corpus_dir}/{(missing or ['?'])[0]}.spacy", param_hint="--splits")
     if gpu_id >= 0:
         spacy.require_gpu(gpu_id)
     nlp = spacy.load(model_path)
@@ -37,7 +45,7 @@ def main(
         "model": str(model_path),
         "train_corpus": str(train_path),
     }
-    for split in ("test", *CV_SETS):
+    for split in names:
         texts, gold = read_docbin(corpus_dir / f"{split}.spacy", task, nlp)
         start = time.perf_counter()
         predicted = predict_labels(nlp, texts)
