@@ -9,7 +9,7 @@ from spacy.cli.train import train
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
 import titlecat.trf_textcat  # noqa: F401
-from titlecat.corpus import TRAIN_FILES, oversampled_docbin
+from titlecat.corpus import BALANCED_READER, TRAIN_FILES
 from titlecat.labels import get_task
 from titlecat.preflight import PreflightError, config_file, preflight, transformer_block
 
@@ -29,7 +29,12 @@ def main(
     transformer: str = typer.Option("xlm-roberta-base", help="Hub name or local folder (transformer configs only)"),
     name: str = typer.Option("", help="Folder under training_dir; default: the config's name"),
     learn_rate: float = typer.Option(0.0, help="Peak learning rate; 0 = the config's own"),
-    oversample: bool = typer.Option(False, help="Train on every label drawn up to the largest's size (seeded)"),
+    oversample: bool | None = typer.Option(
+        None,
+        "--oversample/--no-oversample",
+        help="Class balance: every label drawn up to the largest's size (seeded); default: the config's "
+        "corpora.train.oversample_tasks (titlecat.ClassBalancedCorpus.v1)",
+    ),
 ):
     task = get_task(task_name)
     train_file = TRAIN_FILES.get(variant)
@@ -47,12 +52,11 @@ def main(
     overrides.update({f"training.{name}": value for name, value in caps.items() if value > 0})
     if learn_rate > 0:
         overrides["training.optimizer.learn_rate.initial_rate"] = learn_rate
-    if oversample:
-        balanced = output_dir / f"oversampled_{train_file}"
-        output_dir.mkdir(parents=True, exist_ok=True)
-        oversampled_docbin(overrides["paths.train"], task, seed).to_disk(balanced)
-        overrides["paths.train"] = str(balanced)
     config_path = config_file(config)
+    if oversample is not None:
+        if BALANCED_READER not in (config_path or Path("configs") / f"{config}.cfg").read_text(encoding="utf-8"):
+            raise typer.BadParameter(f"the {config} config's [corpora.train] is not {BALANCED_READER}")
+        overrides["corpora.train.oversample_tasks"] = [task.name] if oversample else []
     block = transformer_block(config_path.read_text(encoding="utf-8")) if config_path else None
     if block:
         overrides[f"{block}.name"] = transformer

@@ -34,7 +34,9 @@ def main(
     patience: int = typer.Option(0),
     eval_frequency: int = typer.Option(0),
     learn_rate: float = typer.Option(0.0, help="Peak learning rate; 0 = the config's own"),
-    oversample: bool = typer.Option(False, help="Class balance: every label drawn up to the largest's size"),
+    oversample: bool | None = typer.Option(
+        None, "--oversample/--no-oversample", help="Class balance for every task; default: the config's"
+    ),
 ):
     try:
         folder = standin_model_folder()
@@ -44,7 +46,7 @@ def main(
     typer.echo(f"stand-in encoder: {STANDIN_NAME} from {folder} (not xlm-roberta-base)")
     caps = ["--max-steps", str(max_steps), "--max-epochs", str(max_epochs), "--patience", str(patience)]
     caps += ["--eval-frequency", str(eval_frequency), "--learn-rate", str(learn_rate)]
-    caps += ["--oversample"] if oversample else []
+    caps += [] if oversample is None else ["--oversample" if oversample else "--no-oversample"]
     for task_name in tasks:
         task = get_task(task_name)
         for variant in variants:

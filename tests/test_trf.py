@@ -309,24 +309,32 @@ def test_trf_freeze_embeddings(tiny_xlmr_dir, freeze):
     ).all()
 
 
-def test_oversampled_corpus_balances_every_label_and_keeps_every_title(tmp_path):
-    """train.py --oversample (the class-balance option of the transformer recipe): each label as often as the
-    largest, every original title kept, the same file for the same seed."""
+def test_class_balanced_corpus_oversamples_the_listed_tasks_only(tmp_path):
+    """configs/trf.cfg's train reader (class balance of the transformer recipe): for a listed task each label as
+    often as the largest, every original title kept first, the same list for the same seed; other tasks as read."""
     from collections import Counter
 
-    from titlecat.corpus import oversampled_docbin, read_docbin
+    import spacy
 
+    from titlecat.corpus import create_class_balanced_corpus, read_docbin
+
+    nlp = spacy.blank("xx")
     task = get_task("department")
     train, _ = write_docbins(tmp_path, task.name, 200, 1, seed=3)
     texts, labels = read_docbin(train, task)
     counts = Counter(labels)
     assert len(set(counts.values())) > 1  # curated department labels are unbalanced
-    balanced_path = tmp_path / "balanced.spacy"
-    oversampled_docbin(train, task, seed=42).to_disk(balanced_path)
-    balanced_texts, balanced_labels = read_docbin(balanced_path, task)
+
+    def read(oversample_tasks, seed=42):
+        examples = create_class_balanced_corpus(train, oversample_tasks, seed)(nlp)
+        return [e.reference.text for e in examples], [max(e.reference.cats, key=e.reference.cats.get) for e in examples]
+
+    balanced_texts, balanced_labels = read(["department"])
     assert Counter(balanced_labels) == dict.fromkeys(counts, max(counts.values()))
     assert balanced_texts[: len(texts)] == texts and balanced_labels[: len(labels)] == labels
     assert set(zip(balanced_texts, balanced_labels, strict=True)) == set(zip(texts, labels, strict=True))
-    again = tmp_path / "again.spacy"
-    oversampled_docbin(train, task, seed=42).to_disk(again)
-    assert again.read_bytes() == balanced_path.read_bytes()
+    assert read(["department"]) == (balanced_texts, balanced_labels)
+    assert read(["department"], seed=7) != (balanced_texts, balanced_labels)
+    assert read(["seniority"]) == (texts, labels) == read([])
+    with pytest.raises(ValueError, match="oversample_tasks: 'dept' is no task"):
+        create_class_balanced_corpus(train, ["dept"], 42)

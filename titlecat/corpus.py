@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
+from operator import attrgetter
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import spacy
 from sklearn.model_selection import train_test_split
+from spacy.language import Language
 from spacy.tokens import DocBin
+from spacy.training import Corpus
+from spacy.training import Example as SpacyExample
 
-from .labels import Task, one_hot
+from .labels import TASKS, Task, one_hot
 from .readers import Example, read_curated_csv
 
 SPLITS = ("train", "dev", "test")
@@ -20,6 +25,8 @@ SPLITS = ("train", "dev", "test")
 CV_SETS = {"cv_dev": "cv_dev.spacy", "ood": "ood.spacy"}
 # The training corpus of each variant: curated train, or curated train + pseudo-labelled CV titles.
 TRAIN_FILES = {"base": "train.spacy", "augmented": "train_augmented.spacy"}
+T = TypeVar("T")
+BALANCED_READER = "titlecat.ClassBalancedCorpus.v1"
 
 
 def subsample_per_label(examples: Sequence[Example], max_per_label: int, seed: int) -> list[Example]:
@@ -44,13 +51,15 @@ def harmonise(examples: Sequence[Example], task: Task) -> tuple[list[Example], i
     return mapped, sum(e.label != m.label for e, m in zip(examples, mapped, strict=True))
 
 
-def oversample_to_largest(examples: Sequence[Example], seed: int) -> list[Example]:
+def oversample_to_largest(examples: Sequence[T], seed: int, label: Callable[[T], str] = attrgetter("label")) -> list[T]:
     """Every label drawn up to the size of the largest (with replacement, seeded), as imbalanced-learn's
-    RandomOverSampler does: the reference study's department recipe, retrained in the benchmark."""
+    RandomOverSampler does: the reference study's recipe (its department bag-of-words, retrained in the
+    benchmark, and its seniority transformer), and the transformer recipe's class balance (docs/trf_recipe.md).
+    The examples come first, in their order, then the drawn copies, label by label."""
     rng = np.random.RandomState(seed)
-    by_label: dict[str, list[Example]] = {}
+    by_label: dict[str, list[T]] = {}
     for example in examples:
-        by_label.setdefault(example.label, []).append(example)
+        by_label.setdefault(label(example), []).append(example)
     largest = max(len(group) for group in by_label.values())
     balanced = list(examples)
     for label in sorted(by_label):
@@ -98,13 +107,35 @@ def read_docbin(path: Path | str, task: Task, nlp: spacy.Language | None = None)
     return texts, labels
 
 
-def oversampled_docbin(path: Path | str, task: Task, seed: int) -> DocBin:
-    """A corpus file with every label drawn up to the size of the largest (`oversample_to_largest`): the
-    class balance the reference study trained its seniority transformer with."""
-    texts, labels = read_docbin(path, task)
-    pairs = enumerate(zip(texts, labels, strict=True))
-    examples = [Example(text, label, Path(path).name, index) for index, (text, label) in pairs]
-    return to_docbin(oversample_to_largest(examples, seed), task)
+def corpus_task(cats: dict[str, float], path: Path | str) -> Task:
+    """The task whose labels a corpus's doc.cats hold."""
+    for task in TASKS.values():
+        if set(cats) == set(task.labels):
+            return task
+    raise ValueError(f"{path}: doc.cats labels {sorted(cats)} are those of no task ({', '.join(TASKS)})")
+
+
+@spacy.registry.readers(BALANCED_READER)
+def create_class_balanced_corpus(
+    path: Path, oversample_tasks: list[str], seed: int
+) -> Callable[[Language], list[SpacyExample]]:
+    """spaCy's Corpus of a task's DocBin; for a task named in `oversample_tasks`, every label drawn up to the size
+    of the largest (`oversample_to_largest`, seeded). The training loop shuffles the examples every epoch."""
+    unknown = sorted(set(oversample_tasks) - set(TASKS))
+    if unknown:
+        raise ValueError(f"corpora.train.oversample_tasks: {unknown[0]!r} is no task ({', '.join(TASKS)})")
+    corpus = Corpus(path)
+
+    def read(nlp: Language) -> list[SpacyExample]:
+        examples = list(corpus(nlp))
+        if not examples:
+            return examples
+        task = corpus_task(examples[0].reference.cats, path)
+        if task.name not in oversample_tasks:
+            return examples
+        return oversample_to_largest(examples, seed, lambda example: max(task.labels, key=example.reference.cats.get))
+
+    return read
 
 
 def label_counts(examples: Iterable[Example], task: Task) -> dict[str, int]:
