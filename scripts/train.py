@@ -53,11 +53,12 @@ def main(
     if learn_rate > 0:
         overrides["training.optimizer.learn_rate.initial_rate"] = learn_rate
     config_path = config_file(config)
+    config_text = config_path.read_text(encoding="utf-8") if config_path else ""
     if oversample is not None:
-        if BALANCED_READER not in (config_path or Path("configs") / f"{config}.cfg").read_text(encoding="utf-8"):
+        if BALANCED_READER not in config_text:
             raise typer.BadParameter(f"the {config} config's [corpora.train] is not {BALANCED_READER}")
         overrides["corpora.train.oversample_tasks"] = [task.name] if oversample else []
-    block = transformer_block(config_path.read_text(encoding="utf-8")) if config_path else None
+    block = transformer_block(config_text) if config_path else None
     if block:
         overrides[f"{block}.name"] = transformer
         # Mixed precision is a GPU feature: thinc's gradient scaler refuses CPU tensors.

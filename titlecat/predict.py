@@ -173,9 +173,9 @@ def needs_review(row: dict, tasks: Sequence[str], review_below: float) -> bool |
     return any(row[f"{task}_score"] is not None and row[f"{task}_score"] < review_below for task in tasks)
 
 
-def check_review_below(review_below: float | None, name: str = "--review-below") -> None:
+def check_review_below(review_below: float | None) -> None:
     if review_below is not None and not 0.0 <= review_below <= 1.0:
-        raise ValueError(f"{name} must be between 0 and 1, not {review_below}")
+        raise ValueError(f"--review-below must be between 0 and 1, not {review_below}")
 
 
 def label_records(

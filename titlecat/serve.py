@@ -92,13 +92,13 @@ def json_type(value: object) -> str:
     return "null" if value is None else JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def parse_review_below(value: object, field_name: str = "review_below") -> float | None:
+def parse_review_below(value: object) -> float | None:
     """A review threshold from a request: a number between 0 and 1, or None; BadRequest naming the field."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
         found = repr(value) if isinstance(value, int | float) and not isinstance(value, bool) else json_type(value)
-        raise BadRequest(422, f"{field_name}: expected a number between 0 and 1, found {found}")
+        raise BadRequest(422, f"review_below: expected a number between 0 and 1, found {found}")
     return float(value)
 
 
@@ -401,6 +401,7 @@ def create_app(
     """The service for one pipeline (a folder or an installed package name), loaded here, once. `review_below`
     is the review threshold of requests that name none (None: no needs_review unless a request asks)."""
     check_review_below(review_below)
+    default_review_below = review_below  # the upload handler's own `review_below` field shadows the name
     nlp = load_pipeline(model)
     labeller = Labeller(nlp)
     metadata = pipeline_metadata(nlp, metrics_paths)
@@ -470,7 +471,7 @@ def create_app(
         except BadRequest as bad:
             return error(bad.status, bad.message)
         rows = await labeller.label(titles, ids, options["all_scores"])
-        threshold = review_below if options["review_below"] is None else options["review_below"]
+        threshold = default_review_below if options["review_below"] is None else options["review_below"]
         if threshold is not None:
             for row in rows:
                 row["needs_review"] = needs_review(row, labeller.tasks, threshold)
@@ -521,7 +522,7 @@ def create_app(
                 await asyncio.to_thread(shutil.copyfileobj, file.file, target)
             options = {"column": column, "id_column": id_column or None, "input_format": input_format or None}
             options.update(encoding=encoding or None, delimiter=delimiter or None, sheet=sheet or None)
-            threshold = review_below if review_below is not None else app.state.review_below
+            threshold = default_review_below if review_below is None else review_below
             if threshold is not None:
                 from .confidence import RowPostprocess  # scikit-learn: loaded at the first upload that asks
 
@@ -546,7 +547,6 @@ def create_app(
 
     app.state.labeller = labeller
     app.state.files = files
-    app.state.review_below = review_below
     return app
 
 
