@@ -8,6 +8,8 @@ local random-weight model: the tiny XLM-R of the tests or one of xlm-roberta-bas
   benchmark  time per training step and titles/s of several configs (e.g. a git revision's config
              against the working tree's), no profiler, as a table with ratios
   quality    dev macro-F1 of `spacy train` on the tiny model for each config, at the same steps budget
+  gpu        on a GPU: seconds per training step with the GPU's utilisation (nvidia-smi), dev scoring,
+             and `titlecat predict` titles/s by batch size, chunk size and precision, with a CPU profile
 
 A config is a path, or REV:PATH for that file at a git revision (e.g. 2078805:configs/trf.cfg).
 """
@@ -22,6 +24,7 @@ import pstats
 import random
 import subprocess
 import tempfile
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -83,30 +86,35 @@ def model_folder(shape: str, cache: Path, task_name: str) -> Path:
 class Run:
     """A config initialised on a model: the pipeline, its optimizer, batcher and corpora, as `spacy train` has them."""
 
-    def __init__(self, spec: str, model: Path, task_name: str, seed: int = 0):
+    def __init__(self, spec: str, model: Path, task_name: str, seed: int = 0, gpu_id: int = -1, overrides=None):
+        text = config_text(spec)
         overrides = {
             "paths.train": f"corpus/{task_name}/train.spacy",
             "paths.dev": f"corpus/{task_name}/dev.spacy",
             "system.seed": seed,
+            f"{transformer_block(text)}.name": str(model),
+            **(overrides or {}),
         }
-        text = config_text(spec)
-        overrides[f"{transformer_block(text)}.name"] = str(model)
         config = load_config_from_str(text, overrides=overrides, interpolate=False)
         self.name = spec
-        self.nlp = init_nlp(config, use_gpu=-1)
+        self.nlp = init_nlp(config, use_gpu=gpu_id)  # on a GPU: the config's gpu_allocator, as spacy train
         resolved = config.interpolate()
         training = registry.resolve(resolved["training"], schema=ConfigSchemaTraining)
         train_corpus, dev_corpus = resolve_dot_names(resolved, [training["train_corpus"], training["dev_corpus"]])
         self.optimizer, self.dropout = training["optimizer"], training["dropout"]
         examples = list(train_corpus(self.nlp))
         random.Random(seed).shuffle(examples)
-        self.batches = iter(training["batcher"](examples))
+        self.batcher, self.examples = training["batcher"], examples
+        self.batches = iter(self.batcher(examples))
         self.dev = list(dev_corpus(self.nlp))
         self.texts = [eg.reference.text for eg in examples]
 
     def step(self) -> int:
         """One training step as spaCy's loop runs it; returns the titles in the batch."""
-        batch = next(self.batches)
+        batch = next(self.batches, None)
+        if batch is None:  # a new epoch
+            self.batches = iter(self.batcher(self.examples))
+            batch = next(self.batches)
         self.nlp.update(batch, drop=self.dropout, sgd=self.optimizer)
         self.optimizer.step_schedules()
         return len(batch)
@@ -383,6 +391,210 @@ def quality(
         typer.echo(lines[-1])
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines) + "\n")
+    typer.echo(f"✔ {output}")
+
+
+class GpuSampler:
+    """nvidia-smi's utilisation (%) and memory (MiB) of one GPU every `interval_ms`, read in a thread."""
+
+    def __init__(self, gpu_id: int, interval_ms: int = 100):
+        self.samples: list[tuple[float, float, float]] = []  # (perf_counter, utilisation, memory)
+        self.process = None
+        if gpu_id < 0:
+            return
+        query = ["nvidia-smi", "-i", str(gpu_id), "--query-gpu=utilization.gpu,memory.used"]
+        self.process = subprocess.Popen(
+            [*query, "--format=csv,noheader,nounits", "-lms", str(interval_ms)], stdout=subprocess.PIPE, text=True
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            try:
+                utilisation, memory = (float(value) for value in line.split(","))
+            except ValueError:
+                continue
+            self.samples.append((time.perf_counter(), utilisation, memory))
+
+    def window(self, start: float, end: float) -> dict:
+        inside = [sample for sample in self.samples if start <= sample[0] <= end]
+        if not inside:
+            return {"gpu_util_mean": None, "gpu_util_max": None, "gpu_mem_max_mib": None}
+        return {
+            "gpu_util_mean": sum(s[1] for s in inside) / len(inside),
+            "gpu_util_max": max(s[1] for s in inside),
+            "gpu_mem_max_mib": max(s[2] for s in inside),
+        }
+
+    def close(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+
+
+def synchronize(gpu_id: int) -> None:
+    """Wait for the GPU's queued work, so that a timer's end counts it."""
+    if gpu_id >= 0:
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def measured(sampler: GpuSampler, gpu_id: int, function, *args):
+    """function(*args) timed to the end of its GPU work: (result, wall s, process CPU s, utilisation window)."""
+    synchronize(gpu_id)
+    start = time.perf_counter()
+    result, _, cpu = timed(function, *args)
+    synchronize(gpu_id)
+    end = time.perf_counter()
+    time.sleep(0.3)  # the sampler's last lines of the window
+    return result, end - start, cpu, sampler.window(start, end)
+
+
+def number(value: float | None, spec: str, unit: str = "") -> str:
+    return "–" if value is None else format(value, spec) + unit
+
+
+def utilisation(window: dict) -> str:
+    if window["gpu_util_mean"] is None:
+        return "–"
+    return f"{window['gpu_util_mean']:.0f}% ({window['gpu_util_max']:.0f}%)"
+
+
+@app.command()
+def gpu(
+    config: str = typer.Option("configs/trf.cfg", help="PATH or REV:PATH"),
+    shape: str = typer.Option("base", help="base (xlm-roberta-base's shape, random weights) or tiny"),
+    task_name: str = typer.Option("department", "--task"),
+    gpu_id: int = typer.Option(0, help="-1: a dry run on CPU (no utilisation, no mixed precision)"),
+    warmup_steps: int = typer.Option(10, help="Untimed training steps first (CUDA kernels, allocator)"),
+    steps: int = typer.Option(100, help="Timed training steps per batch size"),
+    train_batch_sizes: str = typer.Option("1500", help="Comma-separated batcher sizes (padded spaCy tokens)"),
+    profile_steps: int = typer.Option(20, help="Training steps under cProfile (0: none)"),
+    file_titles: int = typer.Option(40000, help="Titles in the file that `titlecat predict` labels"),
+    batch_sizes: str = typer.Option("1000,4000", help="Comma-separated `titlecat predict --batch-size` values"),
+    max_batch_items: str = typer.Option("8192,32768", help="Comma-separated padded wordpieces per forward pass"),
+    profile_titles: int = typer.Option(10000, help="Titles predicted under cProfile (0: none)"),
+    cache: Path = typer.Option(Path(tempfile.gettempdir()) / "titlecat-models"),
+    output: Path = typer.Option(Path("metrics/trf_gpu.md")),
+):
+    """Training and prediction of the trf config on a GPU: where the time goes and how busy the GPU is."""
+    import torch
+
+    from titlecat.predict import load_pipeline, predict_file
+    from titlecat.preflight import check_gpu
+
+    if gpu_id >= 0:
+        check_gpu(gpu_id, option="--gpu-id", use="profile")
+        import spacy
+
+        spacy.require_gpu(gpu_id)
+    block = transformer_block(config_text(config))
+    sampler = GpuSampler(gpu_id)
+    model = model_folder(shape, cache, task_name)
+    scratch = Path(tempfile.mkdtemp(prefix="titlecat-trf-gpu-"))
+    rows, top = {"train": [], "predict": []}, {}
+    pipeline = scratch / "pipeline"
+    for size in (int(value) for value in train_batch_sizes.split(",")):
+        overrides = {"training.batcher.size": size, f"{block}.mixed_precision": gpu_id >= 0}
+        run = Run(config, model, task_name, gpu_id=gpu_id, overrides=overrides)
+        for _ in range(warmup_steps):
+            run.step()
+        titles, wall, cpu, window = measured(sampler, gpu_id, lambda: sum(run.step() for _ in range(steps)))  # noqa: B023
+        _, eval_wall, _, eval_window = measured(sampler, gpu_id, run.evaluate)
+        rows["train"].append(
+            {
+                "batch_size": size,
+                "titles_per_step": titles / steps,
+                "step_wall_s": wall / steps,
+                "step_cpu_s": cpu / steps,
+                "train_titles_per_s": titles / wall,
+                **window,
+                "dev_titles_per_s": len(run.dev) / eval_wall,
+                "dev_gpu_util_mean": eval_window["gpu_util_mean"],
+            }
+        )
+        typer.echo(f"✔ training, batcher size {size}: {rows['train'][-1]}")
+        if profile_steps and "train" not in top:
+            profiler = cProfile.Profile()
+            profiler.runcall(lambda: [run.step() for _ in range(profile_steps)])  # noqa: B023
+            top["train"] = top_functions(profiler, 15)
+        if not pipeline.exists():
+            run.nlp.to_disk(pipeline)
+        run = None  # its model and optimizer state off the GPU before the next one
+        if gpu_id >= 0:
+            torch.cuda.empty_cache()
+    titles_file = write_titles_file(scratch / "titles.txt", task_name, file_titles)
+    nlp = load_pipeline(pipeline, gpu_id)  # as `titlecat predict --gpu-id` loads it
+    encoder = nlp.get_pipe("textcat").model.get_ref("encoder")
+    shim = encoder.shims[0]
+    out = scratch / "labels.csv"
+    for mixed_precision in (True, False) if gpu_id >= 0 else (False,):
+        shim._mixed_precision = mixed_precision  # HFShim's autocast switch (the config's mixed_precision)
+        for items in (int(value) for value in max_batch_items.split(",")):
+            encoder.attrs["max_batch_items"] = items
+            for batch_size in (int(value) for value in batch_sizes.split(",")):
+                _, wall, cpu, window = measured(
+                    sampler,
+                    gpu_id,
+                    lambda: predict_file(nlp, titles_file, out, batch_size=batch_size, progress=False),  # noqa: B023
+                )
+                rows["predict"].append(
+                    {
+                        "mixed_precision": mixed_precision,
+                        "max_batch_items": items,
+                        "batch_size": batch_size,
+                        "titles_per_s": file_titles / wall,
+                        "titles_per_cpu_s": file_titles / cpu,
+                        **window,
+                    }
+                )
+                typer.echo(f"✔ predict: {rows['predict'][-1]}")
+    if profile_titles:
+        shim._mixed_precision, encoder.attrs["max_batch_items"] = gpu_id >= 0, 8192
+        small = write_titles_file(scratch / "profile.txt", task_name, profile_titles)
+        profiler = cProfile.Profile()
+        profiler.runcall(predict_file, nlp, small, out, progress=False)
+        top["predict"] = top_functions(profiler, 15)
+    sampler.close()
+    device = torch.cuda.get_device_name(gpu_id) if gpu_id >= 0 else "no GPU (dry run)"
+    lines = [
+        f"# trf on a GPU: {shape} model, {task_name} ({date.today()}, {device}, {machine()})",
+        "",
+        f"Training: `{config}` with mixed precision on the GPU, {warmup_steps} untimed steps, then {steps} timed "
+        "ones; the dev set scored as training scores it. GPU utilisation: nvidia-smi every 0.1 s over the timed "
+        "window, mean (max).",
+        "",
+        "| batcher size | titles/step | s/step | CPU s/step | train titles/s | GPU util | GPU memory MiB "
+        "| dev titles/s | dev GPU util |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r['batch_size']} | {r['titles_per_step']:.0f} | {r['step_wall_s']:.3f} | {r['step_cpu_s']:.3f} "
+            f"| {r['train_titles_per_s']:,.0f} | {utilisation(r)} | {number(r['gpu_mem_max_mib'], ',.0f')} "
+            f"| {r['dev_titles_per_s']:,.0f} | "
+            f"{number(r['dev_gpu_util_mean'], '.0f', '%')} |"
+            for r in rows["train"]
+        ),
+        "",
+        f"`titlecat predict` (`predict_file`, one process, pipeline loaded as `--gpu-id` loads it) on {file_titles:,} "
+        "curated training titles:",
+        "",
+        "| fp16 autocast | max_batch_items | --batch-size | titles/s | titles/CPU s | GPU util |",
+        "|---|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r['mixed_precision']} | {r['max_batch_items']:,} | {r['batch_size']:,} | {r['titles_per_s']:,.0f} "
+            f"| {r['titles_per_cpu_s']:,.0f} | {utilisation(r)} |"
+            for r in rows["predict"]
+        ),
+    ]
+    for phase, ranked in top.items():
+        what = f"{profile_steps} training steps" if phase == "train" else f"predicting {profile_titles:,} titles"
+        lines += ["", f"cProfile, {what}: the 15 functions with the most own time", ""]
+        lines += ["| function | own s | calls |", "|---|---:|---:|", *ranked]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines) + "\n")
+    output.with_suffix(".json").write_text(
+        json.dumps({"device": device, "machine": machine(), **rows}, indent=2) + "\n"
+    )
     typer.echo(f"✔ {output}")
 
 

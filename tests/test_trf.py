@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy
 import pytest
 from conftest import (
     REPO,
@@ -307,6 +308,44 @@ def test_trf_freeze_embeddings(tiny_xlmr_dir, freeze):
     assert not (
         after["encoder.layer.0.attention.self.query.weight"] == before["encoder.layer.0.attention.self.query.weight"]
     ).all()
+
+
+def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir):
+    """On a GPU spaCy builds every layer with cupy ops, and the textcat reads each score with float(scores[i, j]):
+    on cupy a device sync per score (185 µs a title on an H200 machine). The encoder keeps the current ops; the head
+    is built on numpy and gets numpy vectors, in training and predicting."""
+    import spacy
+    from spacy.training import Example
+    from spacy.util import load_config
+    from thinc.api import NumpyOps, get_current_ops, set_current_ops
+
+    class DeviceOps(NumpyOps):  # stands in for CupyOps, the ops current while a pipeline is built on a GPU
+        name = "device-stand-in"
+
+    config = load_config(TRF_CONFIG)
+    config["components"]["textcat"]["model"]["name"] = str(tiny_xlmr_dir)
+    previous = get_current_ops()
+    set_current_ops(DeviceOps())
+    try:
+        nlp = spacy.blank("xx")
+        nlp.add_pipe("textcat", config={"model": config["components"]["textcat"]["model"]})
+    finally:
+        set_current_ops(previous)
+    model = nlp.get_pipe("textcat").model
+    assert type(model.get_ref("encoder").ops) is DeviceOps
+    assert {type(node.ops) for node in model.walk() if node is not model.get_ref("encoder")} == {NumpyOps}
+    task = get_task("department")
+    examples = [
+        Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
+        for e in curated_examples(task.name, 16, seed=4)
+    ]
+    optimizer = nlp.initialize(lambda: examples)
+    pooled, _ = model.get_ref("encoder").begin_update([eg.predicted for eg in examples])
+    assert type(pooled) is numpy.ndarray and pooled.shape == (16, model.get_ref("encoder").get_dim("nO"))
+    losses = nlp.update(examples, sgd=optimizer)
+    assert losses["textcat"] > 0
+    scores = nlp.get_pipe("textcat").predict([eg.predicted for eg in examples])
+    assert type(scores) is numpy.ndarray and scores.shape == (16, len(task.labels))
 
 
 def test_class_balanced_corpus_oversamples_the_listed_tasks_only(tmp_path):

@@ -24,7 +24,7 @@ import numpy
 from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Dropout, Model, Softmax_v2, chain, resizable
+from thinc.api import Dropout, Model, Softmax_v2, chain, resizable, use_ops
 from thinc.types import ArgsKwargs, Floats2d
 
 # Bias of a label that the output layer gains on resizing: such a label starts out improbable (as in spaCy).
@@ -44,6 +44,7 @@ def build_transformer_title_classifier(
     transformer_config: dict = {},  # noqa: B006
     max_batch_items: int = 8192,
     freeze_embeddings: bool = False,
+    max_batch_items_gpu: int = 32768,
     nO: int | None = None,
 ) -> Model[list[Doc], Floats2d]:
     """Exclusive classes from a Hugging Face encoder (`name`: Hub id or local folder) fine-tuned end to end.
@@ -51,7 +52,8 @@ def build_transformer_title_classifier(
     pooling: "mean" (of the title's wordpieces, padding left out) or "first" (the <s>/[CLS] piece).
     max_length: wordpieces per title, special ones included; longer titles are truncated.
     dropout: before the output layer (the encoder applies its own, from its config, while training).
-    max_batch_items: padded wordpieces per forward pass when predicting (the batch is cut by length).
+    max_batch_items: padded wordpieces per forward pass when predicting on the CPU (the batch is cut by length).
+    max_batch_items_gpu: the same on a GPU, where fewer, larger passes pay (each kernel launch costs CPU time).
     freeze_embeddings: keep the encoder's wordpiece embeddings as pretrained (no gradient, no optimizer update).
     """
     encoder = title_encoder(
@@ -64,12 +66,17 @@ def build_transformer_title_classifier(
         transformer_config,
         max_batch_items,
         freeze_embeddings,
+        max_batch_items_gpu,
     )
-    output_layer = Softmax_v2(nO=nO)
-    resizable_layer = resizable(
-        output_layer, resize_layer=partial(resize_linear_weighted, fill_defaults={"b": NEG_VALUE, "W": 0})
-    )
-    model = chain(encoder, Dropout(dropout), resizable_layer)
+    # The head (dropout, softmax) runs on the CPU even when the encoder is on a GPU: the textcat reads every score
+    # one by one (`float(scores[i, j])` in `set_annotations`), and on cupy each read is a device sync (185 µs a
+    # title on an H200 machine, more than all the rest). One copy of the pooled vectors per batch replaces them.
+    with use_ops("numpy"):
+        output_layer = Softmax_v2(nO=nO)
+        resizable_layer = resizable(
+            output_layer, resize_layer=partial(resize_linear_weighted, fill_defaults={"b": NEG_VALUE, "W": 0})
+        )
+        model = chain(encoder, Dropout(dropout), resizable_layer)
     model.set_ref("output_layer", output_layer)
     model.set_ref("encoder", encoder)
     model.attrs["multi_label"] = False
@@ -87,8 +94,10 @@ def title_encoder(
     transformer_config: dict | None = None,
     max_batch_items: int = 8192,
     freeze_embeddings: bool = False,
+    max_batch_items_gpu: int = 32768,
 ) -> Model[list[Doc], Floats2d]:
-    """Docs → one pooled vector per title (hidden size wide); the encoder lives in spacy-transformers' HFShim."""
+    """Docs → one pooled vector per title (hidden size wide, a numpy array wherever the encoder runs); the encoder
+    lives in spacy-transformers' HFShim."""
     from spacy_transformers.data_classes import HFObjects
     from spacy_transformers.layers.hf_shim import HFShim
 
@@ -107,6 +116,7 @@ def title_encoder(
             "pooling": pooling,
             "max_length": max_length,
             "max_batch_items": max_batch_items,
+            "max_batch_items_gpu": max_batch_items_gpu,
             "freeze_embeddings": freeze_embeddings,
         },
     )
@@ -132,16 +142,17 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
     """One fast-tokenizer call for the batch, the encoder, then pooling on the batch as tensors.
 
     Predicting, the batch is sorted by length and cut into chunks of at most `max_batch_items` padded
-    wordpieces, each padded to its own longest title: padded to the batch's longest title, most of the
-    work would be padding (titles average ~12 pieces, the longest of 1,000 reach 64). Training batches
-    come sorted by length from the batcher and go through whole, so one backward pass serves the batch.
+    wordpieces (`max_batch_items_gpu` on a GPU), each padded to its own longest title: padded to the batch's
+    longest title, most of the work would be padding (titles average ~12 pieces, the longest of 1,000 reach 64).
+    Training batches come sorted by length from the batcher and go through whole, so one backward pass serves
+    the batch.
     """
     import torch
-    from thinc.api import torch2xp, xp2torch
+    from thinc.api import xp2torch
 
     shim = model.shims[0]
     if not docs:
-        return model.ops.alloc2f(0, model.get_dim("nO")), no_gradient
+        return numpy.zeros((0, model.get_dim("nO")), dtype="float32"), no_gradient
     tokenizer = shim._hfmodel.tokenizer
     tokenizer.padding_side = "right"  # the chunks below cut each title's padding off its end
     encoding = tokenizer(
@@ -166,21 +177,23 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
             backprop_encoder(ArgsKwargs(args=(pooled,), kwargs={"grad_tensors": grad}))
             return []  # docs have no gradient
 
-        return torch2xp(pooled), backprop
+        return to_numpy(pooled), backprop
     lengths = mask.sum(axis=1)
     order = numpy.argsort(lengths, kind="stable")
     pooled_chunks = []
-    for rows in length_chunks(lengths[order], model.attrs["max_batch_items"]):
+    on_gpu = shim._model.device.type == "cuda"
+    budget = model.attrs["max_batch_items_gpu" if on_gpu else "max_batch_items"]
+    for rows in length_chunks(lengths[order], budget):
         chunk = order[rows]
         width = int(lengths[chunk].max())
         pooled_chunks.append(
             encode_chunk(shim, ids[chunk, :width], mask[chunk, :width], model.attrs["pooling"], False)[0]
         )
-    # The chunks hold the titles in length order; back to the batch's order, on the device.
-    pooled = torch.cat(pooled_chunks)
+    # The chunks hold the titles in length order; back to the batch's order.
+    pooled = to_numpy(torch.cat(pooled_chunks))
     position = numpy.empty_like(order)
     position[order] = numpy.arange(len(order))
-    return torch2xp(pooled[torch.from_numpy(position).to(pooled.device)]), no_gradient
+    return pooled[position], no_gradient
 
 
 def length_chunks(sorted_lengths, max_items: int) -> list[slice]:
@@ -210,6 +223,11 @@ def encode_chunk(shim, ids, mask, pooling: str, is_train: bool):
         weights = mask_tensor.unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
     return pooled.float(), backprop  # fp16 under mixed precision; thinc's layers on top are float32
+
+
+def to_numpy(tensor) -> numpy.ndarray:
+    """A float32 torch tensor (pooled vectors) as a numpy array for the head on the CPU: one copy a batch."""
+    return tensor.detach().cpu().numpy()
 
 
 def no_gradient(d_pooled) -> list:
