@@ -300,6 +300,30 @@ def test_recorded_llm_answers_are_mapped_onto_the_annotators_convention(tiny, tm
     assert rows[len(owners)]["department_answered_by"] == "llm_failed"  # no recorded answer for it
 
 
+def test_predict_ray_flags_and_falls_back_as_predict_does(tiny, tmp_path):
+    """--review-below and --llm-fallback in predict-ray: the rows of predict, the same titles sent to the LLM."""
+    pytest.importorskip("ray")
+    titles = write_titles(tmp_path / "titles.csv", TITLES)
+    answers = {title: {"department": "Purchasing", "seniority": "Director"} for title in TITLES}
+    options = ["--model", tiny / "combined", "--llm-fallback", "openai", "--llm-model", "fake-model"]
+    options += ["--llm-api-key-env", "", "--llm-share", 0.25, "--review-below", 0.9]
+    sent = {}
+    for command in ("predict", "predict-ray"):
+        with FakeOpenAI({}, answers) as server:
+            args = [titles, tmp_path / f"{command}.csv", *options, "--llm-base-url", server.base_url]
+            args += ["--llm-store", tmp_path / f"{command}.jsonl"]
+            cli = [sys.executable, "-m", "titlecat", command, *map(str, args), "--column", "title", "--no-progress"]
+            result = subprocess.run(cli, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+            assert result.returncode == 0, result.stderr[-3000:]
+            assert "needs_review:" in result.stderr and "LLM fallback (openai:fake-model)" in result.stderr, result.stderr
+            sent[command] = dict(server.requests)
+    assert sent["predict-ray"] == sent["predict"] and len(sent["predict"]) > 0
+    rows = read_rows(tmp_path / "predict-ray.csv")
+    assert rows == read_rows(tmp_path / "predict.csv")
+    assert {"needs_review", "department_answered_by"} <= set(rows[0])
+    assert {row["department_answered_by"] for row in rows[:-1]} == {"model", "llm"}
+
+
 def test_bad_fallback_options_are_errors_naming_the_option(tiny, tmp_path):
     from typer.testing import CliRunner
 

@@ -32,6 +32,29 @@ GPU_BATCH_SIZE = 4000
 MAX_LENGTH = typer.Option(MAX_CHARS, "--max-chars", help="Longer titles get status too_long")
 
 
+# The confidence options of predict and predict-ray (titlecat.confidence)
+REVIEW_BELOW = typer.Option(None, help="Add needs_review: true where a model score is below this (0-1)")
+LLM_FALLBACK = typer.Option(None, help="Send unsure titles to an LLM: openai, recorded or a .cfg")
+LLM_SHARE = typer.Option(None, help="Share (0-1) of least confident titles per task to send")
+LLM_BELOW = typer.Option(None, help="Instead of --llm-share: send titles scoring below this")
+LLM_TASKS = typer.Option("department", help="Tasks whose unsure answers go to the LLM (comma-separated)")
+LLM_STORE = typer.Option(None, help="LLM answer store (resume) [default: OUT.llm_answers.jsonl]")
+LLM_BASE_URL = typer.Option(None, help="openai: base URL, e.g. http://127.0.0.1:8000/v1")
+LLM_MODEL = typer.Option(None, help="openai: model name")
+LLM_API_KEY_ENV = typer.Option(None, help="openai: variable holding the key; '' = send no key")
+LLM_CONCURRENCY = typer.Option(None, help="openai: requests in flight [config: 8]")
+
+
+def confidence_postprocess(output_path: Path, review_below, llm_fallback, llm_share, llm_below, *rest):
+    """The review flag / LLM fallback the options ask for (titlecat.confidence.row_postprocess), or None."""
+    if all(option is None for option in (review_below, llm_fallback, llm_share, llm_below)):
+        return None
+    # scikit-learn and the LLM code load only when a confidence option asks for them
+    from .confidence import row_postprocess
+
+    return row_postprocess(output_path, review_below, llm_fallback, llm_share, llm_below, *rest)
+
+
 def fail(error: Exception) -> None:
     typer.secho(f"✘ {error}", fg="red", err=True)
     raise typer.Exit(1)
@@ -69,16 +92,16 @@ def predict(
     max_chars: int = MAX_LENGTH,
     progress: bool = typer.Option(True, help="Progress bar with titles/s on stderr"),
     gpu_id: int = typer.Option(-1, help="GPU to predict on (a trf pipeline needs one to be fast); -1: CPU"),
-    review_below: float | None = typer.Option(None, help="Add needs_review: true where a model score is below this"),
-    llm_fallback: str | None = typer.Option(None, help="Send unsure titles to an LLM: openai, recorded or a .cfg"),
-    llm_share: float | None = typer.Option(None, help="Share (0-1) of least confident titles per task to send"),
-    llm_below: float | None = typer.Option(None, help="Instead of --llm-share: send titles scoring below this"),
-    llm_tasks: str = typer.Option("department", help="Tasks whose unsure answers go to the LLM (comma-separated)"),
-    llm_store: Path | None = typer.Option(None, help="LLM answer store (resume) [default: OUT.llm_answers.jsonl]"),
-    llm_base_url: str | None = typer.Option(None, help="openai: base URL, e.g. http://127.0.0.1:8000/v1"),
-    llm_model: str | None = typer.Option(None, help="openai: model name"),
-    llm_api_key_env: str | None = typer.Option(None, help="openai: variable holding the key; '' = send no key"),
-    llm_concurrency: int | None = typer.Option(None, help="openai: requests in flight [config: 8]"),
+    review_below: float | None = REVIEW_BELOW,
+    llm_fallback: str | None = LLM_FALLBACK,
+    llm_share: float | None = LLM_SHARE,
+    llm_below: float | None = LLM_BELOW,
+    llm_tasks: str = LLM_TASKS,
+    llm_store: Path | None = LLM_STORE,
+    llm_base_url: str | None = LLM_BASE_URL,
+    llm_model: str | None = LLM_MODEL,
+    llm_api_key_env: str | None = LLM_API_KEY_ENV,
+    llm_concurrency: int | None = LLM_CONCURRENCY,
 ):
     """Label every title of a file: line, [id], [title, kept columns], status, seniority, its score, department,
     its score.
@@ -88,26 +111,13 @@ def predict(
     """
     if gpu_id >= 0 and n_process != 1:
         fail(ValueError(f"--gpu-id {gpu_id} predicts in one process: drop --n-process {n_process}"))
-    postprocess = None
     try:
         check_paths(input_path, output_path)
-        if any(option is not None for option in (review_below, llm_fallback, llm_share, llm_below)):
-            # scikit-learn and the LLM code load only when a confidence option asks for them
-            from .confidence import row_postprocess
-
-            llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
-            llm_settings["concurrency"] = llm_concurrency
-            postprocess = row_postprocess(
-                output_path,
-                review_below,
-                llm_fallback,
-                llm_share,
-                llm_below,
-                llm_tasks,
-                llm_store,
-                llm_settings,
-                progress,
-            )
+        llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
+        llm_settings["concurrency"] = llm_concurrency
+        postprocess = confidence_postprocess(
+            output_path, review_below, llm_fallback, llm_share, llm_below, llm_tasks, llm_store, llm_settings, progress
+        )
         summary = predict_file(
             load_pipeline(model, gpu_id),
             input_path,
@@ -152,8 +162,22 @@ def predict_ray_command(
     max_chars: int = MAX_LENGTH,
     address: str | None = typer.Option(None, help="Ray cluster address (e.g. 'auto'); default: a local cluster"),
     progress: bool = typer.Option(True, help="Progress bar with titles/s on stderr"),
+    review_below: float | None = REVIEW_BELOW,
+    llm_fallback: str | None = LLM_FALLBACK,
+    llm_share: float | None = LLM_SHARE,
+    llm_below: float | None = LLM_BELOW,
+    llm_tasks: str = LLM_TASKS,
+    llm_store: Path | None = LLM_STORE,
+    llm_base_url: str | None = LLM_BASE_URL,
+    llm_model: str | None = LLM_MODEL,
+    llm_api_key_env: str | None = LLM_API_KEY_ENV,
+    llm_concurrency: int | None = LLM_CONCURRENCY,
 ):
-    """The same rows as `predict`, computed on a Ray cluster (pip install 'titlecat[distributed]')."""
+    """The same rows as `predict`, computed on a Ray cluster (pip install 'titlecat[distributed]').
+
+    The review flag and the LLM fallback run on the driver, block by block (5,000 rows: --llm-share is a share
+    of each block).
+    """
     try:
         from .distributed import predict_ray
     except ModuleNotFoundError as error:
@@ -162,6 +186,11 @@ def predict_ray_command(
         fail(ModuleNotFoundError("predict-ray needs Ray: pip install 'titlecat[distributed]'"))
 
     try:
+        llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
+        llm_settings["concurrency"] = llm_concurrency
+        postprocess = confidence_postprocess(
+            output_path, review_below, llm_fallback, llm_share, llm_below, llm_tasks, llm_store, llm_settings, progress
+        )
         summary = predict_ray(
             input_path,
             output_path,
@@ -175,10 +204,13 @@ def predict_ray_command(
             max_chars,
             address,
             progress,
+            postprocess=postprocess,
         )
-    except (DataError, ValueError, OSError) as error:
+    except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
     typer.secho(f"✔ {output_path}: {summary}", fg="green", err=True)
+    if postprocess is not None:
+        typer.secho(f"  {postprocess.summary()}", err=True)
 
 
 @app.command()

@@ -69,18 +69,23 @@ def quiet_console() -> None:
             handler.setLevel(logging.ERROR)
 
 
-def label_in_order(actors: list, blocks: Iterable[list[dict]], in_flight: int) -> Iterator[list[dict]]:
-    """Each block to the next actor in turn, at most `in_flight` blocks out at a time; results in input order.
+def label_in_order(
+    actors: list, blocks: Iterable[list[dict]], in_flight: int
+) -> Iterator[tuple[list[dict], list[dict]]]:
+    """Each block to the next actor in turn, at most `in_flight` blocks out at a time; (block, its rows) in input
+    order.
 
     The bound keeps the driver's memory flat however long the file is.
     """
     pending: deque = deque()
     for index, block in enumerate(blocks):
         if len(pending) >= in_flight:
-            yield ray.get(pending.popleft())
-        pending.append(actors[index % len(actors)].label.remote(block))
+            done, rows = pending.popleft()
+            yield done, ray.get(rows)
+        pending.append((block, actors[index % len(actors)].label.remote(block)))
     while pending:
-        yield ray.get(pending.popleft())
+        done, rows = pending.popleft()
+        yield done, ray.get(rows)
 
 
 def predict_ray(
@@ -97,7 +102,10 @@ def predict_ray(
     address: str | None = None,
     progress: bool = True,
     rows_per_block: int = 5000,
+    postprocess=None,
 ) -> Summary:
+    """`titlecat predict-ray`. `postprocess` (titlecat.confidence.RowPostprocess: review flag, LLM fallback) runs
+    on the driver, on each block's rows and checked titles, as `titlecat predict` runs it on each chunk."""
     if workers < 1:
         raise ValueError(f"--workers {workers}: at least one worker is needed")
     fmt = title_format(input_path, input_format)
@@ -105,6 +113,8 @@ def predict_ray(
     # The driver loads the pipeline too: a wrong model fails here, before any worker starts.
     tasks = pipeline_tasks(load_pipeline(model))
     fields = output_fields(tasks, all_scores, id_column is not None)
+    if postprocess is not None:
+        fields = postprocess.fields(fields)
     model = str(Path(model).resolve()) if Path(model).exists() else model
     if not ray.is_initialized():  # a caller's own Ray session keeps its logging as it is
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
@@ -114,8 +124,13 @@ def predict_ray(
     records = read_titles(input_path, column, id_column, fmt)
     blocks = (check_records(chunk, max_chars) for chunk in minibatch(records, rows_per_block))
     # Two blocks per actor: one being labelled, one waiting, so no actor idles while the driver writes.
+    labelled = label_in_order(actors, blocks, 2 * workers)
+    if postprocess is not None:
+        labelled = (postprocess(rows, [record["text"] for record in block]) for block, rows in labelled)
+    else:
+        labelled = (rows for _, rows in labelled)
     try:
-        return write_predictions(output_path, fields, label_in_order(actors, blocks, 2 * workers), progress)
+        return write_predictions(output_path, fields, labelled, progress)
     finally:
         for actor in actors:
             ray.kill(actor)
