@@ -315,7 +315,8 @@ def test_predict_ray_flags_and_falls_back_as_predict_does(tiny, tmp_path):
             cli = [sys.executable, "-m", "titlecat", command, *map(str, args), "--column", "title", "--no-progress"]
             result = subprocess.run(cli, capture_output=True, text=True, cwd=tmp_path, timeout=300)
             assert result.returncode == 0, result.stderr[-3000:]
-            assert "needs_review:" in result.stderr and "LLM fallback (openai:fake-model)" in result.stderr, result.stderr
+            assert "needs_review:" in result.stderr, result.stderr
+            assert "LLM fallback (openai:fake-model)" in result.stderr, result.stderr
             sent[command] = dict(server.requests)
     assert sent["predict-ray"] == sent["predict"] and len(sent["predict"]) > 0
     rows = read_rows(tmp_path / "predict-ray.csv")

@@ -160,6 +160,7 @@ BAD_REQUESTS = [
     # (name, body bytes, status, the message's start)
     ("malformed JSON", b'{"titles": ["CEO"', 400, "body: malformed JSON at line 1, column 18"),
     ("not UTF-8", b'{"titles": ["\xff"]}', 400, "body: not UTF-8"),
+    ("empty body", b"", 400, "body: empty; expected a JSON object"),
     ("deeply nested", b"[" * 100_000, 400, "body: JSON nested too deeply"),
     ("not an object", b'["CEO"]', 422, "body: expected a JSON object"),
     ("no titles", b'{"ids": [1]}', 422, "titles: missing"),

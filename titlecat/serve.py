@@ -105,6 +105,8 @@ def parse_review_below(value: object) -> float | None:
 def parse_label_request(body: bytes, max_titles: int = MAX_TITLES) -> tuple[list[str], list | None, dict]:
     """(titles, ids, options) of a /v1/label body, options being all_scores and review_below (None where the
     request has none); BadRequest naming the field otherwise."""
+    if not body.strip():
+        raise BadRequest(400, 'body: empty; expected a JSON object like {"titles": [...]}')
     try:
         data = json.loads(body)
     except UnicodeDecodeError:
