@@ -27,7 +27,7 @@ ID_COLUMN = typer.Option(None, "--id-column", "--id-field", help="Column/field c
 FORMAT = typer.Option(None, "--format", help="csv, tsv, jsonl or text; default: from the input's suffix")
 ALL_SCORES = typer.Option(False, "--all-scores", help="Add the score of every label")
 BATCH_SIZE = typer.Option(1000, help="Titles per nlp.pipe batch")
-# H200, xlm-roberta-base's shape: 16,306 titles/s at 4000 against 10,942 at 1000 (docs/gpu.md)
+# H200, xlm-roberta-base's shape, steady state: 16,306 titles/s at 4000 against 10,942 at 1000 (docs/gpu.md)
 GPU_BATCH_SIZE = 4000
 MAX_LENGTH = typer.Option(MAX_CHARS, "--max-chars", help="Longer titles get status too_long")
 
