@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from fake_openai_server import FakeOpenAI
 from titlecat.combined import combine
 from titlecat.confidence import (
     FallbackError,
+    LLMFallback,
     apply_temperature,
     cross_validated_ece,
     ece_noise_floor,
@@ -273,6 +275,22 @@ def test_llm_fallback_on_a_down_endpoint_stops_and_writes_nothing(tiny, tmp_path
             postprocess=postprocess,
         )
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_recorded_fallback_finds_its_answers_from_any_folder(tmp_path, monkeypatch):
+    """configs/llm_recorded.cfg names assets/gemini_synthetic.csv relative to its project: run from elsewhere, the
+    fallback resolves it against the project folder rather than failing on a missing file."""
+    project = tmp_path / "project"
+    (project / "configs").mkdir(parents=True)
+    (project / "assets").mkdir()
+    shutil.copy(REPO / "configs" / "llm_recorded.cfg", project / "configs")
+    shutil.copy(DATA / "gemini_synthetic.csv", project / "assets")
+    recorded = read_recorded_answers(DATA / "gemini_synthetic.csv")
+    title = normalise_title(recorded[min(recorded)]["position"])
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    fallback = LLMFallback(str(project / "configs" / "llm_recorded.cfg"), tmp_path / "store.jsonl")
+    assert fallback.answer([title])[title] is not None
 
 
 def test_recorded_llm_answers_are_mapped_onto_the_annotators_convention(tiny, tmp_path):

@@ -24,7 +24,7 @@ MODEL = typer.Option(
 )
 COLUMN = typer.Option("text", "--column", "--field", help="CSV/TSV column or JSONL field holding the title")
 ID_COLUMN = typer.Option(None, "--id-column", "--id-field", help="Column/field copied to the output as 'id'")
-FORMAT = typer.Option(None, "--format", help="csv, tsv, jsonl or text; default: from the input's suffix")
+FORMAT = typer.Option(None, "--format", help="csv, tsv, jsonl, xlsx or text; default: from the input's suffix")
 ALL_SCORES = typer.Option(False, "--all-scores", help="Add the score of every label")
 BATCH_SIZE = typer.Option(1000, help="Titles per nlp.pipe batch")
 # H200, xlm-roberta-base's shape, steady state: 16,306 titles/s at 4000 against 10,942 at 1000 (docs/gpu.md)

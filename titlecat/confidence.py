@@ -405,6 +405,21 @@ def llm_error_message(error: Exception) -> str:
     return f"{error} [set with {', '.join(flags)}]" if isinstance(error, BackendError) and flags else str(error)
 
 
+def project_files(config_path: Path) -> dict[str, str]:
+    """The config's [paths] that name files relative to its project (the recorded answers,
+    assets/gemini_synthetic.csv), resolved against that project's folder where the working directory lacks
+    them: `titlecat predict --llm-fallback recorded` then runs from any folder."""
+    from thinc.api import Config
+
+    project = config_path.resolve().parent.parent  # configs/llm_<backend>.cfg
+    paths = Config().from_disk(config_path, interpolate=False).get("paths", {})
+    return {
+        f"paths.{key}": str(project / value)
+        for key, value in paths.items()
+        if isinstance(value, str) and value and not Path(value).exists() and (project / value).exists()
+    }
+
+
 class LLMFallback:
     """The project's spacy-llm task (configs/llm_<backend>.cfg) answering titles on request.
 
@@ -419,7 +434,7 @@ class LLMFallback:
         self.store = Path(store)
         self.progress = progress
         config_path = llm_config_path(backend)
-        settings = {"paths.store": str(self.store)}
+        settings = {**project_files(config_path), "paths.store": str(self.store)}
         settings |= {f"components.llm.model.{key}": value for key, value in (overrides or {}).items()}
         try:
             self.nlp = load_pipeline(config_path, settings)
@@ -535,7 +550,8 @@ class RowPostprocess:
     def summary(self) -> str:
         parts = []
         if self.review_below is not None:
-            parts.append(f"needs_review: {self.flagged:,} rows (a model score below {self.review_below:g})")
+            rows = "1 row" if self.flagged == 1 else f"{self.flagged:,} rows"
+            parts.append(f"needs_review: {rows} (a model score below {self.review_below:g})")
         if self.llm is not None:
             counts = self.llm.counts
             parts.append(
