@@ -27,6 +27,7 @@ from .predict import (
     load_pipeline,
     output_fields,
     pipeline_tasks,
+    postprocessed,
     write_predictions,
 )
 from .readers import read_titles, title_format
@@ -124,11 +125,7 @@ def predict_ray(
     records = read_titles(input_path, column, id_column, fmt)
     blocks = (check_records(chunk, max_chars) for chunk in minibatch(records, rows_per_block))
     # Two blocks per actor: one being labelled, one waiting, so no actor idles while the driver writes.
-    labelled = label_in_order(actors, blocks, 2 * workers)
-    if postprocess is not None:
-        labelled = (postprocess(rows, [record["text"] for record in block]) for block, rows in labelled)
-    else:
-        labelled = (rows for _, rows in labelled)
+    labelled = postprocessed(label_in_order(actors, blocks, 2 * workers), postprocess)
     try:
         return write_predictions(output_path, fields, labelled, progress)
     finally:

@@ -369,6 +369,12 @@ def check_paths(input_path: Path | str, output_path: Path | str) -> None:
         raise ValueError(f"{output_path}: the output is the input file; name another output path")
 
 
+def postprocessed(labelled: Iterable[tuple[list[dict], list[dict]]], postprocess=None) -> Iterator[list[dict]]:
+    """The rows of each (checked records, rows) chunk, through `postprocess` (review flag, LLM fallback) if any."""
+    for checked, rows in labelled:
+        yield rows if postprocess is None else postprocess(rows, [record["text"] for record in checked])
+
+
 def predict_file(
     nlp: Language,
     input_path: Path | str,
@@ -421,10 +427,6 @@ def predict_file(
         check_records(chunk, max_chars, keep_title, keep_columns) for chunk in minibatch(records, chunk_size)
     )
 
-    def finished(labelled: Iterable[tuple[list[dict], list[dict]]]) -> Iterator[list[dict]]:
-        for checked, rows in labelled:
-            yield rows if postprocess is None else postprocess(rows, [record["text"] for record in checked])
-
     if n_process > 1:
         # Started before the progress bar's thread: fork() in a threaded process may deadlock.
         context = multiprocessing.get_context(start_method)
@@ -432,9 +434,9 @@ def predict_file(
             n_process, _start_worker, (nlp, tasks, all_scores, batch_size, Underscore.get_state())
         ) as pool:
             labelled = labelled_in_pool(pool, checked_chunks, n_process)
-            return write_predictions(output_path, fields, finished(labelled), progress)
+            return write_predictions(output_path, fields, postprocessed(labelled, postprocess), progress)
     labelled = (
         (checked, label_records(nlp, tasks, checked, all_scores, batch_size, 1, index > 0))
         for index, checked in enumerate(checked_chunks)
     )
-    return write_predictions(output_path, fields, finished(labelled), progress)
+    return write_predictions(output_path, fields, postprocessed(labelled, postprocess), progress)
