@@ -122,6 +122,37 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
     assert result.exit_code == 1 and "--encoding 'klingon'" in result.stderr
 
 
+def test_a_kept_cell_in_another_encoding_makes_its_row_undecodable(nlp, tmp_path):
+    """A cp1252 file read as UTF-8 whose titles are ASCII but whose kept columns are not: those rows are not
+    written as labelled rows with U+FFFD in their columns (they would no longer join back), but as undecodable,
+    counted with the --encoding hint; named, the encoding gives every row its answer and its cells as written."""
+    source = tmp_path / "people.csv"
+    source.write_bytes(
+        "id;title;company\n1;Head of Sales;Müller GmbH\n2;CFO;ACME\nZürich-3;CTO;Vogel\n".encode("cp1252")
+    )
+    output = tmp_path / "out.csv"
+    summary = predict_file(nlp, source, output, "title", "id", progress=False, keep_columns=["company"])
+    rows = read_csv(output)
+    assert [(row["line"], row["status"], row["company"]) for row in rows] == [
+        ("2", "undecodable", "M\ufffdller GmbH"),
+        ("3", "ok", "ACME"),
+        ("4", "undecodable", "Vogel"),
+    ]
+    assert rows[0]["department"] == rows[2]["department"] == "" and rows[1]["department"]
+    assert summary.counts["undecodable"] == 2 and summary.first_lines["undecodable"] == 2
+    assert "--encoding" in summary.hints()[0] and "kept columns" in summary.hints()[0]
+    predict_file(nlp, source, output, "title", "id", progress=False, keep_columns=["company"], encoding="cp1252")
+    rows = read_csv(output)
+    assert [(row["id"], row["status"], row["company"]) for row in rows] == [
+        ("1", "ok", "Müller GmbH"),
+        ("2", "ok", "ACME"),
+        ("Zürich-3", "ok", "Vogel"),
+    ]
+    assert [(row["seniority"], row["department"]) for row in rows] == [
+        expected(nlp, t) for t in ("Head of Sales", "CFO", "CTO")
+    ]
+
+
 def test_an_undecodable_row_is_reported_on_its_true_line_deep_in_a_file(nlp, tmp_path):
     lines = ["title"] + [TITLES[i % len(TITLES)] for i in range(30_000)]
     bad = {5, 25_002}  # 1-based file lines
@@ -269,7 +300,7 @@ def test_every_bad_row_gets_a_status_and_the_file_goes_on(nlp, model, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["line"], r["id"], r["title"], r["status"]) for r in rows] == [
         (1, "a", "Eng\ufffdineer", "undecodable"),
-        (2, "b\ufffd", "Engineer", "ok"),
+        (2, "b\ufffd", "Engineer", "undecodable"),  # an id that cannot be written as read joins back to nothing
         (3, None, None, "malformed"),
         (4, None, None, "malformed"),
         (5, "e", "Head of Sales", "ok"),

@@ -205,6 +205,7 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
 
     nlp = spacy.load(project / "training" / "trf" / "seniority")
     assert nlp.pipe_names == ["textcat"]  # the textcat holds its encoder
+    assert nlp.batch_size == 4000 and spacy.load(project / "training" / "cpu" / "seniority").batch_size == 1000
     wheel = next((project / "packages" / "trf").glob("xx_titlecat_seniority_augmented_trf-*/dist/*.whl"))
     # The shipped classifier loads its encoder with spacy-transformers: the minor series it was built with, any patch.
     assert wheel_requirements(wheel)["spacy-transformers"] == minor_series_of("spacy-transformers")
@@ -220,12 +221,13 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
         "nlp = spacy.load(sys.argv[1])\n"
         "doc = nlp('Leiterin Einkauf')\n"
         "answers = {'seniority': doc._.seniority, 'department': doc._.department}\n"
-        "print(json.dumps({'pipe_names': nlp.pipe_names, **answers}))"
+        "print(json.dumps({'pipe_names': nlp.pipe_names, 'batch_size': nlp.batch_size, **answers}))"
     )
     loaded = subprocess.run([sys.executable, "-c", check, str(combined)], capture_output=True, text=True, cwd=tmp_path)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     answer = json.loads(loaded.stdout)
     assert answer["pipe_names"] == ["seniority", "department", "titlecat_answers"]
+    assert answer["batch_size"] == 4000  # the sources' own: trf batches are sorted by length into passes
     assert answer["seniority"] in get_task("seniority").labels
     assert answer["department"] in get_task("department").labels
     titles = tmp_path / "titles.csv"
@@ -271,14 +273,63 @@ def test_package_builds_without_a_package_index(small_project, tmp_path, monkeyp
 def test_length_chunks_cover_every_title_within_the_budget():
     from titlecat.trf_textcat import length_chunks
 
-    lengths = sorted([3, 3, 4, 5, 5, 5, 7, 9, 12, 30, 64, 64])
-    chunks = length_chunks(lengths, max_items=20)
-    assert [i for chunk in chunks for i in range(len(lengths))[chunk]] == list(range(len(lengths)))
-    for chunk in chunks:
-        rows = lengths[chunk]
-        assert len(rows) == 1 or len(rows) * max(rows) <= 20
-    assert length_chunks([], 20) == []
-    assert length_chunks([70], 20) == [slice(0, 1)]  # a title longer than the budget still gets its chunk
+    lengths = sorted([3, 3, 4, 5, 5, 5, 7, 9, 12, 30, 64, 64] + [6] * 10)
+    for pass_cost in (0, 8, 1000):
+        chunks = length_chunks(lengths, max_items=20, pass_cost=pass_cost)
+        assert [i for chunk in chunks for i in range(len(lengths))[chunk]] == list(range(len(lengths)))
+        for chunk in chunks:
+            rows = lengths[chunk]
+            assert len(rows) == 1 or len(rows) * max(rows) <= 20
+    assert length_chunks([], 20, 8) == []
+    assert length_chunks([70], 20, 8) == [slice(0, 1)]  # a title longer than the budget still gets its chunk
+    # Ten titles of 6 pieces never fit one pass of 20: cut within the run, 3 a pass.
+    assert [chunk.stop - chunk.start for chunk in length_chunks([6] * 10, 20, 0)] == [3, 3, 3, 1]
+
+
+def test_wordpiece_ids_are_the_tokenizers_own(tiny_xlmr_dir):
+    """The backend call gives the ids and mask of the Hugging Face tokenizer's own batch call, truncation included,
+    and leaves the tokenizer (saved with the pipeline) as it was."""
+    from transformers import AutoTokenizer
+
+    from titlecat.trf_textcat import wordpiece_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_xlmr_dir)
+    saved = tokenizer.backend_tokenizer.to_str()
+    titles = [example.text for example in curated_examples("department", 300)]
+    titles += ["", " ", "Leiter Vertrieb & Marketing (m/w/d) " * 12, "Directeur général adjoint", "销售经理", "🙂"]
+    ours = {max_length: wordpiece_ids(tokenizer, titles, max_length) for max_length in (64, 8)}
+    assert tokenizer.backend_tokenizer.to_str() == saved  # before the tokenizer's own call, which sets its state
+    for max_length, (ids, mask) in ours.items():
+        expected = tokenizer(titles, padding="longest", truncation=True, max_length=max_length, return_tensors="np")
+        assert ids.dtype == mask.dtype == numpy.int64
+        numpy.testing.assert_array_equal(ids, expected["input_ids"])
+        numpy.testing.assert_array_equal(mask, expected["attention_mask"])
+    assert ours[8][0].shape[1] == 8 and ours[64][0].shape[1] > 8  # the long title truncated, its </s> kept
+    assert (ours[8][0][:, -1][ours[8][1].sum(axis=1) == 8] == tokenizer.eos_token_id).all()
+
+
+def padded_cost(lengths, chunks, pass_cost):
+    return sum(len(lengths[chunk]) * max(lengths[chunk]) + pass_cost for chunk in chunks)
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_length_chunks_are_the_cheapest_cut(seed):
+    """Against every way to cut a short sorted batch (the budget not binding): no cheaper cut exists."""
+    import itertools
+    import random
+
+    from titlecat.trf_textcat import length_chunks
+
+    rng = random.Random(seed)
+    lengths = sorted(rng.choice([3, 4, 5, 6, 8, 12, 20, 64]) for _ in range(rng.randint(1, 9)))
+    pass_cost = rng.choice([0, 5, 30, 200])
+    chunks = length_chunks(lengths, max_items=10_000, pass_cost=pass_cost)
+    cheapest = min(
+        padded_cost(lengths, [slice(a, b) for a, b in zip((0, *cuts), (*cuts, len(lengths)), strict=True)], pass_cost)
+        for k in range(len(lengths))
+        for cuts in itertools.combinations(range(1, len(lengths)), k)
+    )
+    assert padded_cost(lengths, chunks, pass_cost) == cheapest
 
 
 @pytest.mark.parametrize("freeze", [True, False])

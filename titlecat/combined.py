@@ -98,7 +98,9 @@ def combine(
     """
     import spacy
 
-    nlp = spacy.blank(lang or next(iter(sources.values())).lang)
+    # The largest batch of the sources (trf: 4000, sorted by length into few passes; cpu: 1000).
+    batch_size = max(source.batch_size for source in sources.values())
+    nlp = spacy.blank(lang or next(iter(sources.values())).lang, config={"nlp": {"batch_size": batch_size}})
     for task, source in sources.items():
         for name, pipe in source.pipeline:
             if "textcat" in getattr(pipe, "listening_components", []):

@@ -36,7 +36,7 @@ from .readers import read_titles, title_format
 class Labeller:
     """Ray actor: loads the pipeline once, then labels block after block of checked rows."""
 
-    def __init__(self, model: str, all_scores: bool, batch_size: int):
+    def __init__(self, model: str, all_scores: bool, batch_size: int | None):
         self.nlp = load_pipeline(model)
         self.tasks = pipeline_tasks(self.nlp)
         self.all_scores = all_scores
@@ -98,7 +98,7 @@ def predict_ray(
     input_format: str | None = None,
     all_scores: bool = False,
     workers: int = 2,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     max_chars: int = MAX_CHARS,
     address: str | None = None,
     progress: bool = True,

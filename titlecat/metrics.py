@@ -75,8 +75,8 @@ def plot_confusion(confusion: Sequence[Sequence[int]], labels: Sequence[str], ti
     plt.close(figure)
 
 
-def predict_labels(nlp, texts: Sequence[str], batch_size: int = 1000) -> list[str]:
-    """The highest-scoring label of each title."""
+def predict_labels(nlp, texts: Sequence[str], batch_size: int | None = None) -> list[str]:
+    """The highest-scoring label of each title (batches of the pipeline's own nlp.batch_size by default)."""
     return [max(doc.cats, key=doc.cats.get) for doc in nlp.pipe(texts, batch_size=batch_size)]
 
 

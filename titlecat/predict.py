@@ -38,8 +38,9 @@ STATUSES = ("ok", "empty", "not_text", "too_long", "undecodable", "malformed")
 # What a bad status means, for the hints printed after a run that had such rows.
 STATUS_HINTS = {
     "too_long": "titles over --max-chars",
-    "undecodable": "titles holding bytes that are not text in the file's encoding, or lone surrogates (JSON "
-    "'\\ud800'); if the file is not UTF-8, name its encoding with --encoding (e.g. cp1252, latin-1)",
+    "undecodable": "rows whose title, id or kept columns hold bytes that are not text in the file's encoding, or "
+    "lone surrogates (JSON '\\ud800'): unlabelled, those cells written with U+FFFD; if the file is not UTF-8, name "
+    "its encoding with --encoding (e.g. cp1252, latin-1)",
     "malformed": "rows with more or fewer fields than the header, or JSONL lines that are not a JSON object",
 }
 MAX_CHARS = 500
@@ -81,10 +82,18 @@ def check_records(
     keep_columns: Sequence[str] = (),
 ) -> list[dict]:
     """One dict per record: line (where the input row starts), id, status and the title to label; with
-    `keep_title` the title as read ("title"), with `keep_columns` those columns' values ("keep")."""
+    `keep_title` the title as read ("title"), with `keep_columns` those columns' values ("keep").
+
+    A row whose id or kept cells are not text in the file's encoding is `undecodable` even with a good title:
+    those cells cannot be written as they are, and a row that no longer joins back to its input is no answer.
+    """
     checked = []
     for record in records:
         status, text = (record.status, "") if record.status else check_title(record.value, max_chars)
+        if status == "ok" and any(
+            isinstance(cell, str) and SURROGATE.search(cell) for cell in (record.id, *record.extra)
+        ):
+            status, text = "undecodable", ""
         row = {"line": record.line, "id": plain(record.id), "status": status, "text": text}
         if keep_title:
             row["title"] = plain(record.value)
@@ -183,7 +192,7 @@ def label_records(
     tasks: dict[str, tuple[str, ...]],
     checked: list[dict],
     all_scores: bool = False,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     n_process: int = 1,
     memory_zone: bool = True,
 ) -> list[dict]:
@@ -205,7 +214,7 @@ def label_texts(
     tasks: dict[str, tuple[str, ...]],
     texts: list[str],
     all_scores: bool = False,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     n_process: int = 1,
     memory_zone: bool = True,
 ) -> list[dict]:
@@ -384,7 +393,7 @@ def predict_file(
     input_format: str | None = None,
     all_scores: bool = False,
     n_process: int = 1,
-    batch_size: int = 1000,
+    batch_size: int | None = None,
     chunk_size: int = 20000,
     max_chars: int = MAX_CHARS,
     progress: bool = True,

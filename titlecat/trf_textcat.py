@@ -18,7 +18,9 @@ module level.
 
 from __future__ import annotations
 
+import itertools
 from functools import partial
+from weakref import WeakKeyDictionary
 
 import numpy
 from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
@@ -30,6 +32,9 @@ from thinc.types import ArgsKwargs, Floats2d
 # Bias of a label that the output layer gains on resizing: such a label starts out improbable (as in spaCy).
 NEG_VALUE = -5000
 POOLINGS = ("mean", "first")
+# A forward pass's fixed CPU cost, in padded wordpieces: ~1 ms a pass and ~1 µs a wordpiece for the tests' tiny
+# XLM-R on 2 cores (docs/gpu.md); for larger encoders wordpieces cost more, and less padding pays more.
+CPU_PASS_COST = 1024
 
 
 @registry.architectures("titlecat.TransformerTitleClassifier.v1")
@@ -142,8 +147,9 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
     """One fast-tokenizer call for the batch, the encoder, then pooling on the batch as tensors.
 
     Predicting, the batch is sorted by length and cut into chunks of at most `max_batch_items` padded
-    wordpieces (`max_batch_items_gpu` on a GPU), each padded to its own longest title: padded to the batch's
-    longest title, most of the work would be padding (titles average ~12 pieces, the longest of 1,000 reach 64).
+    wordpieces (`max_batch_items_gpu` on a GPU), each padded to its own longest title, the cuts chosen to waste
+    little on padding without too many passes (`length_chunks`): padded to the batch's longest title, most of the
+    work would be padding (titles average ~8 pieces, the longest of 1,000 reach 64).
     Training batches come sorted by length from the batcher and go through whole, so one backward pass serves
     the batch.
     """
@@ -153,18 +159,7 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
     shim = model.shims[0]
     if not docs:
         return numpy.zeros((0, model.get_dim("nO")), dtype="float32"), no_gradient
-    tokenizer = shim._hfmodel.tokenizer
-    tokenizer.padding_side = "right"  # the chunks below cut each title's padding off its end
-    encoding = tokenizer(
-        [doc.text for doc in docs],
-        padding="longest",
-        truncation=True,
-        max_length=model.attrs["max_length"],
-        return_tensors="np",
-        return_attention_mask=True,
-        return_token_type_ids=False,
-    )
-    ids, mask = encoding["input_ids"], encoding["attention_mask"]
+    ids, mask = wordpiece_ids(shim._hfmodel.tokenizer, [doc.text for doc in docs], model.attrs["max_length"])
     if is_train:
         if model.attrs["freeze_embeddings"]:
             # Wordpieces of titles in languages the training data barely has keep their pretrained vectors; and
@@ -183,7 +178,9 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
     pooled_chunks = []
     on_gpu = shim._model.device.type == "cuda"
     budget = model.attrs["max_batch_items_gpu" if on_gpu else "max_batch_items"]
-    for rows in length_chunks(lengths[order], budget):
+    # On a GPU a pass costs as much as a full one (kernel launches bound it, docs/gpu.md): fewest passes first.
+    pass_cost = budget if on_gpu else CPU_PASS_COST
+    for rows in length_chunks(lengths[order], budget, pass_cost):
         chunk = order[rows]
         width = int(lengths[chunk].max())
         pooled_chunks.append(
@@ -196,16 +193,73 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
     return pooled[position], no_gradient
 
 
-def length_chunks(sorted_lengths, max_items: int) -> list[slice]:
-    """Consecutive slices of titles sorted by length whose padded size (count x longest) stays within max_items."""
-    chunks, start = [], 0
-    for end in range(1, len(sorted_lengths) + 1):
-        if end - start > 1 and (end - start) * int(sorted_lengths[end - 1]) > max_items:
-            chunks.append(slice(start, end - 1))
-            start = end - 1
-    if start < len(sorted_lengths):
-        chunks.append(slice(start, len(sorted_lengths)))
-    return chunks
+# Per Hugging Face tokenizer, a copy of its Rust tokenizer that truncates at each max_length (never padding).
+_TRUNCATING_BACKENDS: WeakKeyDictionary = WeakKeyDictionary()
+
+
+def wordpiece_ids(tokenizer, texts: list[str], max_length: int) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """Wordpiece ids padded on the right to the longest title, and the attention mask: what
+    `tokenizer(texts, padding="longest", truncation=True, max_length=max_length)` returns, as int64 arrays.
+
+    The fast tokenizer's Rust backend on the whole batch (its threads), skipping the wrapper's per-title Python
+    objects (a dict and a BatchEncoding per title, then lists padded in Python): 23 µs → 7 µs a title here. A copy
+    of the backend carries the truncation, so the tokenizer saved with the pipeline is left as it was.
+    """
+    from tokenizers import Tokenizer
+
+    backends = _TRUNCATING_BACKENDS.setdefault(tokenizer, {})
+    if max_length not in backends:
+        backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        backend.no_padding()
+        backend.enable_truncation(max_length, direction=tokenizer.truncation_side)
+        backends[max_length] = backend
+    backend = backends[max_length]
+    # encode_batch_fast (tokenizers >= 0.21) skips the character offsets, which nothing here reads.
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)
+    id_lists = [encoding.ids for encoding in encode(texts)]
+    lengths = numpy.fromiter(map(len, id_lists), dtype=numpy.int64, count=len(id_lists))
+    flat = numpy.fromiter(itertools.chain.from_iterable(id_lists), dtype=numpy.int64, count=int(lengths.sum()))
+    mask = numpy.arange(int(lengths.max(initial=0))) < lengths[:, None]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = numpy.full(mask.shape, pad_id, dtype=numpy.int64)
+    ids[mask] = flat  # row by row, left to right: each title's pieces, then its padding
+    return ids, mask.astype(numpy.int64)
+
+
+def length_chunks(sorted_lengths, max_items: int, pass_cost: int) -> list[slice]:
+    """Consecutive slices of titles sorted by length that minimise the padded wordpieces (each slice padded to its
+    longest title) plus `pass_cost` a slice, each slice within `max_items` padded wordpieces (a title longer than
+    that alone).
+
+    A forward pass costs fixed work besides its wordpieces (each layer's kernel launches and thread start-ups), so
+    larger passes pay until their padding costs more. Cuts fall where the length changes (or within a run of one
+    length too long for one pass): moving a cut into such a run never saves padding. Dynamic programming over
+    those candidate cuts, a few dozen a batch.
+    """
+    lengths = [int(length) for length in sorted_lengths]
+    bounds = [0]  # candidate cuts, as title positions
+    run_ends = [end for end in range(1, len(lengths)) if lengths[end] != lengths[end - 1]] + [len(lengths)]
+    for end in run_ends if lengths else []:
+        start = bounds[-1]
+        per_pass = max(1, max_items // max(lengths[start], 1))
+        bounds.extend(range(start + per_pass, end, per_pass))
+        bounds.append(end)
+    best, cut_before = [0] * len(bounds), [0] * len(bounds)  # best cost of the titles before bounds[j]
+    for j in range(1, len(bounds)):
+        width = lengths[bounds[j] - 1]
+        best[j] = None
+        for i in range(j - 1, -1, -1):
+            items = (bounds[j] - bounds[i]) * width
+            if items > max_items and i < j - 1:
+                break  # wider slices only grow
+            cost = best[i] + items + pass_cost
+            if best[j] is None or cost < best[j]:
+                best[j], cut_before[j] = cost, i
+    chunks, j = [], len(bounds) - 1
+    while j > 0:
+        chunks.append(slice(bounds[cut_before[j]], bounds[j]))
+        j = cut_before[j]
+    return chunks[::-1]
 
 
 def encode_chunk(shim, ids, mask, pooling: str, is_train: bool):
