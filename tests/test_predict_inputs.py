@@ -352,6 +352,45 @@ def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tm
     assert result.exit_code == 1 and "titles.txt: --keep-columns: a text file" in result.stderr
 
 
+def test_an_excel_output_holds_the_rows_of_the_csv_one_with_numbers_as_numbers(nlp, model, tmp_path):
+    """OUT.xlsx: the same rows as OUT.csv, scores and lines as numbers, the review flag as booleans; a cell
+    that starts with "=" stays text (a title or a kept CRM cell is never a formula); control characters that a
+    cell cannot hold become U+FFFD; a cell over Excel's limit stops the run with its line, and no file is left."""
+    from openpyxl import load_workbook
+
+    source = tmp_path / "crm.csv"
+    cells = [('=HYPERLINK("http://x.example";"Head of Sales")', "=cmd|' /C calc'!A0"), ("Einkäuferin", "Vogel\x0bAG")]
+    cells += [(title, f"Firm {i}") for i, title in enumerate(TITLES)] + [("", "Empty Ltd")]
+    with source.open("w", newline="", encoding="utf-8") as file:
+        csv.writer(file).writerows([("title", "company"), *cells])
+    args = ["-m", model, "--column", "title", "--keep-title", "--keep-columns", "company", "--review-below", "0.5"]
+    assert run_predict(source, tmp_path / "out.csv", *args).exit_code == 0
+    result = run_predict(source, tmp_path / "out.xlsx", *args)
+    assert result.exit_code == 0, result.output
+    sheet = load_workbook(tmp_path / "out.xlsx")["labels"]
+    header, *rows = [[cell.value for cell in row] for row in sheet.iter_rows()]
+    expected_rows = read_csv(tmp_path / "out.csv")
+    assert header == list(expected_rows[0]) and len(rows) == len(cells)
+    for row, want in zip(rows, expected_rows, strict=True):
+        got = dict(zip(header, row, strict=True))
+        assert isinstance(got["line"], int) and str(got["line"]) == want["line"]
+        for name in ("title", "status", "seniority", "department"):
+            assert (got[name] or "") == want[name].replace("\x0b", "\ufffd")
+        for name in ("seniority_score", "department_score"):
+            assert got[name] == (float(want[name]) if want[name] else None)
+        assert got["needs_review"] in (True, False, None) and str(got["needs_review"]) == (
+            want["needs_review"] or "None"
+        )
+    assert [row[header.index("company")] for row in rows[:2]] == ["=cmd|' /C calc'!A0", "Vogel\ufffdAG"]
+    assert sheet.cell(2, header.index("title") + 1).data_type == "s"  # text, not a formula
+    long_title = "Sales " * 6000  # 36,000 characters, under --max-chars below: ok, and kept
+    source.write_text(f"title,company\nHead of Sales,A\n{long_title},B\n", encoding="utf-8")
+    result = run_predict(source, tmp_path / "long.xlsx", *args, "--max-chars", "40000")
+    assert result.exit_code == 1
+    assert "long.xlsx: line 3, column 'title': 36,000 characters; an Excel cell holds at most 32,767" in result.stderr
+    assert sorted(path.name for path in tmp_path.glob("*long*")) == []
+
+
 def test_help_texts_print_what_the_source_says():
     result = CliRunner().invoke(app, ["--help"], terminal_width=200)
     assert "line, [id], [title, kept" in result.stdout

@@ -368,6 +368,22 @@ def test_an_uploaded_excel_file_comes_back_as_titlecat_predict_writes_it(server,
     predict_file(nlp, source, tmp_path / "expected.jsonl", **options)
     assert response.content == (tmp_path / "expected.jsonl").read_bytes()
     assert response.text.count('"status": "ok"') == 40 and '"status": "empty"' in response.text
+    # Without `output`, a workbook comes back as a workbook, with the rows `titlecat predict` writes to one.
+    data = {"column": "title", "id_column": "id", "sheet": "people"}
+    response = server.post("/v1/label-file", files={"file": ("people.xlsx", source.read_bytes())}, data=data)
+    assert response.status_code == 200, response.text
+    assert 'filename="people.labelled.xlsx"' in response.headers["content-disposition"]
+    assert response.headers["content-type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    (tmp_path / "answer.xlsx").write_bytes(response.content)
+    predict_file(nlp, source, tmp_path / "expected.xlsx", **options)
+    assert sheet_values(tmp_path / "answer.xlsx") == sheet_values(tmp_path / "expected.xlsx")
+    assert len(sheet_values(tmp_path / "answer.xlsx")) == 42  # the header and 41 rows
+
+
+def sheet_values(path: Path) -> list[list]:
+    from openpyxl import load_workbook
+
+    return [[cell.value for cell in row] for row in load_workbook(path)["labels"].iter_rows()]
 
 
 @pytest.mark.parametrize(
@@ -376,7 +392,7 @@ def test_an_uploaded_excel_file_comes_back_as_titlecat_predict_writes_it(server,
         ("bad.csv", b'id,title\n1,"Sales\n', {"column": "title"}, 400, "file: bad.csv: line 2: malformed CSV"),
         ("people.csv", b"id,name\n1,CEO\n", {"column": "title"}, 400, "file: people.csv: line 1: no column 'title'"),
         ("titles.doc", b"CEO\n", {}, 400, "file: titles.doc: file name: unknown format"),
-        ("titles.csv", b"text\nCEO\n", {"output": "xml"}, 422, "output: expected csv, tsv or jsonl"),
+        ("titles.csv", b"text\nCEO\n", {"output": "xml"}, 422, "output: expected csv, tsv, jsonl or xlsx"),
         ("titles.csv", b"text\nCEO\n", {"all_scores": "maybe"}, 422, "all_scores:"),
         ("titles.csv", b"text\nCEO\n", {"review_below": "2"}, 422, "review_below:"),
     ],

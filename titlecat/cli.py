@@ -67,7 +67,7 @@ def predict(
     input_path: Path = typer.Argument(
         ..., exists=True, dir_okay=False, help="CSV, TSV, JSONL, Excel .xlsx or text (one a line)"
     ),
-    output_path: Path = typer.Argument(..., dir_okay=False, help="Output .csv, .tsv or .jsonl (not the input)"),
+    output_path: Path = typer.Argument(..., dir_okay=False, help="Output .csv, .tsv, .jsonl or .xlsx (not the input)"),
     model: str = MODEL,
     column: str = COLUMN,
     id_column: str | None = ID_COLUMN,
@@ -155,7 +155,9 @@ def predict(
 @app.command("predict-ray")
 def predict_ray_command(
     input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="On storage every worker can read"),
-    output_path: Path = typer.Argument(..., dir_okay=False, help="Output .csv, .tsv or .jsonl, written by the driver"),
+    output_path: Path = typer.Argument(
+        ..., dir_okay=False, help="Output .csv, .tsv, .jsonl or .xlsx, written by the driver"
+    ),
     model: str = MODEL,
     column: str = COLUMN,
     id_column: str | None = ID_COLUMN,

@@ -44,7 +44,10 @@ STATUS_HINTS = {
     "malformed": "rows with more or fewer fields than the header, or JSONL lines that are not a JSON object",
 }
 MAX_CHARS = 500
-OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
+# What one Excel sheet holds (Excel's specifications and limits).
+EXCEL_MAX_ROWS = 1_048_576
+EXCEL_MAX_CELL_CHARS = 32_767
 
 
 def check_title(value: object, max_chars: int = MAX_CHARS) -> tuple[str, str]:
@@ -281,7 +284,7 @@ def labelled_in_pool(
 
 
 class PredictionWriter:
-    """CSV/TSV or JSONL rows, written to a hidden partial file and renamed into place on success.
+    """CSV/TSV, JSONL or Excel rows, written to a hidden partial file and renamed into place on success.
 
     Any exception (Ctrl-C included) removes the partial file: the output is either complete or absent.
     """
@@ -296,6 +299,10 @@ class PredictionWriter:
 
     def __enter__(self) -> PredictionWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.format == "xlsx":
+            self.file = ExcelSheetWriter(self.partial, self.fields, self.path.name)
+            self.write = self.file.write
+            return self
         self.file = self.partial.open("w", newline="", encoding="utf-8")
         if self.format == "jsonl":
             self.write = self._write_jsonl
@@ -314,11 +321,64 @@ class PredictionWriter:
         )
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        self.file.close()
+        if exc_type is None or self.format != "xlsx":  # a failed workbook is not worth saving
+            self.file.close()
         if exc_type is None:
             os.replace(self.partial, self.path)
         else:
             self.partial.unlink(missing_ok=True)
+
+
+class ExcelSheetWriter:
+    """Rows into one sheet of a new .xlsx workbook, streamed (openpyxl's write-only mode: memory stays flat).
+
+    Numbers and booleans stay numbers and booleans; text stays text, even when it starts with "=" (a title or
+    kept cell is never a formula). Characters that an Excel cell cannot hold (control characters other than
+    tab and line breaks) are written as U+FFFD. A cell over Excel's 32,767 characters, or a row past its
+    1,048,576, stops the run with the line: the output would be cut.
+    """
+
+    def __init__(self, path: Path, fields: list[str], name: str):
+        from openpyxl import Workbook
+
+        self.path, self.fields, self.name = path, fields, name  # name: the output as the user named it
+        self.workbook = Workbook(write_only=True)
+        self.sheet = self.workbook.create_sheet("labels")
+        self.rows = 0
+        self._append(dict(zip(fields, fields, strict=True)))
+
+    def _append(self, row: dict) -> None:
+        from openpyxl.cell import WriteOnlyCell
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
+
+        self.rows += 1
+        if self.rows > EXCEL_MAX_ROWS:
+            raise ValueError(
+                f"{self.name}: line {row.get('line')}: an Excel sheet holds at most {EXCEL_MAX_ROWS:,} rows "
+                "(the header included): write .csv, .tsv or .jsonl"
+            )
+        cells = []
+        for name in self.fields:
+            value = row.get(name)
+            if isinstance(value, str):
+                if len(value) > EXCEL_MAX_CELL_CHARS:
+                    raise ValueError(
+                        f"{self.name}: line {row.get('line')}, column {name!r}: {len(value):,} characters; an Excel "
+                        f"cell holds at most {EXCEL_MAX_CELL_CHARS:,}: write .csv, .tsv or .jsonl"
+                    )
+                cell = WriteOnlyCell(self.sheet, value=ILLEGAL_CHARACTERS_RE.sub("\ufffd", value))
+                cell.data_type = "s"  # openpyxl takes a string starting with "=" for a formula
+                cells.append(cell)
+            else:
+                cells.append(value)
+        self.sheet.append(cells)
+
+    def write(self, rows: Iterable[dict]) -> None:
+        for row in rows:
+            self._append(row)
+
+    def close(self) -> None:
+        self.workbook.save(self.path)
 
 
 @dataclass

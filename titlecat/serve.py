@@ -75,7 +75,12 @@ REVIEW_ENV = "TITLECAT_SERVE_REVIEW_BELOW"
 SPLITS = ("test", "cv_dev", "ood")
 ROW_FIELDS = ("line", "status")  # of predict's output rows: /v1/label answers in order, with no line
 METRIC_KEYS = ("n", "accuracy", "macro_f1", "mae")
-OUTPUT_MEDIA = {"csv": "text/csv", "tsv": "text/tab-separated-values", "jsonl": "application/x-ndjson"}
+OUTPUT_MEDIA = {
+    "csv": "text/csv",
+    "tsv": "text/tab-separated-values",
+    "jsonl": "application/x-ndjson",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
 
 
@@ -500,7 +505,7 @@ def create_app(
         encoding: str = Form("", description="The file's text encoding (e.g. cp1252); default UTF-8"),
         delimiter: str = Form("", description="CSV/TSV separator (',', ';' or 'tab'); default: found from the header"),
         sheet: str = Form("", description="Excel sheet: its name or number (1 = the first); default the first"),
-        output: str = Form("", description="csv, tsv or jsonl; default: the input's, or csv"),
+        output: str = Form("", description="csv, tsv, jsonl or xlsx; default: the input's, or csv"),
         all_scores: bool = Form(False, description="Add the score of every label"),
         review_below: float | None = Form(
             None, ge=0.0, le=1.0, description="Add needs_review (a score below this); default: the server's"
@@ -512,9 +517,9 @@ def create_app(
         """
         name = Path(file.filename or "titles.csv").name
         suffix = Path(name).suffix.lower()
-        output = output or {".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "csv")
+        output = output or {".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}.get(suffix, "csv")
         if output not in OUTPUT_MEDIA:
-            return error(422, f"output: expected csv, tsv or jsonl, found {output!r}")
+            return error(422, f"output: expected csv, tsv, jsonl or xlsx, found {output!r}")
         folder = Path(tempfile.mkdtemp(prefix="titlecat-serve-"))
         input_path = folder / f"input{suffix}"
         output_name = f"{Path(name).stem or 'titles'}.labelled.{output}"
