@@ -206,6 +206,14 @@ def test_a_forced_delimiter_that_finds_no_column_suggests_the_one_in_the_header(
     assert not (tmp_path / ".out.csv.partial").exists()
 
 
+def test_an_empty_file_is_an_error_naming_it_with_no_delimiter_said(model, tmp_path):
+    (tmp_path / "empty.csv").write_bytes(b"")
+    result = run_predict(tmp_path / "empty.csv", tmp_path / "out.csv", "-m", model, "--column", "title")
+    assert result.exit_code == 1 and not (tmp_path / "out.csv").exists()
+    assert "empty.csv: line 1: no column 'title' in the header; the header is empty" in result.stderr
+    assert "columns separated" not in result.stderr
+
+
 def test_a_duplicated_column_is_an_error_naming_it(model, tmp_path):
     source = tmp_path / "dup.csv"
     source.write_text("id,title,title\n1,Sales,Head of Sales\n", encoding="utf-8")

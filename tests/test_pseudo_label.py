@@ -384,9 +384,8 @@ def test_openai_run_killed_midway_and_rerun_yields_every_row_once(tmp_path):
 def test_unset_key_stops_before_the_first_request(tmp_path):
     cvs = write_cvs(tmp_path / "cvs.json", ["Analyst", "Buchhalter"])
     with FakeOpenAI() as server:
-        start = time.monotonic()
+        # It stops before any request (asserted below); run_cli's timeout guards against a hang, no clock here.
         result = run_cli(openai_args(server, cvs, tmp_path), tmp_path, {"TITLECAT_TEST_KEY": None})
-        assert time.monotonic() - start < 30
         assert result.returncode == 1
         message = " ".join(result.stdout.split())
         assert "$TITLECAT_TEST_KEY is not set" in message and server.base_url in message
@@ -417,11 +416,10 @@ def test_refused_connection_stops_the_run_with_one_error(tmp_path):
     base_url = f"http://127.0.0.1:{free_port()}/v1"
     args = [cvs, tmp_path / "pseudo.jsonl", "--config", REPO / "configs" / "llm_openai.cfg", "--base-url", base_url]
     args += ["--model", "fake-model", "--api-key-env", "TITLECAT_TEST_KEY", "--store", tmp_path / "store.jsonl"]
-    start = time.monotonic()
     args += ["--backoff", 0.05]  # the default (1 s, doubling) trips after 15 s: see docs/pseudo_labels.md
-    result = run_cli(args, tmp_path, {"TITLECAT_TEST_KEY": key})  # default concurrency, tries and breaker
-    elapsed = time.monotonic() - start
-    assert result.returncode == 1 and elapsed < 60, (elapsed, result.stdout, result.stderr)
+    # Default concurrency, tries and breaker; run_cli's timeout fails a run that retries every title for ever.
+    result = run_cli(args, tmp_path, {"TITLECAT_TEST_KEY": key})
+    assert result.returncode == 1, (result.stdout, result.stderr)
     message = " ".join(result.stdout.split())
     assert message.count("looks down") == 1
     assert f"{base_url}/chat/completions" in message and "'fake-model'" in message

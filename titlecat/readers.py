@@ -448,7 +448,7 @@ def iter_titles(
         chosen = parse_delimiter(delimiter)
         if chosen is None:
             chosen = choose_delimiter(header_line, wanted, "\t" if fmt == "tsv" else ",")
-            if notify is not None:
+            if notify is not None and header_line.strip():  # an empty file has no header to find one in
                 notify(
                     f"{path}: columns separated by {DELIMITERS.get(chosen, repr(chosen))} (found in the header; "
                     "--delimiter forces one)"
