@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gc
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -305,9 +306,44 @@ def test_predict_ray_on_two_workers_writes_the_rows_of_predict(tiny, tmp_path):
     assert (tmp_path / "ray.csv").read_text() == (tmp_path / "local.csv").read_text()
     statuses = {row["status"] for row in csv.DictReader((tmp_path / "ray.csv").open())}
     assert statuses == {"ok", "empty", "not_text", "too_long"} and len(rows) == 50000
-    # Success says one thing: no deprecation warning, no Ray start-up notes, no error-level log line.
-    (line,) = distributed.stderr.strip().splitlines()
-    assert line.startswith(f"✔ {tmp_path / 'ray.csv'}: 50,000 rows"), distributed.stderr[-3000:]
+
+    # Success says what predict says (the delimiter found, the summary, the bad rows' hints): no deprecation
+    # warning, no Ray start-up notes, no error-level log line.
+    def said(result, output):
+        return [
+            re.sub(r" in [\d.]+ s \([\d,]+ titles/s\)", "", line.replace(output, "OUT"))
+            for line in result.stderr.strip().splitlines()
+        ]
+
+    assert said(distributed, "ray.csv") == said(local, "local.csv"), distributed.stderr[-3000:]
+    assert any(line.startswith(f"✔ {tmp_path / 'OUT'}: 50,000 rows") for line in said(distributed, "ray.csv"))
+
+
+def test_predict_ray_reads_what_predict_reads(tiny, tmp_path):
+    """The driver reads the file with predict's options: a German Excel CSV (cp1252, semicolons) with kept
+    columns, written as an Excel workbook, is the file predict writes."""
+    pytest.importorskip("ray")
+    from openpyxl import load_workbook
+
+    source = tmp_path / "crm.csv"
+    people = [("Geschäftsführer", "Müller GmbH"), ("Einkäuferin", "Bäckerei Öz"), ("Head of Sales", "ACME")] * 20
+    source.write_bytes(("Titel;Firma\n" + "".join(f"{t};{f}\n" for t, f in people)).encode("cp1252"))
+    args = ["-m", str(tiny / "combined"), "--column", "Titel", "--encoding", "cp1252", "--keep-title"]
+    args += ["--keep-columns", "Firma", "--no-progress"]
+    for command, output in (("predict", "local.xlsx"), ("predict-ray", "ray.xlsx")):
+        result = subprocess.run(
+            [sys.executable, "-m", "titlecat", command, str(source), str(tmp_path / output), *args],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "columns separated by ';'" in result.stderr
+
+    def values(name):
+        return [[cell.value for cell in row] for row in load_workbook(tmp_path / name)["labels"].iter_rows()]
+
+    assert values("ray.xlsx") == values("local.xlsx")
+    assert [row[1:3] for row in values("ray.xlsx")[1:4]] == [list(person) for person in people[:3]]
+    assert {row[3] for row in values("ray.xlsx")[1:]} == {"ok"}
 
 
 def test_predict_ray_reports_a_missing_column_in_the_one_line_of_predict(tiny, tmp_path):

@@ -25,6 +25,17 @@ MODEL = typer.Option(
 COLUMN = typer.Option("text", "--column", "--field", help="CSV/TSV column or JSONL field holding the title")
 ID_COLUMN = typer.Option(None, "--id-column", "--id-field", help="Column/field copied to the output as 'id'")
 FORMAT = typer.Option(None, "--format", help="csv, tsv, jsonl, xlsx or text; default: from the input's suffix")
+ENCODING = typer.Option(
+    None, help="The input's text encoding (e.g. cp1252, latin-1); default UTF-8 (a byte-order mark is skipped)"
+)
+DELIMITER = typer.Option(
+    None, help="CSV/TSV column separator (',', ';' or 'tab'); default: the one that splits the header"
+)
+SHEET = typer.Option(None, help="Excel sheet: its name or number (1 = the first); default the first")
+KEEP_TITLE = typer.Option(False, "--keep-title", help="Copy each row's title into the output ('title')")
+KEEP_COLUMNS = typer.Option(
+    None, help="Comma-separated input columns/fields to copy into the output, e.g. 'email,company'"
+)
 ALL_SCORES = typer.Option(False, "--all-scores", help="Add the score of every label")
 BATCH_SIZE = typer.Option(
     None, help="Titles per nlp.pipe batch [default: the pipeline's own nlp.batch_size: 1000 cpu, 4000 trf]"
@@ -57,6 +68,15 @@ def confidence_postprocess(output_path: Path, review_below, llm_fallback, llm_sh
     return row_postprocess(output_path, review_below, llm_fallback, llm_share, llm_below, *rest)
 
 
+def column_names(names: str | None) -> list[str]:
+    """--keep-columns 'email, company' → ['email', 'company']."""
+    return [name.strip() for name in names.split(",")] if names else []
+
+
+def notify(message: str) -> None:
+    typer.secho(f"ℹ {message}", err=True)
+
+
 def fail(error: Exception) -> None:
     typer.secho(f"✘ {error}", fg="red", err=True)
     raise typer.Exit(1)
@@ -71,20 +91,12 @@ def predict(
     model: str = MODEL,
     column: str = COLUMN,
     id_column: str | None = ID_COLUMN,
-    input_format: str | None = typer.Option(
-        None, "--format", help="csv, tsv, jsonl, xlsx or text; default: from the input's suffix"
-    ),
-    encoding: str | None = typer.Option(
-        None, help="The input's text encoding (e.g. cp1252, latin-1); default UTF-8 (a byte-order mark is skipped)"
-    ),
-    delimiter: str | None = typer.Option(
-        None, help="CSV/TSV column separator (',', ';' or 'tab'); default: the one that splits the header"
-    ),
-    sheet: str | None = typer.Option(None, help="Excel sheet: its name or number (1 = the first); default the first"),
-    keep_title: bool = typer.Option(False, "--keep-title", help="Copy each row's title into the output ('title')"),
-    keep_columns: str | None = typer.Option(
-        None, help="Comma-separated input columns/fields to copy into the output, e.g. 'email,company'"
-    ),
+    input_format: str | None = FORMAT,
+    encoding: str | None = ENCODING,
+    delimiter: str | None = DELIMITER,
+    sheet: str | None = SHEET,
+    keep_title: bool = KEEP_TITLE,
+    keep_columns: str | None = KEEP_COLUMNS,
     all_scores: bool = ALL_SCORES,
     n_process: int = typer.Option(1, help="Labelling processes, started once for the file"),
     batch_size: int | None = typer.Option(
@@ -140,8 +152,8 @@ def predict(
             delimiter=delimiter,
             sheet=sheet,
             keep_title=keep_title,
-            keep_columns=[name.strip() for name in keep_columns.split(",")] if keep_columns else (),
-            notify=lambda message: typer.secho(f"ℹ {message}", err=True),
+            keep_columns=column_names(keep_columns),
+            notify=notify,
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
@@ -162,6 +174,11 @@ def predict_ray_command(
     column: str = COLUMN,
     id_column: str | None = ID_COLUMN,
     input_format: str | None = FORMAT,
+    encoding: str | None = ENCODING,
+    delimiter: str | None = DELIMITER,
+    sheet: str | None = SHEET,
+    keep_title: bool = KEEP_TITLE,
+    keep_columns: str | None = KEEP_COLUMNS,
     all_scores: bool = ALL_SCORES,
     workers: int = typer.Option(2, help="Ray actors, each loading the pipeline once"),
     batch_size: int | None = BATCH_SIZE,
@@ -211,10 +228,18 @@ def predict_ray_command(
             address,
             progress,
             postprocess=postprocess,
+            encoding=encoding,
+            delimiter=delimiter,
+            sheet=sheet,
+            keep_title=keep_title,
+            keep_columns=column_names(keep_columns),
+            notify=notify,
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
     typer.secho(f"✔ {output_path}: {summary}", fg="green", err=True)
+    for hint in summary.hints():
+        typer.secho(f"⚠ {hint}", fg="yellow", err=True)
     if postprocess is not None:
         typer.secho(f"  {postprocess.summary()}", err=True)
 

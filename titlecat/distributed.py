@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import ray
@@ -22,6 +22,7 @@ from spacy.util import minibatch
 from .predict import (
     MAX_CHARS,
     Summary,
+    check_paths,
     check_records,
     label_records,
     load_pipeline,
@@ -50,10 +51,10 @@ class Labeller:
         return label_records(self.nlp, self.tasks, checked, self.all_scores, self.batch_size, 1, in_zone)
 
 
-def check_input(path: Path | str, column: str, id_column: str | None, fmt: str) -> None:
+def check_input(path: Path | str, column: str, id_column: str | None, fmt: str, **reading) -> None:
     """Read the header (CSV/TSV) or the first record, so that a missing column stops the run in one line
-    before Ray starts, as in `titlecat predict`."""
-    records = read_titles(path, column, id_column, fmt)
+    before Ray starts, as in `titlecat predict`. `reading`: read_titles' options."""
+    records = read_titles(path, column, id_column, fmt, **reading)
     try:
         next(records, None)
     finally:
@@ -104,16 +105,26 @@ def predict_ray(
     progress: bool = True,
     rows_per_block: int = 5000,
     postprocess=None,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+    sheet: str | None = None,
+    keep_title: bool = False,
+    keep_columns: Sequence[str] = (),
+    notify: Callable[[str], None] | None = None,
 ) -> Summary:
     """`titlecat predict-ray`. `postprocess` (titlecat.confidence.RowPostprocess: review flag, LLM fallback) runs
-    on the driver, on each block's rows and checked titles, as `titlecat predict` runs it on each chunk."""
+    on the driver, on each block's rows and checked titles, as `titlecat predict` runs it on each chunk. The
+    driver reads the file (encoding, delimiter, sheet, kept columns as in `titlecat predict`)."""
     if workers < 1:
         raise ValueError(f"--workers {workers}: at least one worker is needed")
+    check_paths(input_path, output_path)
     fmt = title_format(input_path, input_format)
-    check_input(input_path, column, id_column, fmt)
+    keep_columns = list(keep_columns)
+    reading = {"encoding": encoding, "delimiter": delimiter, "sheet": sheet, "keep_columns": keep_columns}
+    check_input(input_path, column, id_column, fmt, **reading)
     # The driver loads the pipeline too: a wrong model fails here, before any worker starts.
     tasks = pipeline_tasks(load_pipeline(model))
-    fields = output_fields(tasks, all_scores, id_column is not None)
+    fields = output_fields(tasks, all_scores, id_column is not None, keep_title, keep_columns)
     if postprocess is not None:
         fields = postprocess.fields(fields)
     model = str(Path(model).resolve()) if Path(model).exists() else model
@@ -122,8 +133,8 @@ def predict_ray(
         quiet_console()
     remote = ray.remote(num_cpus=1)(Labeller)
     actors = [remote.remote(model, all_scores, batch_size) for _ in range(workers)]
-    records = read_titles(input_path, column, id_column, fmt)
-    blocks = (check_records(chunk, max_chars) for chunk in minibatch(records, rows_per_block))
+    records = read_titles(input_path, column, id_column, fmt, notify=notify, **reading)
+    blocks = (check_records(chunk, max_chars, keep_title, keep_columns) for chunk in minibatch(records, rows_per_block))
     # Two blocks per actor: one being labelled, one waiting, so no actor idles while the driver writes.
     labelled = postprocessed(label_in_order(actors, blocks, 2 * workers), postprocess)
     try:
