@@ -399,6 +399,28 @@ def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir):
     assert type(scores) is numpy.ndarray and scores.shape == (16, len(task.labels))
 
 
+def test_a_slow_tokenizer_is_refused_at_initialisation_naming_the_model(tmp_path):
+    """Titles go through a fast tokenizer's Rust backend; a model whose tokenizer loads slow stops at once."""
+    import spacy
+    from spacy.util import load_config
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "head", "sales"]))
+    BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    tiny = {"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1, "intermediate_size": 16}
+    BertModel(BertConfig(vocab_size=7, **tiny)).save_pretrained(tmp_path)
+    config = load_config(TRF_CONFIG)["components"]["textcat"]["model"]
+    nlp = spacy.blank("xx")
+    textcat = nlp.add_pipe(
+        "textcat", config={"model": {**config, "name": str(tmp_path), "tokenizer_config": {"use_fast": False}}}
+    )
+    textcat.add_label("Sales")
+    textcat.add_label("Other")
+    with pytest.raises(ValueError, match="loads a slow") as error:
+        nlp.initialize()
+    assert repr(str(tmp_path)) in str(error.value)
+
+
 def test_class_balanced_corpus_oversamples_the_listed_tasks_only(tmp_path):
     """configs/trf.cfg's train reader (class balance of the transformer recipe): for a listed task each label as
     often as the largest, every original title kept first, the same list for the same seed; other tasks as read."""

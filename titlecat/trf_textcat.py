@@ -138,6 +138,13 @@ def init_encoder(model: Model, X=None, Y=None) -> None:
             dict(shim._hfmodel._init_tokenizer_config),
             dict(shim._hfmodel._init_transformer_config),
         )
+        if not getattr(hf_objects.tokenizer, "is_fast", False):
+            # Titles are tokenized by the Rust backend of a fast tokenizer (`wordpiece_ids`), as spacy-transformers'
+            # own alignment needed one too.
+            raise ValueError(
+                f"titlecat.TransformerTitleClassifier.v1: {model.attrs['name']!r} loads a slow (Python) tokenizer; "
+                "a fast one (tokenizer.json, the Hugging Face `tokenizers` library) is needed"
+            )
         shim._hfmodel = hf_objects
         shim._model = hf_objects.transformer
     model.set_dim("nO", shim._model.config.hidden_size)
