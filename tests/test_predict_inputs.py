@@ -128,7 +128,7 @@ def test_a_kept_cell_in_another_encoding_makes_its_row_undecodable(nlp, tmp_path
     counted with the --encoding hint; named, the encoding gives every row its answer and its cells as written."""
     source = tmp_path / "people.csv"
     source.write_bytes(
-        "id;title;company\n1;Head of Sales;Müller GmbH\n2;CFO;ACME\nZürich-3;CTO;Vogel\n".encode("cp1252")
+        "id;title;company\n1;Head of Sales;Müller GmbH\n2;CFO;ACME\nZürich-3;CTO;Vogel\n4;;Groß AG\n".encode("cp1252")
     )
     output = tmp_path / "out.csv"
     summary = predict_file(nlp, source, output, "title", "id", progress=False, keep_columns=["company"])
@@ -137,9 +137,10 @@ def test_a_kept_cell_in_another_encoding_makes_its_row_undecodable(nlp, tmp_path
         ("2", "undecodable", "M\ufffdller GmbH"),
         ("3", "ok", "ACME"),
         ("4", "undecodable", "Vogel"),
+        ("5", "undecodable", "Gro\ufffd AG"),  # an empty title too: what is written is not what was read
     ]
     assert rows[0]["department"] == rows[2]["department"] == "" and rows[1]["department"]
-    assert summary.counts["undecodable"] == 2 and summary.first_lines["undecodable"] == 2
+    assert summary.counts["undecodable"] == 3 and summary.first_lines["undecodable"] == 2
     assert "--encoding" in summary.hints()[0] and "kept columns" in summary.hints()[0]
     predict_file(nlp, source, output, "title", "id", progress=False, keep_columns=["company"], encoding="cp1252")
     rows = read_csv(output)
@@ -147,8 +148,9 @@ def test_a_kept_cell_in_another_encoding_makes_its_row_undecodable(nlp, tmp_path
         ("1", "ok", "Müller GmbH"),
         ("2", "ok", "ACME"),
         ("Zürich-3", "ok", "Vogel"),
+        ("4", "empty", "Groß AG"),
     ]
-    assert [(row["seniority"], row["department"]) for row in rows] == [
+    assert [(row["seniority"], row["department"]) for row in rows[:3]] == [
         expected(nlp, t) for t in ("Head of Sales", "CFO", "CTO")
     ]
 
@@ -212,6 +214,42 @@ def test_an_empty_file_is_an_error_naming_it_with_no_delimiter_said(model, tmp_p
     assert result.exit_code == 1 and not (tmp_path / "out.csv").exists()
     assert "empty.csv: line 1: no column 'title' in the header; the header is empty" in result.stderr
     assert "columns separated" not in result.stderr
+
+
+@pytest.mark.parametrize("encoding", ["cp1252", "utf-16"])
+def test_an_excel_text_export_is_read_as_a_table(nlp, model, tmp_path, encoding):
+    """Excel's "Text (Tab delimited)" (cp1252) and "Unicode Text" (UTF-16 with its byte-order mark) are .txt
+    tables: read as TSV and said so; --format text still reads one title a line."""
+    source = tmp_path / "export.txt"
+    lines = ["Vorname\tPosition\tFirma", "Uwe\tGeschäftsführer\tMüller GmbH", "Eva\tHead of Sales\tACME"]
+    source.write_bytes("".join(line + "\r\n" for line in lines).encode(encoding))  # utf-16: one byte-order mark
+    options = ["--encoding", "cp1252"] if encoding == "cp1252" else []
+    output = tmp_path / "out.csv"
+    result = run_predict(source, output, "-m", model, "--column", "Position", "--keep-columns", "Firma", *options)
+    assert result.exit_code == 0, result.output
+    assert "export.txt: a tab in the first line: read as a tab-separated table" in result.stderr
+    rows = read_csv(output)
+    assert [(row["Firma"], row["status"]) for row in rows] == [("Müller GmbH", "ok"), ("ACME", "ok")]
+    assert [(row["seniority"], row["department"]) for row in rows] == [
+        expected(nlp, "Geschäftsführer"),
+        expected(nlp, "Head of Sales"),
+    ]
+    result = run_predict(source, output, "-m", model, "--format", "text", *options)
+    assert result.exit_code == 0 and len(read_csv(output)) == 3 and "a tab in the first line" not in result.stderr
+
+
+def test_a_malformed_jsonl_line_with_kept_fields_is_malformed_and_the_file_goes_on(nlp, tmp_path):
+    source = tmp_path / "people.jsonl"
+    source.write_text('{"title": "Sales Rep", "company": "X"}\nnot json\n[1, 2]\n{"title": "CFO"}\n', encoding="utf-8")
+    summary = predict_file(nlp, source, tmp_path / "out.csv", "title", progress=False, keep_columns=["company"])
+    rows = read_csv(tmp_path / "out.csv")
+    assert [(row["line"], row["status"], row["company"]) for row in rows] == [
+        ("1", "ok", "X"),
+        ("2", "malformed", ""),
+        ("3", "malformed", ""),
+        ("4", "ok", ""),
+    ]
+    assert summary.counts["malformed"] == 2
 
 
 def test_a_duplicated_column_is_an_error_naming_it(model, tmp_path):
@@ -397,6 +435,14 @@ def test_an_excel_output_holds_the_rows_of_the_csv_one_with_numbers_as_numbers(n
     assert result.exit_code == 1
     assert "long.xlsx: line 3, column 'title': 36,000 characters; an Excel cell holds at most 32,767" in result.stderr
     assert sorted(path.name for path in tmp_path.glob("*long*")) == []
+    # In a process of its own, as people run it: the error alone, no traceback from the unfinished workbook.
+    result = subprocess.run(
+        [sys.executable, "-m", "titlecat", "predict", str(source), str(tmp_path / "long.xlsx"), *args, "--max-chars",
+         "40000", "--no-progress"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1 and "an Excel cell holds at most 32,767" in result.stderr
+    assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr, result.stderr
 
 
 def test_help_texts_print_what_the_source_says():

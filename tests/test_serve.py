@@ -391,7 +391,7 @@ def sheet_values(path: Path) -> list[list]:
     [
         ("bad.csv", b'id,title\n1,"Sales\n', {"column": "title"}, 400, "file: bad.csv: line 2: malformed CSV"),
         ("people.csv", b"id,name\n1,CEO\n", {"column": "title"}, 400, "file: people.csv: line 1: no column 'title'"),
-        ("titles.doc", b"CEO\n", {}, 400, "file: titles.doc: file name: unknown format"),
+        ("titles.doc", b"CEO\n", {}, 400, "file: titles.doc: file name: no format for the suffix '.doc'"),
         ("titles.csv", b"text\nCEO\n", {"output": "xml"}, 422, "output: expected csv, tsv, jsonl or xlsx"),
         ("titles.csv", b"text\nCEO\n", {"all_scores": "maybe"}, 422, "all_scores:"),
         ("titles.csv", b"text\nCEO\n", {"review_below": "2"}, 422, "review_below:"),

@@ -269,11 +269,13 @@ def test_predict_outside_the_project_says_where_the_default_model_comes_from(tmp
     assert "E050" not in line
 
 
-def test_unknown_input_format_is_an_error(tmp_path):
+def test_unknown_input_format_is_an_error_naming_the_formats(tmp_path):
     path = tmp_path / "titles.xls"
     path.write_text("x")
-    with pytest.raises(DataError, match="unknown format"):
+    with pytest.raises(DataError, match=r"no format for the suffix '\.xls': name one with --format \(csv, jsonl, text"):
         list(predict_module.read_titles(path))
+    with pytest.raises(DataError, match="--format: unknown format 'txt': expected one of csv, jsonl, text, tsv, xlsx"):
+        list(predict_module.read_titles(path, fmt="txt"))
 
 
 def test_predict_ray_on_two_workers_writes_the_rows_of_predict(tiny, tmp_path):

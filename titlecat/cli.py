@@ -166,7 +166,9 @@ def predict(
 
 @app.command("predict-ray")
 def predict_ray_command(
-    input_path: Path = typer.Argument(..., exists=True, dir_okay=False, help="On storage every worker can read"),
+    input_path: Path = typer.Argument(
+        ..., exists=True, dir_okay=False, help="CSV, TSV, JSONL, Excel .xlsx or text (one a line), read by the driver"
+    ),
     output_path: Path = typer.Argument(
         ..., dir_okay=False, help="Output .csv, .tsv, .jsonl or .xlsx, written by the driver"
     ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import gc
+import io
 import json
 import multiprocessing
 import os
@@ -87,15 +88,14 @@ def check_records(
     """One dict per record: line (where the input row starts), id, status and the title to label; with
     `keep_title` the title as read ("title"), with `keep_columns` those columns' values ("keep").
 
-    A row whose id or kept cells are not text in the file's encoding is `undecodable` even with a good title:
-    those cells cannot be written as they are, and a row that no longer joins back to its input is no answer.
+    A row whose id or kept cells are not text in the file's encoding is `undecodable`, whatever its title: those
+    cells cannot be written as they are, and a row that no longer joins back to its input is no answer.
     """
     checked = []
     for record in records:
         status, text = (record.status, "") if record.status else check_title(record.value, max_chars)
-        if status == "ok" and any(
-            isinstance(cell, str) and SURROGATE.search(cell) for cell in (record.id, *record.extra)
-        ):
+        copied = (record.id, *record.extra)  # written to the output as read, besides the title
+        if status != "malformed" and any(isinstance(cell, str) and SURROGATE.search(cell) for cell in copied):
             status, text = "undecodable", ""
         row = {"line": record.line, "id": plain(record.id), "status": status, "text": text}
         if keep_title:
@@ -321,11 +321,11 @@ class PredictionWriter:
         )
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is None or self.format != "xlsx":  # a failed workbook is not worth saving
-            self.file.close()
         if exc_type is None:
+            self.file.close()
             os.replace(self.partial, self.path)
         else:
+            (self.file.discard if self.format == "xlsx" else self.file.close)()
             self.partial.unlink(missing_ok=True)
 
 
@@ -364,7 +364,8 @@ class ExcelSheetWriter:
                 if len(value) > EXCEL_MAX_CELL_CHARS:
                     raise ValueError(
                         f"{self.name}: line {row.get('line')}, column {name!r}: {len(value):,} characters; an Excel "
-                        f"cell holds at most {EXCEL_MAX_CELL_CHARS:,}: write .csv, .tsv or .jsonl"
+                        f"cell holds at most {EXCEL_MAX_CELL_CHARS:,}: write .csv, .tsv or .jsonl, or leave the "
+                        "column out"
                     )
                 cell = WriteOnlyCell(self.sheet, value=ILLEGAL_CHARACTERS_RE.sub("\ufffd", value))
                 cell.data_type = "s"  # openpyxl takes a string starting with "=" for a formula
@@ -379,6 +380,11 @@ class ExcelSheetWriter:
 
     def close(self) -> None:
         self.workbook.save(self.path)
+
+    def discard(self) -> None:
+        """Finish the workbook in memory and drop it: a streamed sheet left open complains (a traceback on stderr)
+        when the garbage collector closes it."""
+        self.workbook.save(io.BytesIO())
 
 
 @dataclass

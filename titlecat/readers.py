@@ -302,9 +302,17 @@ class TitleRecord:
 
 def title_format(path: Path | str, fmt: str | None = None) -> str:
     """The input format: `fmt` if given, else from the suffix (.csv, .tsv, .jsonl/.ndjson, .txt, .xlsx)."""
+    formats = sorted(set(TITLE_FORMATS.values()))
+    if fmt is not None and fmt not in formats:
+        raise DataError(path, "--format", f"unknown format {fmt!r}: expected one of {', '.join(formats)}")
     fmt = fmt or TITLE_FORMATS.get(Path(path).suffix.lower())
-    if fmt not in set(TITLE_FORMATS.values()):
-        raise DataError(path, "file name", f"unknown format {fmt!r}: expected one of {sorted(TITLE_FORMATS)}")
+    if fmt is None:
+        raise DataError(
+            path,
+            "file name",
+            f"no format for the suffix {Path(path).suffix!r}: name one with --format ({', '.join(formats)}), or use "
+            f"a file ending in {', '.join(TITLE_FORMATS)}",
+        )
     return fmt
 
 
@@ -360,7 +368,12 @@ def read_titles(
     is never closed, not a workbook) raises DataError naming the line.
     """
     path = Path(path)
-    fmt = title_format(path, fmt)
+    named_format, fmt = fmt, title_format(path, fmt)
+    if fmt == "text" and named_format is None and _first_line(path, encoding).count("\t"):
+        # Excel saves "Text (Tab delimited)" and "Unicode Text" as .txt: a table, not one title a line.
+        fmt = "tsv"
+        if notify is not None:
+            notify(f"{path}: a tab in the first line: read as a tab-separated table (--format text: one title a line)")
     if fmt == "text" and keep_columns:
         raise DataError(path, "--keep-columns", "a text file (one title a line) has no columns to keep")
     if fmt == "xlsx":
@@ -375,6 +388,14 @@ def read_titles(
         raise DataError(
             path, "file", f"not {encoding} text ({error.reason}): name the file's encoding with --encoding"
         ) from error
+
+
+def _first_line(path: Path, encoding: str | None) -> str:
+    with path.open(newline="", encoding=input_encoding(path, encoding), errors="surrogateescape") as file:
+        try:
+            return file.readline()
+        except UnicodeDecodeError:
+            return ""  # read_titles says what is wrong with the file
 
 
 # A lone surrogate: an undecodable byte as `surrogateescape` keeps it, or a JSON "\\ud800" escape. Not text,
@@ -428,16 +449,17 @@ def iter_titles(
         for line, text in enumerate(file, start=1):
             yield TitleRecord(line, None, text.rstrip("\r\n"))
     elif fmt == "jsonl":
+        nothing_kept = tuple(None for _ in keep_columns)  # a line that is not an object has no fields to keep
         for line, text in enumerate(file, start=1):
             if not text.strip():
                 continue
             try:
                 record = json.loads(text)
             except json.JSONDecodeError:
-                yield TitleRecord(line, None, None, status="malformed")
+                yield TitleRecord(line, None, None, nothing_kept, "malformed")
                 continue
             if not isinstance(record, dict):
-                yield TitleRecord(line, None, None, status="malformed")
+                yield TitleRecord(line, None, None, nothing_kept, "malformed")
                 continue
             record_id = record.get(id_column) if id_column else None
             extra = tuple(record.get(name) for name in keep_columns)
