@@ -6,6 +6,7 @@ The pipeline here is built, not trained: both titlecat textcats with random weig
 
 from __future__ import annotations
 
+import codecs
 import csv
 import json
 import os
@@ -109,6 +110,7 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
     assert "undecodable 2 (first on line 2)" in result.stderr and "--encoding" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-title", "--encoding", encoding)
     assert result.exit_code == 0, result.output
+    assert "reads as UTF-8" not in result.stderr
     rows = read_csv(output)
     assert [row["title"] for row in rows] == ["Directeur général", "Head of Sales", "Geschäftsführer"]
     assert [row["status"] for row in rows] == ["ok"] * 3
@@ -118,6 +120,11 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
     result = run_predict(tmp_path / "header.csv", output, "-m", model, "--column", "Fonction occupée")
     assert result.exit_code == 1 and "header.csv: line 1: no column 'Fonction occupée'" in result.stderr
     assert "name the file's encoding with --encoding" in result.stderr
+    # The option named on a file saved as UTF-8: read as asked (mojibake), and said.
+    (tmp_path / "utf8.csv").write_text("title\nGeschäftsführer\n", encoding="utf-8")
+    result = run_predict(tmp_path / "utf8.csv", output, "-m", model, "--column", "title", "--encoding", encoding)
+    assert result.exit_code == 0 and read_csv(output)[0]["status"] == "ok"
+    assert f"utf8.csv: --encoding {codecs.lookup(encoding).name}, but the file reads as UTF-8 text" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "title", "--encoding", "klingon")
     assert result.exit_code == 1 and "--encoding 'klingon'" in result.stderr
 

@@ -380,6 +380,11 @@ def read_titles(
         yield from _xlsx_titles(path, column, id_column, sheet, keep_columns)
         return
     encoding = input_encoding(path, encoding)
+    if notify is not None and not encoding.startswith("utf") and _looks_utf8(path):
+        notify(
+            f"{path}: --encoding {encoding}, but the file reads as UTF-8 text with non-ASCII characters: if umlauts "
+            "come out as 'Ã¤', drop --encoding"
+        )
     try:
         with path.open(newline="", encoding=encoding, errors="surrogateescape") as file:
             yield from iter_titles(file, path, column, id_column, fmt, delimiter, keep_columns, notify)
@@ -388,6 +393,18 @@ def read_titles(
         raise DataError(
             path, "file", f"not {encoding} text ({error.reason}): name the file's encoding with --encoding"
         ) from error
+
+
+def _looks_utf8(path: Path, probe_bytes: int = 1 << 20) -> bool:
+    """The file's first MiB is UTF-8 with at least one multi-byte character: text in a one-byte code page
+    (cp1252, latin-1) almost never is, so a file named as such was most likely saved as UTF-8."""
+    with path.open("rb") as file:
+        data = file.read(probe_bytes)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(data, final=False)  # a character cut at the end is fine
+    except UnicodeDecodeError:
+        return False
+    return not data.isascii()
 
 
 def _first_line(path: Path, encoding: str | None) -> str:
