@@ -363,13 +363,16 @@ def read_titles(
     `undecodable` on the row's own line, and the file goes on. A CSV/TSV's delimiter is `delimiter`, else
     the one of ',', ';' and tab that finds the columns in the header (said through `notify`).
 
+    A `.txt` file (format from its suffix) whose first line holds a tab is a table (Excel's "Text (Tab
+    delimited)" and "Unicode Text" exports): read as TSV, said through `notify`.
+
     A row with more or fewer fields than the header, or a JSONL line that is not a JSON object, is yielded
     with status `malformed`. A file that cannot be read at all (a missing or duplicated column, a quote that
     is never closed, not a workbook) raises DataError naming the line.
     """
     path = Path(path)
     named_format, fmt = fmt, title_format(path, fmt)
-    if fmt == "text" and named_format is None and _first_line(path, encoding).count("\t"):
+    if fmt == "text" and named_format is None and "\t" in _first_line(path, encoding):
         # Excel saves "Text (Tab delimited)" and "Unicode Text" as .txt: a table, not one title a line.
         fmt = "tsv"
         if notify is not None:
