@@ -77,6 +77,15 @@ def notify(message: str) -> None:
     typer.secho(f"ℹ {message}", err=True)
 
 
+def report(output_path: Path, summary, postprocess) -> None:
+    """What predict and predict-ray say after a run: the summary, a hint per bad status, the LLM's share."""
+    typer.secho(f"✔ {output_path}: {summary}", fg="green", err=True)
+    for hint in summary.hints():
+        typer.secho(f"⚠ {hint}", fg="yellow", err=True)
+    if postprocess is not None:
+        typer.secho(f"  {postprocess.summary()}", err=True)
+
+
 def fail(error: Exception) -> None:
     typer.secho(f"✘ {error}", fg="red", err=True)
     raise typer.Exit(1)
@@ -157,11 +166,7 @@ def predict(
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
-    typer.secho(f"✔ {output_path}: {summary}", fg="green", err=True)
-    for hint in summary.hints():
-        typer.secho(f"⚠ {hint}", fg="yellow", err=True)
-    if postprocess is not None:
-        typer.secho(f"  {postprocess.summary()}", err=True)
+    report(output_path, summary, postprocess)
 
 
 @app.command("predict-ray")
@@ -239,11 +244,7 @@ def predict_ray_command(
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
-    typer.secho(f"✔ {output_path}: {summary}", fg="green", err=True)
-    for hint in summary.hints():
-        typer.secho(f"⚠ {hint}", fg="yellow", err=True)
-    if postprocess is not None:
-        typer.secho(f"  {postprocess.summary()}", err=True)
+    report(output_path, summary, postprocess)
 
 
 @app.command()

@@ -340,17 +340,17 @@ class ExcelSheetWriter:
 
     def __init__(self, path: Path, fields: list[str], name: str):
         from openpyxl import Workbook
+        from openpyxl.cell import WriteOnlyCell
+        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
 
         self.path, self.fields, self.name = path, fields, name  # name: the output as the user named it
+        self.text_cell, self.illegal_characters = WriteOnlyCell, ILLEGAL_CHARACTERS_RE  # imported once, not a row
         self.workbook = Workbook(write_only=True)
         self.sheet = self.workbook.create_sheet("labels")
         self.rows = 0
         self._append(dict(zip(fields, fields, strict=True)))
 
     def _append(self, row: dict) -> None:
-        from openpyxl.cell import WriteOnlyCell
-        from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
-
         self.rows += 1
         if self.rows > EXCEL_MAX_ROWS:
             raise ValueError(
@@ -367,7 +367,7 @@ class ExcelSheetWriter:
                         f"cell holds at most {EXCEL_MAX_CELL_CHARS:,}: write .csv, .tsv or .jsonl, or leave the "
                         "column out"
                     )
-                cell = WriteOnlyCell(self.sheet, value=ILLEGAL_CHARACTERS_RE.sub("\ufffd", value))
+                cell = self.text_cell(self.sheet, value=self.illegal_characters.sub("\ufffd", value))
                 cell.data_type = "s"  # openpyxl takes a string starting with "=" for a formula
                 cells.append(cell)
             else:

@@ -372,6 +372,10 @@ def read_titles(
     """
     path = Path(path)
     named_format, fmt = fmt, title_format(path, fmt)
+    if fmt == "xlsx":
+        yield from _xlsx_titles(path, column, id_column, sheet, keep_columns)
+        return
+    encoding = input_encoding(path, encoding)
     if fmt == "text" and named_format is None and "\t" in _first_line(path, encoding):
         # Excel saves "Text (Tab delimited)" and "Unicode Text" as .txt: a table, not one title a line.
         fmt = "tsv"
@@ -379,10 +383,6 @@ def read_titles(
             notify(f"{path}: a tab in the first line: read as a tab-separated table (--format text: one title a line)")
     if fmt == "text" and keep_columns:
         raise DataError(path, "--keep-columns", "a text file (one title a line) has no columns to keep")
-    if fmt == "xlsx":
-        yield from _xlsx_titles(path, column, id_column, sheet, keep_columns)
-        return
-    encoding = input_encoding(path, encoding)
     if notify is not None and not encoding.startswith("utf") and _looks_utf8(path):
         notify(
             f"{path}: --encoding {encoding}, but the file reads as UTF-8 text with non-ASCII characters: if umlauts "
@@ -410,8 +410,8 @@ def _looks_utf8(path: Path, probe_bytes: int = 1 << 20) -> bool:
     return not data.isascii()
 
 
-def _first_line(path: Path, encoding: str | None) -> str:
-    with path.open(newline="", encoding=input_encoding(path, encoding), errors="surrogateescape") as file:
+def _first_line(path: Path, encoding: str) -> str:
+    with path.open(newline="", encoding=encoding, errors="surrogateescape") as file:
         try:
             return file.readline()
         except UnicodeDecodeError:
