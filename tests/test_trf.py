@@ -450,3 +450,54 @@ def test_class_balanced_corpus_oversamples_the_listed_tasks_only(tmp_path):
     assert read(["seniority"]) == (texts, labels) == read([])
     with pytest.raises(ValueError, match="oversample_tasks: 'dept' is no task"):
         create_class_balanced_corpus(train, ["dept"], 42)
+
+
+@pytest.mark.parametrize("grad_clip, L2_is_weight_decay", [(1.0, True), (1e-4, False)])
+def test_torch_adam_takes_the_steps_thincs_adam_takes(tiny_xlmr_dir, grad_clip, L2_is_weight_decay):
+    """`torch_adam` (torch's fused AdamW with per-array clipping) leaves the encoder's weights where thinc's Adam
+    leaves them, clipping and either kind of L2 included, under a warmup schedule; with SGD thinc steps either way."""
+    import spacy
+    from spacy.training import Example
+    from spacy.util import load_config
+    from thinc.api import SGD, Adam, fix_random_seed, warmup_linear
+
+    config = load_config(TRF_CONFIG)
+    task = get_task("department")
+
+    def train(torch_adam: bool, optimizer) -> dict:
+        fix_random_seed(0)
+        model_config = {**config["components"]["textcat"]["model"], "name": str(tiny_xlmr_dir)}
+        nlp = spacy.blank("xx")
+        nlp.add_pipe("textcat", config={"model": {**model_config, "torch_adam": torch_adam}})
+        examples = [
+            Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
+            for e in curated_examples(task.name, 24, seed=5)
+        ]
+        nlp.initialize(lambda: examples)
+        shim = nlp.get_pipe("textcat").model.get_ref("encoder").shims[0]
+        start = {name: param.detach().clone() for name, param in shim._model.named_parameters()}
+        for _ in range(3):
+            nlp.update(examples, sgd=optimizer)
+            optimizer.step_schedules()
+        assert (shim._torch_optimizer is not None) is (torch_adam and optimizer.b1 > 0)
+        return {name: (start[name], param.detach().clone()) for name, param in shim._model.named_parameters()}
+
+    def adam():
+        return Adam(
+            learn_rate=warmup_linear(initial_rate=1e-3, warmup_steps=2, total_steps=10),
+            L2=0.01,
+            L2_is_weight_decay=L2_is_weight_decay,
+            grad_clip=grad_clip,
+            use_averages=False,
+        )
+
+    by_thinc, by_torch = train(False, adam()), train(True, adam())
+    moved = 0
+    for name, (start, thinc_end) in by_thinc.items():
+        torch_end = by_torch[name][1]
+        change = (thinc_end - start).abs().max().item()
+        assert (torch_end - thinc_end).abs().max().item() <= 1e-3 * max(change, 1e-6), name
+        moved += change > 0
+    assert moved >= len(by_thinc) - 2  # all but the pooler, whose output a title classifier never reads
+    by_thinc, by_torch = train(False, SGD(0.01)), train(True, SGD(0.01))
+    assert all(bool((by_torch[name][1] == end).all()) for name, (_, end) in by_thinc.items())

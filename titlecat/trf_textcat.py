@@ -18,6 +18,7 @@ module level.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from functools import partial
 from weakref import WeakKeyDictionary
@@ -50,6 +51,7 @@ def build_transformer_title_classifier(
     max_batch_items: int = 8192,
     freeze_embeddings: bool = False,
     max_batch_items_gpu: int = 32768,
+    torch_adam: bool = True,
     nO: int | None = None,
 ) -> Model[list[Doc], Floats2d]:
     """Exclusive classes from a Hugging Face encoder (`name`: Hub id or local folder) fine-tuned end to end.
@@ -60,6 +62,10 @@ def build_transformer_title_classifier(
     max_batch_items: padded wordpieces per forward pass when predicting on the CPU (the batch is cut by length).
     max_batch_items_gpu: the same on a GPU, where fewer, larger passes pay (each kernel launch costs CPU time).
     freeze_embeddings: keep the encoder's wordpiece embeddings as pretrained (no gradient, no optimizer update).
+    torch_adam: the encoder's Adam steps by torch (`torch.optim.AdamW`, fused: a few kernel launches for all its
+        weight arrays) with the training optimizer's settings and schedules read at each step; false: thinc's
+        optimizer walks the arrays one by one (a device sync per array on a GPU). Only for thinc's Adam: with
+        another optimizer (SGD, RAdam) thinc's own steps run either way.
     """
     encoder = title_encoder(
         name,
@@ -72,6 +78,7 @@ def build_transformer_title_classifier(
         max_batch_items,
         freeze_embeddings,
         max_batch_items_gpu,
+        torch_adam,
     )
     # The head (dropout, softmax) runs on the CPU even when the encoder is on a GPU: the textcat reads every score
     # one by one (`float(scores[i, j])` in `set_annotations`), and on cupy each read is a device sync (185 µs a
@@ -100,16 +107,21 @@ def title_encoder(
     max_batch_items: int = 8192,
     freeze_embeddings: bool = False,
     max_batch_items_gpu: int = 32768,
+    torch_adam: bool = True,
 ) -> Model[list[Doc], Floats2d]:
     """Docs → one pooled vector per title (hidden size wide, a numpy array wherever the encoder runs); the encoder
-    lives in spacy-transformers' HFShim."""
+    lives in spacy-transformers' HFShim (`TitleEncoderShim`, which adds the torch Adam step)."""
     from spacy_transformers.data_classes import HFObjects
-    from spacy_transformers.layers.hf_shim import HFShim
 
     if pooling not in POOLINGS:
         raise ValueError(f"titlecat.TransformerTitleClassifier.v1: pooling {pooling!r} is not one of {POOLINGS}")
     hf_objects = HFObjects(None, None, None, dict(tokenizer_config or {}), dict(transformer_config or {}))
-    shim = HFShim(hf_objects, mixed_precision=mixed_precision, grad_scaler_config=dict(grad_scaler_config or {}))
+    shim = title_encoder_shim_class()(
+        hf_objects,
+        mixed_precision=mixed_precision,
+        grad_scaler_config=dict(grad_scaler_config or {}),
+        torch_adam=torch_adam,
+    )
     return Model(
         "title_encoder",
         encoder_forward,
@@ -125,6 +137,82 @@ def title_encoder(
             "freeze_embeddings": freeze_embeddings,
         },
     )
+
+
+def __getattr__(name: str):
+    # TitleEncoderShim subclasses spacy-transformers' HFShim, whose import (torch, transformers) waits until a
+    # transformer pipeline is built: the CPU pipelines import this module too. pickle finds the class here by name.
+    if name == "TitleEncoderShim":
+        return title_encoder_shim_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@functools.cache
+def title_encoder_shim_class() -> type:
+    from spacy_transformers.layers.hf_shim import HFShim
+
+    class TitleEncoderShim(HFShim):
+        """spacy-transformers' HFShim whose update of the encoder's weights is one torch Adam step (`torch_adam`)."""
+
+        def __init__(self, *args, torch_adam: bool = True, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.torch_adam = torch_adam
+            self._torch_optimizer = None  # [the thinc optimizer it mirrors, the torch AdamW (moments), steps taken]
+
+        def finish_update(self, optimizer) -> None:
+            if self.torch_adam and is_plain_adam(optimizer):
+                torch_adam_step(self, optimizer)
+            else:
+                super().finish_update(optimizer)
+
+    TitleEncoderShim.__qualname__ = TitleEncoderShim.__name__
+    return TitleEncoderShim
+
+
+def is_plain_adam(optimizer) -> bool:
+    """Whether a thinc optimizer takes Adam steps (what `torch_adam_step` mirrors), not SGD or RAdam."""
+    return not optimizer.use_radam and optimizer.b1 > 0 and optimizer.b2 > 0
+
+
+def torch_adam_step(shim, optimizer) -> None:
+    """The step thinc's Adam would take on every encoder weight with a gradient, as a few torch launches.
+
+    thinc's optimizer, called once per weight array (199 for XLM-R), converts each to cupy and back, clips it with
+    a norm read back to the host and runs its own kernels: on an H200 the training loop waited on those syncs, the
+    GPU 11-15% busy (docs/gpu.md). Here: the same per-array gradient clipping (each array's norm at most
+    `grad_clip`, as thinc clips, not the whole gradient's), L2 as thinc applies it (decoupled weight decay when
+    `L2_is_weight_decay`, else added to the gradient), and torch's fused AdamW with the optimizer's current
+    learning rate and betas. thinc adds eps before the bias correction, torch after: eps / sqrt(1 - beta2^t) here
+    is thinc's (it matters for gradients near eps: rare wordpieces' rows). torch decays the weights before the Adam
+    update, thinc after: lr * L2 * update apart, below float noise. A step whose gradients overflowed under mixed
+    precision is skipped, as thinc skips it.
+    """
+    import torch
+
+    if shim._torch_optimizer is None or shim._torch_optimizer[0] is not optimizer:
+        # Moments belong to the thinc optimizer (a new one, e.g. a new training run, starts from zero, as thinc's).
+        params = [param for param in shim._model.parameters() if param.requires_grad]
+        shim._torch_optimizer = [optimizer, torch.optim.AdamW(params, lr=optimizer.learn_rate, fused=True), 0]
+    adam, steps_taken = shim._torch_optimizer[1:]
+    grads = [param.grad for param in shim._model.parameters() if param.grad is not None]
+    if grads and not shim._grad_scaler.found_inf:
+        if optimizer.L2 and not optimizer.L2_is_weight_decay:
+            params = [param for param in shim._model.parameters() if param.grad is not None]
+            torch._foreach_add_(grads, params, alpha=optimizer.L2)
+        if optimizer.grad_clip:
+            norms = torch.stack(torch._foreach_norm(grads))
+            torch._foreach_mul_(grads, list((optimizer.grad_clip / norms.clamp(min=optimizer.grad_clip)).unbind()))
+        adam.param_groups[0].update(
+            lr=optimizer.learn_rate,
+            betas=(optimizer.b1, optimizer.b2),
+            eps=optimizer.eps / (1.0 - optimizer.b2 ** (steps_taken + 1)) ** 0.5,
+            weight_decay=optimizer.L2 if optimizer.L2_is_weight_decay else 0.0,
+        )
+        adam.step()  # weights whose gradient is None (frozen embeddings, the unused pooler) are left alone
+        shim._torch_optimizer[2] = steps_taken + 1
+    # None, not zeros as thinc leaves them: no memory held and no launch per array between steps.
+    shim._model.zero_grad(set_to_none=True)
+    shim._grad_scaler.update()
 
 
 def init_encoder(model: Model, X=None, Y=None) -> None:
