@@ -17,6 +17,7 @@ A config is a path, or REV:PATH for that file at a git revision (e.g. 2078805:co
 from __future__ import annotations
 
 import cProfile
+import itertools
 import json
 import os
 import platform
@@ -474,6 +475,9 @@ def gpu(
     warmup_steps: int = typer.Option(10, help="Untimed training steps first (CUDA kernels, allocator)"),
     steps: int = typer.Option(100, help="Timed training steps per batch size"),
     train_batch_sizes: str = typer.Option("1500", help="Comma-separated batcher sizes (padded spaCy tokens)"),
+    adam: str = typer.Option(
+        "torch,thinc", help="Comma-separated Adam steps to time: torch (torch_adam = true, the config's) and thinc"
+    ),
     profile_steps: int = typer.Option(20, help="Training steps under cProfile (0: none)"),
     file_titles: int = typer.Option(40000, help="Titles in the file that `titlecat predict` labels"),
     batch_sizes: str = typer.Option("1000,4000", help="Comma-separated `titlecat predict --batch-size` values"),
@@ -499,8 +503,12 @@ def gpu(
     scratch = Path(tempfile.mkdtemp(prefix="titlecat-trf-gpu-"))
     rows, top = {"train": [], "predict": []}, {}
     pipeline = scratch / "pipeline"
-    for size in (int(value) for value in train_batch_sizes.split(",")):
-        overrides = {"training.batcher.size": size, f"{block}.mixed_precision": gpu_id >= 0}
+    for size, adam_steps in itertools.product((int(value) for value in train_batch_sizes.split(",")), adam.split(",")):
+        overrides = {
+            "training.batcher.size": size,
+            f"{block}.mixed_precision": gpu_id >= 0,
+            f"{block}.torch_adam": adam_steps == "torch",
+        }
         run = Run(config, model, task_name, gpu_id=gpu_id, overrides=overrides)
         for _ in range(warmup_steps):
             run.step()
@@ -509,6 +517,7 @@ def gpu(
         rows["train"].append(
             {
                 "batch_size": size,
+                "adam": adam_steps,
                 "titles_per_step": titles / steps,
                 "step_wall_s": wall / steps,
                 "step_cpu_s": cpu / steps,
@@ -518,11 +527,11 @@ def gpu(
                 "dev_gpu_util_mean": eval_window["gpu_util_mean"],
             }
         )
-        typer.echo(f"✔ training, batcher size {size}: {rows['train'][-1]}")
-        if profile_steps and "train" not in top:
+        typer.echo(f"✔ training, batcher size {size}, {adam_steps} Adam: {rows['train'][-1]}")
+        if profile_steps and f"train-{adam_steps}" not in top:
             profiler = cProfile.Profile()
             profiler.runcall(lambda: [run.step() for _ in range(profile_steps)])  # noqa: B023
-            top["train"] = top_functions(profiler, 15)
+            top[f"train-{adam_steps}"] = top_functions(profiler, 15)
         if not pipeline.exists():
             run.nlp.to_disk(pipeline)
         run = None  # its model and optimizer state off the GPU before the next one
@@ -536,7 +545,7 @@ def gpu(
     for mixed_precision in (True, False) if gpu_id >= 0 else (False,):
         shim._mixed_precision = mixed_precision  # HFShim's autocast switch (the config's mixed_precision)
         for items in (int(value) for value in max_batch_items.split(",")):
-            encoder.attrs["max_batch_items"] = items
+            encoder.attrs["max_batch_items" if gpu_id < 0 else "max_batch_items_gpu"] = items
             for batch_size in (int(value) for value in batch_sizes.split(",")):
                 _, wall, cpu, window = measured(
                     sampler,
@@ -555,7 +564,8 @@ def gpu(
                 )
                 typer.echo(f"✔ predict: {rows['predict'][-1]}")
     if profile_titles:
-        shim._mixed_precision, encoder.attrs["max_batch_items"] = gpu_id >= 0, 8192
+        shim._mixed_precision = gpu_id >= 0  # the config's defaults: the fastest settings above
+        encoder.attrs["max_batch_items"], encoder.attrs["max_batch_items_gpu"] = 8192, 32768
         small = write_titles_file(scratch / "profile.txt", task_name, profile_titles)
         profiler = cProfile.Profile()
         profiler.runcall(predict_file, nlp, small, out, progress=False)
@@ -569,11 +579,12 @@ def gpu(
         "ones; the dev set scored as training scores it. GPU utilisation: nvidia-smi every 0.1 s over the timed "
         "window, mean (max).",
         "",
-        "| batcher size | titles/step | s/step | CPU s/step | train titles/s | GPU util | GPU memory MiB "
+        "| batcher size | Adam steps | titles/step | s/step | CPU s/step | train titles/s | GPU util | GPU memory MiB "
         "| dev titles/s | dev GPU util |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {r['batch_size']} | {r['titles_per_step']:.0f} | {r['step_wall_s']:.3f} | {r['step_cpu_s']:.3f} "
+            f"| {r['batch_size']} | {r['adam']} | {r['titles_per_step']:.0f} | {r['step_wall_s']:.3f} "
+            f"| {r['step_cpu_s']:.3f} "
             f"| {r['train_titles_per_s']:,.0f} | {utilisation(r)} | {number(r['gpu_mem_max_mib'], ',.0f')} "
             f"| {r['dev_titles_per_s']:,.0f} | "
             f"{number(r['dev_gpu_util_mean'], '.0f', '%')} |"
@@ -592,7 +603,11 @@ def gpu(
         ),
     ]
     for phase, ranked in top.items():
-        what = f"{profile_steps} training steps" if phase == "train" else f"predicting {profile_titles:,} titles"
+        what = (
+            f"{profile_steps} training steps, {phase[6:]} Adam"
+            if phase != "predict"
+            else f"predicting {profile_titles:,} titles"
+        )
         lines += ["", f"cProfile, {what}: the 15 functions with the most own time", ""]
         lines += ["| function | own s | calls |", "|---|---:|---:|", *ranked]
     output.parent.mkdir(parents=True, exist_ok=True)
