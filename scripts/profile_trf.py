@@ -485,6 +485,9 @@ def gpu(
     profile_titles: int = typer.Option(10000, help="Titles predicted under cProfile (0: none)"),
     cache: Path = typer.Option(Path(tempfile.gettempdir()) / "titlecat-models"),
     output: Path = typer.Option(Path("metrics/trf_gpu.md")),
+    keep: Path | None = typer.Option(
+        None, help="Keep the trained pipeline and the titles file here (DIR/pipeline, DIR/titles.txt)"
+    ),
 ):
     """Training and prediction of the trf config on a GPU: where the time goes and how busy the GPU is."""
     import torch
@@ -500,7 +503,8 @@ def gpu(
     block = transformer_block(config_text(config))
     sampler = GpuSampler(gpu_id)
     model = model_folder(shape, cache, task_name)
-    scratch = Path(tempfile.mkdtemp(prefix="titlecat-trf-gpu-"))
+    scratch = keep or Path(tempfile.mkdtemp(prefix="titlecat-trf-gpu-"))
+    scratch.mkdir(parents=True, exist_ok=True)
     rows, top = {"train": [], "predict": []}, {}
     pipeline = scratch / "pipeline"
     for size, adam_steps in itertools.product((int(value) for value in train_batch_sizes.split(",")), adam.split(",")):
@@ -547,6 +551,8 @@ def gpu(
         for items in (int(value) for value in max_batch_items.split(",")):
             encoder.attrs["max_batch_items" if gpu_id < 0 else "max_batch_items_gpu"] = items
             for batch_size in (int(value) for value in batch_sizes.split(",")):
+                # Untimed first: kernels loaded and the chunks' shapes seen once, as in a long file.
+                predict_file(nlp, titles_file, out, batch_size=batch_size, progress=False)
                 _, wall, cpu, window = measured(
                     sampler,
                     gpu_id,
