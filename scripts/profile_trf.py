@@ -624,5 +624,52 @@ def gpu(
     typer.echo(f"✔ {output}")
 
 
+@app.command("first-steps")
+def first_steps(
+    attention: str = typer.Option("default", help="default (the code's: no cuDNN on a GPU) or cudnn (torch's choice)"),
+    config: str = typer.Option("configs/trf.cfg", help="PATH or REV:PATH"),
+    shape: str = typer.Option("base", help="base (xlm-roberta-base's shape, random weights) or tiny"),
+    task_name: str = typer.Option("department", "--task"),
+    gpu_id: int = typer.Option(0, help="-1: on the CPU"),
+    steps: int = typer.Option(30, help="Training steps a window"),
+    windows: int = typer.Option(2),
+    cache: Path = typer.Option(Path(tempfile.gettempdir()) / "titlecat-models"),
+):
+    """A fresh process's first training steps, as `spacy train` starts (no warm-up), then dev scored once: the
+    first-use costs that a GPU's per-shape setup adds (cuDNN's attention plans)."""
+    import contextlib
+
+    import titlecat.trf_textcat as trf_textcat
+
+    if attention == "cudnn":
+        trf_textcat.attention_kernels = lambda device: contextlib.nullcontext()
+    elif attention != "default":
+        raise typer.BadParameter("default or cudnn", param_hint="--attention")
+    if gpu_id >= 0:
+        import spacy
+
+        spacy.require_gpu(gpu_id)
+    block = transformer_block(config_text(config))
+    run = Run(
+        config,
+        model_folder(shape, cache, task_name),
+        task_name,
+        gpu_id=gpu_id,
+        overrides={f"{block}.mixed_precision": gpu_id >= 0},
+    )
+    for window in range(windows):
+        synchronize(gpu_id)
+        start = time.perf_counter()
+        titles = sum(run.step() for _ in range(steps))
+        synchronize(gpu_id)
+        wall = time.perf_counter() - start
+        typer.echo(
+            f"attention {attention}: steps {window * steps + 1}-{(window + 1) * steps}: "
+            f"{1000 * wall / steps:.1f} ms/step, {titles / wall:,.0f} titles/s"
+        )
+    _, wall, _ = timed(lambda: (run.evaluate(), synchronize(gpu_id)))
+    typer.echo(f"attention {attention}: dev scored ({len(run.dev):,} titles) in {wall:.2f} s")
+
+
 if __name__ == "__main__":
     app()
