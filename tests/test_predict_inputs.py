@@ -125,6 +125,16 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
     result = run_predict(tmp_path / "utf8.csv", output, "-m", model, "--column", "title", "--encoding", encoding)
     assert result.exit_code == 0 and read_csv(output)[0]["status"] == "ok"
     assert f"utf8.csv: --encoding {codecs.lookup(encoding).name}, but the file reads as UTF-8 text" in result.stderr
+    # A byte-order mark makes the mistake certain: UTF-8 or UTF-16 text named as a one-byte code page is refused.
+    for unicode in ("utf-8-sig", "utf-16"):
+        (tmp_path / "bom.csv").write_text("title\nGeschäftsführer\n", encoding=unicode)
+        result = run_predict(tmp_path / "bom.csv", output, "-m", model, "--column", "title", "--encoding", encoding)
+        assert result.exit_code == 1, result.output
+        mark = "UTF-8" if unicode == "utf-8-sig" else "UTF-16"
+        assert f"bom.csv: --encoding: the file starts with a {mark} byte-order mark" in result.stderr
+        assert "drop --encoding" in result.stderr
+        result = run_predict(tmp_path / "bom.csv", output, "-m", model, "--column", "title", "--keep-title")
+        assert result.exit_code == 0 and read_csv(output)[0]["title"] == "Geschäftsführer"
     result = run_predict(source, output, "-m", model, "--column", "title", "--encoding", "klingon")
     assert result.exit_code == 1 and "--encoding 'klingon'" in result.stderr
 
@@ -221,6 +231,29 @@ def test_an_empty_file_is_an_error_naming_it_with_no_delimiter_said(model, tmp_p
     assert result.exit_code == 1 and not (tmp_path / "out.csv").exists()
     assert "empty.csv: line 1: no column 'title' in the header; the header is empty" in result.stderr
     assert "columns separated" not in result.stderr
+
+
+def test_a_sep_line_names_the_delimiter_and_lines_keep_their_numbers(nlp, model, tmp_path):
+    """Excel's `sep=;` first line: the delimiter it names, the header on line 2, each row on its own line
+    number; --delimiter still wins, and a missing column names line 2."""
+    source = tmp_path / "export.csv"
+    lines = ["sep=;", "Position;Firma", "Head of Sales, EMEA;ACME", ";Leer AG", "CFO;x;y"]
+    source.write_text("".join(line + "\r\n" for line in lines), encoding="utf-8")
+    output = tmp_path / "out.csv"
+    result = run_predict(source, output, "-m", model, "--column", "Position", "--keep-columns", "Firma")
+    assert result.exit_code == 0, result.output
+    assert "export.csv: columns separated by ';' (line 1: sep=)" in result.stderr
+    rows = read_csv(output)
+    assert [(row["line"], row["Firma"], row["status"]) for row in rows] == [
+        ("3", "ACME", "ok"),
+        ("4", "Leer AG", "empty"),
+        ("5", "", "malformed"),
+    ]
+    assert (rows[0]["seniority"], rows[0]["department"]) == expected(nlp, "Head of Sales, EMEA")
+    result = run_predict(source, output, "-m", model, "--column", "Titel")
+    assert result.exit_code == 1 and "export.csv: line 2: no column 'Titel'" in result.stderr
+    result = run_predict(source, output, "-m", model, "--column", "Position;Firma", "--delimiter", "tab")
+    assert result.exit_code == 0 and [row["status"] for row in read_csv(output)] == ["ok", "ok", "ok"]
 
 
 @pytest.mark.parametrize("encoding", ["cp1252", "utf-16"])
@@ -400,6 +433,13 @@ def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tm
     assert result.exit_code == 1 and "no column 'phone' in the header" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "company,status")
     assert result.exit_code == 1 and "--keep-columns ['status']" in result.stderr
+    result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "company,company")
+    assert result.exit_code == 1 and "--keep-columns lists 'company' more than once" in result.stderr
+    assert "output columns" not in result.stderr
+    one_row = tmp_path / "one.csv"
+    one_row.write_text("title\nHead of Sales\n", encoding="utf-8")
+    result = run_predict(one_row, output, "-m", model, "--column", "title")
+    assert result.exit_code == 0 and "1 row: 1 labelled, 0 bad" in result.stderr
     (tmp_path / "titles.txt").write_text("Head of Sales\n", encoding="utf-8")
     result = run_predict(tmp_path / "titles.txt", output, "-m", model, "--keep-columns", "email")
     assert result.exit_code == 1 and "titles.txt: --keep-columns: a text file" in result.stderr

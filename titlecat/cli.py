@@ -46,7 +46,11 @@ MAX_LENGTH = typer.Option(MAX_CHARS, "--max-chars", help="Longer titles get stat
 
 
 # The confidence options of predict and predict-ray (titlecat.confidence)
-REVIEW_BELOW = typer.Option(None, help="Add needs_review: true where a model score is below this (0-1)")
+REVIEW_BELOW = typer.Option(
+    None,
+    help="Add needs_review: true where a model score is below this (0-1); written True/False in CSV/TSV, "
+    "true/false in JSONL, booleans in Excel",
+)
 LLM_FALLBACK = typer.Option(None, help="Send unsure titles to an LLM: openai, recorded or a .cfg")
 LLM_SHARE = typer.Option(None, help="Share (0-1) of least confident titles per task to send")
 LLM_BELOW = typer.Option(None, help="Instead of --llm-share: send titles scoring below this")

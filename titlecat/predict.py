@@ -156,6 +156,9 @@ def output_fields(
     keep_title: bool = False,
     keep_columns: Sequence[str] = (),
 ) -> list[str]:
+    repeated = sorted({name for name in keep_columns if list(keep_columns).count(name) > 1})
+    if repeated:
+        raise ValueError(f"--keep-columns lists {', '.join(map(repr, repeated))} more than once: name each column once")
     fields = ["line"] + (["id"] if with_id else []) + (["title"] if keep_title else []) + list(keep_columns)
     fields.append("status")
     for task, labels in tasks.items():
@@ -417,7 +420,8 @@ class Summary:
         bad = ", ".join(f"{status} {self.counts[status]:,}" for status in STATUSES[1:] if self.counts[status])
         rate = self.total / self.seconds if self.seconds else 0.0
         return (
-            f"{self.total:,} rows: {self.counts['ok']:,} labelled, {self.total - self.counts['ok']:,} bad"
+            f"{self.total:,} {'row' if self.total == 1 else 'rows'}: {self.counts['ok']:,} labelled, "
+            f"{self.total - self.counts['ok']:,} bad"
             f"{f' ({bad})' if bad else ''}, in {self.seconds:.1f} s ({rate:,.0f} titles/s)"
         )
 

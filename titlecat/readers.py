@@ -375,7 +375,9 @@ def read_titles(
     if fmt == "xlsx":
         yield from _xlsx_titles(path, column, id_column, sheet, keep_columns)
         return
-    encoding = input_encoding(path, encoding)
+    named_encoding, encoding = encoding, input_encoding(path, encoding)
+    if named_encoding is not None:
+        check_byte_order_mark(path, encoding)
     if fmt == "text" and named_format is None and "\t" in _first_line(path, encoding):
         # Excel saves "Text (Tab delimited)" and "Unicode Text" as .txt: a table, not one title a line.
         fmt = "tsv"
@@ -396,6 +398,27 @@ def read_titles(
         raise DataError(
             path, "file", f"not {encoding} text ({error.reason}): name the file's encoding with --encoding"
         ) from error
+
+
+BYTE_ORDER_MARKS = {b"\xef\xbb\xbf": "utf-8", b"\xff\xfe": "utf-16", b"\xfe\xff": "utf-16"}
+
+
+def check_byte_order_mark(path: Path, encoding: str) -> None:
+    """A file that starts with UTF-8's or UTF-16's byte-order mark is Unicode text: a one-byte code page named
+    with --encoding (cp1252, latin-1) would turn every umlaut into mojibake in rows that look fine, and the mark
+    into the first column's name, so it is refused."""
+    if encoding.startswith("utf"):
+        return
+    with path.open("rb") as file:
+        start = file.read(3)
+    for mark, unicode in BYTE_ORDER_MARKS.items():
+        if start.startswith(mark):
+            raise DataError(
+                path,
+                "--encoding",
+                f"the file starts with a {unicode.upper()} byte-order mark, so it is {unicode.upper()} text, not "
+                f"{encoding}: drop --encoding",
+            )
 
 
 def _looks_utf8(path: Path, probe_bytes: int = 1 << 20) -> bool:
@@ -425,6 +448,10 @@ SURROGATE = re.compile("[\ud800-\udfff]")
 
 def _has_surrogates(text: str) -> bool:
     return SURROGATE.search(text) is not None
+
+
+# The first line Excel reads as the delimiter's name (and never shows), as some exporters write it.
+SEP_LINE = re.compile(r"sep=(.)")
 
 
 def choose_delimiter(header_line: str, wanted: Sequence[str], default: str) -> str:
@@ -488,6 +515,15 @@ def iter_titles(
         header_line = file.readline()
         wanted = [name for name in (column, id_column, *keep_columns) if name]
         chosen = parse_delimiter(delimiter)
+        # Excel's "sep=;" first line names the delimiter; the header follows it.
+        declared = SEP_LINE.fullmatch(header_line.removeprefix("\ufeff").rstrip("\r\n"))
+        skipped = 1 if declared else 0
+        if declared:
+            header_line = file.readline()
+            if chosen is None:
+                chosen = declared.group(1)
+                if notify is not None:
+                    notify(f"{path}: columns separated by {DELIMITERS.get(chosen, repr(chosen))} (line 1: sep=)")
         if chosen is None:
             chosen = choose_delimiter(header_line, wanted, "\t" if fmt == "tsv" else ",")
             if notify is not None and header_line.strip():  # an empty file has no header to find one in
@@ -496,6 +532,7 @@ def iter_titles(
                     "--delimiter forces one)"
                 )
         reader = csv.reader(itertools.chain([header_line], file), delimiter=chosen, strict=True)
+        line = skipped
         try:
             header = next(reader, None) or []
             if header:
@@ -508,13 +545,13 @@ def iter_titles(
                     f"; the cell {crowded[0]!r} holds {DELIMITERS[other]}: the file may be separated by it "
                     f"(--delimiter {'tab' if other == chr(9) else repr(other)})"
                 )
-            check_header(path, header, wanted, "line 1", hint)
+            check_header(path, header, wanted, f"line {1 + skipped}", hint)
             index = header.index(column)
             id_index = header.index(id_column) if id_column else None
             keep_index = [header.index(name) for name in keep_columns]
-            line = reader.line_num
+            line = skipped + reader.line_num
             for fields in reader:
-                start, line = line + 1, reader.line_num
+                start, line = line + 1, skipped + reader.line_num
                 if not fields:
                     yield TitleRecord(start, None, None, tuple(None for _ in keep_index))
                 elif len(fields) != len(header):
