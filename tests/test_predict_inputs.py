@@ -254,6 +254,9 @@ def test_a_sep_line_names_the_delimiter_and_lines_keep_their_numbers(nlp, model,
     assert result.exit_code == 1 and "export.csv: line 2: no column 'Titel'" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "Position;Firma", "--delimiter", "tab")
     assert result.exit_code == 0 and [row["status"] for row in read_csv(output)] == ["ok", "ok", "ok"]
+    source.write_text('"sep=;"\nPosition;Firma\nCFO;ACME\n', encoding="utf-8")  # as a CSV writer quotes it
+    result = run_predict(source, output, "-m", model, "--column", "Position", "--keep-columns", "Firma")
+    assert result.exit_code == 0 and [(row["line"], row["Firma"]) for row in read_csv(output)] == [("3", "ACME")]
 
 
 @pytest.mark.parametrize("encoding", ["cp1252", "utf-16"])

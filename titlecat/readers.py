@@ -451,7 +451,7 @@ def _has_surrogates(text: str) -> bool:
 
 
 # The first line Excel reads as the delimiter's name (and never shows), as some exporters write it.
-SEP_LINE = re.compile(r"sep=(.)")
+SEP_LINE = re.compile(r'sep=(.)|"sep=(.)"')
 
 
 def choose_delimiter(header_line: str, wanted: Sequence[str], default: str) -> str:
@@ -521,7 +521,7 @@ def iter_titles(
         if declared:
             header_line = file.readline()
             if chosen is None:
-                chosen = declared.group(1)
+                chosen = declared.group(1) or declared.group(2)
                 if notify is not None:
                     notify(f"{path}: columns separated by {DELIMITERS.get(chosen, repr(chosen))} (line 1: sep=)")
         if chosen is None:
