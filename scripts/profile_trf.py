@@ -610,7 +610,7 @@ def gpu(
     ]
     for phase, ranked in top.items():
         what = (
-            f"{profile_steps} training steps, {phase[6:]} Adam"
+            f"{profile_steps} training steps, {phase.removeprefix('train-')} Adam"
             if phase != "predict"
             else f"predicting {profile_titles:,} titles"
         )

@@ -331,8 +331,7 @@ def input_encoding(path: Path, encoding: str | None) -> str:
     """The codec to read a text input with: `encoding`, else UTF-16 for a file that starts with its
     byte-order mark (Excel's "Unicode Text"), else UTF-8; UTF-8 skips a byte-order mark (Excel's "CSV UTF-8")."""
     if encoding is None:
-        with path.open("rb") as file:
-            encoding = "utf-16" if file.read(2) in (b"\xff\xfe", b"\xfe\xff") else "utf-8"
+        encoding = "utf-16" if byte_order_mark(path) == "utf-16" else "utf-8"
     try:
         name = codecs.lookup(encoding).name
     except LookupError:
@@ -403,22 +402,25 @@ def read_titles(
 BYTE_ORDER_MARKS = {b"\xef\xbb\xbf": "utf-8", b"\xff\xfe": "utf-16", b"\xfe\xff": "utf-16"}
 
 
+def byte_order_mark(path: Path) -> str | None:
+    """The Unicode encoding whose byte-order mark the file starts with ("utf-8", "utf-16"), else None."""
+    with path.open("rb") as file:
+        start = file.read(3)
+    return next((unicode for mark, unicode in BYTE_ORDER_MARKS.items() if start.startswith(mark)), None)
+
+
 def check_byte_order_mark(path: Path, encoding: str) -> None:
     """A file that starts with UTF-8's or UTF-16's byte-order mark is Unicode text: a one-byte code page named
     with --encoding (cp1252, latin-1) would turn every umlaut into mojibake in rows that look fine, and the mark
     into the first column's name, so it is refused."""
-    if encoding.startswith("utf"):
-        return
-    with path.open("rb") as file:
-        start = file.read(3)
-    for mark, unicode in BYTE_ORDER_MARKS.items():
-        if start.startswith(mark):
-            raise DataError(
-                path,
-                "--encoding",
-                f"the file starts with a {unicode.upper()} byte-order mark, so it is {unicode.upper()} text, not "
-                f"{encoding}: drop --encoding",
-            )
+    unicode = None if encoding.startswith("utf") else byte_order_mark(path)
+    if unicode is not None:
+        raise DataError(
+            path,
+            "--encoding",
+            f"the file starts with a {unicode.upper()} byte-order mark, so it is {unicode.upper()} text, not "
+            f"{encoding}: drop --encoding",
+        )
 
 
 def _looks_utf8(path: Path, probe_bytes: int = 1 << 20) -> bool:

@@ -194,10 +194,10 @@ def torch_adam_step(shim, optimizer) -> None:
         params = [param for param in shim._model.parameters() if param.requires_grad]
         shim._torch_optimizer = [optimizer, torch.optim.AdamW(params, lr=optimizer.learn_rate, fused=True), 0]
     adam, steps_taken = shim._torch_optimizer[1:]
-    grads = [param.grad for param in shim._model.parameters() if param.grad is not None]
+    params = [param for param in shim._model.parameters() if param.grad is not None]
+    grads = [param.grad for param in params]
     if grads and not shim._grad_scaler.found_inf:
         if optimizer.L2 and not optimizer.L2_is_weight_decay:
-            params = [param for param in shim._model.parameters() if param.grad is not None]
             torch._foreach_add_(grads, params, alpha=optimizer.L2)
         if optimizer.grad_clip:
             norms = torch.stack(torch._foreach_norm(grads))
