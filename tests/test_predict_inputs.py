@@ -98,9 +98,10 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
     source.write_bytes("title\nDirecteur général\nHead of Sales\nGeschäftsführer\n".encode(encoding))
     output = tmp_path / "out.csv"
     # Read as UTF-8, the rows with é/ä are undecodable, on their own lines; the rest is labelled; the hint names
-    # the option.
+    # the option. Most rows unread: the run fails (exit status 1, so that a script notices), its output written.
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-title")
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output
+    assert "✘ most rows could not be read (2 of 3 undecodable or malformed): the output is written" in result.stderr
     assert [(row["line"], row["status"]) for row in read_csv(output)] == [
         ("2", "undecodable"),
         ("3", "ok"),
@@ -119,12 +120,19 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
     (tmp_path / "header.csv").write_bytes("Fonction occupée\nHead of Sales\n".encode(encoding))
     result = run_predict(tmp_path / "header.csv", output, "-m", model, "--column", "Fonction occupée")
     assert result.exit_code == 1 and "header.csv: line 1: no column 'Fonction occupée'" in result.stderr
+    assert "columns found: ['Fonction occup\ufffde']" in result.stderr  # the bad byte shown as U+FFFD, not \udce9
     assert "name the file's encoding with --encoding" in result.stderr
-    # The option named on a file saved as UTF-8: read as asked (mojibake), and said.
-    (tmp_path / "utf8.csv").write_text("title\nGeschäftsführer\n", encoding="utf-8")
-    result = run_predict(tmp_path / "utf8.csv", output, "-m", model, "--column", "title", "--encoding", encoding)
-    assert result.exit_code == 0 and read_csv(output)[0]["status"] == "ok"
-    assert f"utf8.csv: --encoding {codecs.lookup(encoding).name}, but the file reads as UTF-8 text" in result.stderr
+    # The option named on a file saved as UTF-8 (no byte-order mark) is refused: the umlauts would be mojibake
+    # in rows marked ok.
+    (tmp_path / "utf8.csv").write_text("title\nHead of Sales\nGeschäftsführer\n", encoding="utf-8")
+    fresh = tmp_path / "fresh.csv"
+    result = run_predict(tmp_path / "utf8.csv", fresh, "-m", model, "--column", "title", "--encoding", encoding)
+    assert result.exit_code == 1 and not fresh.exists(), result.output
+    name = codecs.lookup(encoding).name
+    assert (
+        f"utf8.csv: --encoding: the file reads as UTF-8 text (line 3: 'Geschäftsführer', which {name} reads as "
+        f"'GeschÃ¤ftsfÃ¼hrer'): it was saved as UTF-8, not {name}: drop --encoding"
+    ) in result.stderr
     # A byte-order mark makes the mistake certain: UTF-8 or UTF-16 text named as a one-byte code page is refused.
     for unicode in ("utf-8-sig", "utf-16"):
         (tmp_path / "bom.csv").write_text("title\nGeschäftsführer\n", encoding=unicode)
@@ -259,6 +267,42 @@ def test_a_sep_line_names_the_delimiter_and_lines_keep_their_numbers(nlp, model,
     assert result.exit_code == 0 and [(row["line"], row["Firma"]) for row in read_csv(output)] == [("3", "ACME")]
 
 
+def test_a_one_column_csv_reads_each_line_as_one_title(nlp, model, tmp_path):
+    """A header of one column names no separator: a title holding a comma or a semicolon is that title, quoted or
+    not, and said; --delimiter still splits, and then the hint for malformed rows names the fix."""
+    source = tmp_path / "titles.csv"
+    source.write_text('Position\nHead of Sales, EMEA\n"Director, Finance"\nCEO; Founder\n\nCTO\n', encoding="utf-8")
+    output = tmp_path / "out.csv"
+    result = run_predict(source, output, "-m", model, "--column", "Position", "--keep-title")
+    assert result.exit_code == 0, result.output
+    assert "titles.csv: one column in the header, so each line is one title" in result.stderr
+    rows = read_csv(output)
+    titles = ["Head of Sales, EMEA", "Director, Finance", "CEO; Founder", "", "CTO"]
+    assert [(row["line"], row["title"]) for row in rows] == [(str(line), t) for line, t in enumerate(titles, 2)]
+    assert [row["status"] for row in rows] == ["ok", "ok", "ok", "empty", "ok"]
+    assert (rows[0]["seniority"], rows[0]["department"]) == expected(nlp, "Head of Sales, EMEA")
+    result = run_predict(source, output, "-m", model, "--column", "Position", "--delimiter", ",")
+    assert [row["status"] for row in read_csv(output)] == ["malformed", "ok", "ok", "empty", "ok"]
+    assert "a cell holding the separator must be quoted" in result.stderr
+    result = run_predict(source, output, "-m", model, "--column", "Position", "--id-column", "id")
+    assert result.exit_code == 1 and "no column 'id' in the header; columns found: ['Position']" in result.stderr
+
+
+def test_a_run_that_labels_no_row_fails_with_its_output_written(model, tmp_path):
+    """Exit status 1 when no row could be labelled, so that a script notices; the output is still written, each
+    row with its status. A file with no rows at all is not a failure."""
+    source = tmp_path / "titles.csv"
+    source.write_text("id,title\n1,\n2,---\n", encoding="utf-8")
+    output = tmp_path / "out.csv"
+    result = run_predict(source, output, "-m", model, "--column", "title")
+    assert result.exit_code == 1, result.output
+    assert "✘ no row was labelled (2 bad): the output is written" in result.stderr
+    assert [row["status"] for row in read_csv(output)] == ["empty", "not_text"]
+    source.write_text("id,title\n", encoding="utf-8")
+    result = run_predict(source, output, "-m", model, "--column", "title")
+    assert result.exit_code == 0 and "0 rows: 0 labelled" in result.stderr and read_csv(output) == []
+
+
 @pytest.mark.parametrize("encoding", ["cp1252", "utf-16"])
 def test_an_excel_text_export_is_read_as_a_table(nlp, model, tmp_path, encoding):
     """Excel's "Text (Tab delimited)" (cp1252) and "Unicode Text" (UTF-16 with its byte-order mark) are .txt
@@ -373,7 +417,10 @@ def test_every_bad_row_gets_a_status_and_the_file_goes_on(nlp, model, tmp_path):
         ("6", "not_text"),
         ("7", "ok"),
     ]
-    assert "malformed 1 (first on line 4)" in result.stderr
+    assert "malformed 1 (first on line 4)" in result.stderr and "--delimiter names the separator" in result.stderr
+    assert "too_long 1 (first on line 3): titles over --max-chars (500 characters)" in result.stderr
+    result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title", "--max-chars", "200000")
+    assert result.exit_code == 0 and read_csv(tmp_path / "out.csv")[1]["status"] == "ok"
     jsonl = tmp_path / "titles.jsonl"
     jsonl.write_text(
         '{"id": "a", "title": "Eng\\ud800ineer"}\n'
@@ -385,7 +432,7 @@ def test_every_bad_row_gets_a_status_and_the_file_goes_on(nlp, model, tmp_path):
     )
     for output in (tmp_path / "out.jsonl", tmp_path / "out.tsv"):
         result = run_predict(jsonl, output, "-m", model, "--field", "title", "--id-field", "id", "--keep-title")
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 1 and "most rows could not be read (4 of 5" in result.stderr, result.output
     rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [(r["line"], r["id"], r["title"], r["status"]) for r in rows] == [
         (1, "a", "Eng\ufffdineer", "undecodable"),

@@ -392,7 +392,20 @@ def sheet_values(path: Path) -> list[list]:
     [
         ("bad.csv", b'id,title\n1,"Sales\n', {"column": "title"}, 400, "file: bad.csv: line 2: malformed CSV"),
         ("people.csv", b"id,name\n1,CEO\n", {"column": "title"}, 400, "file: people.csv: line 1: no column 'title'"),
-        ("titles.doc", b"CEO\n", {}, 400, "file: titles.doc: file name: no format for the suffix '.doc'"),
+        (
+            "titles.doc",
+            b"CEO\n",
+            {},
+            400,
+            "file: titles.doc: file name: no format for the suffix '.doc': name one with the form field 'format'",
+        ),
+        (
+            "titles.csv",
+            b"text\nCEO\n",
+            {"format": "xml"},
+            400,
+            "file: titles.csv: the form field 'format': unknown format 'xml'",
+        ),
         ("titles.csv", b"text\nCEO\n", {"output": "xml"}, 422, "output: expected csv, tsv, jsonl or xlsx"),
         ("titles.csv", b"text\nCEO\n", {"all_scores": "maybe"}, 422, "all_scores:"),
         ("titles.csv", b"text\nCEO\n", {"review_below": "2"}, 422, "review_below:"),
@@ -403,6 +416,7 @@ def test_a_bad_upload_gets_a_4xx_naming_the_upload_and_its_line(server, name, co
     assert response.status_code == status, response.text
     assert response.json()["detail"].startswith(message), response.json()
     assert "titlecat-serve-" not in response.text  # the temporary file's path stays on the server
+    assert "--" not in response.json()["detail"]  # form fields, not predict's command-line options
     assert server.alive()
 
 

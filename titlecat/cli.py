@@ -82,12 +82,19 @@ def notify(message: str) -> None:
 
 
 def report(output_path: Path, summary, postprocess) -> None:
-    """What predict and predict-ray say after a run: the summary, a hint per bad status, the LLM's share."""
-    typer.secho(f"✔ {output_path}: {summary}", fg="green", err=True)
+    """What predict and predict-ray say after a run: the summary, a hint per bad status, the LLM's share. A run
+    that labelled no row, or could not read most rows, exits with status 1 (its output is written), so that a
+    script notices."""
+    failure = summary.failure()
+    mark, colour = ("✘", "red") if failure else ("✔", "green")
+    typer.secho(f"{mark} {output_path}: {summary}", fg=colour, err=True)
     for hint in summary.hints():
         typer.secho(f"⚠ {hint}", fg="yellow", err=True)
     if postprocess is not None:
         typer.secho(f"  {postprocess.summary()}", err=True)
+    if failure:
+        typer.secho(f"✘ {failure}: the output is written, each row with its status; exit status 1", fg="red", err=True)
+        raise typer.Exit(1)
 
 
 def fail(error: Exception) -> None:

@@ -38,12 +38,16 @@ from .readers import SURROGATE, TitleRecord, normalise_title, read_titles
 STATUSES = ("ok", "empty", "not_text", "too_long", "undecodable", "malformed")
 # What a bad status means, for the hints printed after a run that had such rows.
 STATUS_HINTS = {
-    "too_long": "titles over --max-chars",
+    "too_long": "titles over --max-chars ({max_chars:,} characters), unlabelled: a larger --max-chars labels them",
     "undecodable": "rows whose title, id or kept columns hold bytes that are not text in the file's encoding, or "
     "lone surrogates (JSON '\\ud800'): unlabelled, those cells written with U+FFFD; if the file is not UTF-8, name "
     "its encoding with --encoding (e.g. cp1252, latin-1)",
-    "malformed": "rows with more or fewer fields than the header, or JSONL lines that are not a JSON object",
+    "malformed": "rows with more or fewer fields than the header (a cell holding the separator must be quoted; "
+    "--delimiter names the separator), or JSONL lines that are not a JSON object",
 }
+# Statuses that say the file was read wrongly (its encoding or separator), not that a title is bad: a run where
+# they are most rows fails (exit status 1), its output written.
+UNREAD_STATUSES = ("undecodable", "malformed")
 MAX_CHARS = 500
 OUTPUT_FORMATS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}
 # What one Excel sheet holds (Excel's specifications and limits).
@@ -395,6 +399,7 @@ class Summary:
     counts: Counter = field(default_factory=Counter)
     seconds: float = 0.0
     first_lines: dict[str, int] = field(default_factory=dict)  # each bad status: the first line that had it
+    max_chars: int = MAX_CHARS  # the run's limit, for the too_long hint
 
     @property
     def total(self) -> int:
@@ -411,10 +416,21 @@ class Summary:
     def hints(self) -> list[str]:
         """What each bad status that occurred means, with its count and first line."""
         return [
-            f"{status} {self.counts[status]:,} (first on line {self.first_lines[status]}): {hint}"
+            f"{status} {self.counts[status]:,} (first on line {self.first_lines[status]}): "
+            + hint.format(max_chars=self.max_chars)
             for status, hint in STATUS_HINTS.items()
             if self.counts[status]
         ]
+
+    def failure(self) -> str | None:
+        """Why the run failed though its output is written, or None: no row labelled, or most rows not read
+        (undecodable or malformed: the file's encoding or separator, not its titles)."""
+        if self.total and not self.counts["ok"]:
+            return f"no row was labelled ({self.total:,} bad)"
+        unread = sum(self.counts[status] for status in UNREAD_STATUSES)
+        if 2 * unread > self.total:
+            return f"most rows could not be read ({unread:,} of {self.total:,} undecodable or malformed)"
+        return None
 
     def __str__(self) -> str:
         bad = ", ".join(f"{status} {self.counts[status]:,}" for status in STATUSES[1:] if self.counts[status])
@@ -427,10 +443,10 @@ class Summary:
 
 
 def write_predictions(
-    output_path: Path | str, fields: list[str], chunks: Iterator[list[dict]], progress: bool
+    output_path: Path | str, fields: list[str], chunks: Iterator[list[dict]], progress: bool, max_chars: int = MAX_CHARS
 ) -> Summary:
     """Write chunks of output rows atomically, with a progress bar (titles/s) and a status count."""
-    summary = Summary()
+    summary = Summary(max_chars=max_chars)
     start = time.perf_counter()
     with PredictionWriter(output_path, fields) as writer, tqdm(unit=" titles", disable=not progress) as bar:
         for rows in chunks:
@@ -513,9 +529,9 @@ def predict_file(
             n_process, _start_worker, (nlp, tasks, all_scores, batch_size, Underscore.get_state())
         ) as pool:
             labelled = labelled_in_pool(pool, checked_chunks, n_process)
-            return write_predictions(output_path, fields, postprocessed(labelled, postprocess), progress)
+            return write_predictions(output_path, fields, postprocessed(labelled, postprocess), progress, max_chars)
     labelled = (
         (checked, label_records(nlp, tasks, checked, all_scores, batch_size, 1, index > 0))
         for index, checked in enumerate(checked_chunks)
     )
-    return write_predictions(output_path, fields, postprocessed(labelled, postprocess), progress)
+    return write_predictions(output_path, fields, postprocessed(labelled, postprocess), progress, max_chars)

@@ -376,7 +376,7 @@ def read_titles(
         return
     named_encoding, encoding = encoding, input_encoding(path, encoding)
     if named_encoding is not None:
-        check_byte_order_mark(path, encoding)
+        check_named_encoding(path, encoding)
     if fmt == "text" and named_format is None and "\t" in _first_line(path, encoding):
         # Excel saves "Text (Tab delimited)" and "Unicode Text" as .txt: a table, not one title a line.
         fmt = "tsv"
@@ -384,11 +384,6 @@ def read_titles(
             notify(f"{path}: a tab in the first line: read as a tab-separated table (--format text: one title a line)")
     if fmt == "text" and keep_columns:
         raise DataError(path, "--keep-columns", "a text file (one title a line) has no columns to keep")
-    if notify is not None and not encoding.startswith("utf") and _looks_utf8(path):
-        notify(
-            f"{path}: --encoding {encoding}, but the file reads as UTF-8 text with non-ASCII characters: if umlauts "
-            "come out as 'Ã¤', drop --encoding"
-        )
     try:
         with path.open(newline="", encoding=encoding, errors="surrogateescape") as file:
             yield from iter_titles(file, path, column, id_column, fmt, delimiter, keep_columns, notify)
@@ -409,11 +404,14 @@ def byte_order_mark(path: Path) -> str | None:
     return next((unicode for mark, unicode in BYTE_ORDER_MARKS.items() if start.startswith(mark)), None)
 
 
-def check_byte_order_mark(path: Path, encoding: str) -> None:
-    """A file that starts with UTF-8's or UTF-16's byte-order mark is Unicode text: a one-byte code page named
-    with --encoding (cp1252, latin-1) would turn every umlaut into mojibake in rows that look fine, and the mark
-    into the first column's name, so it is refused."""
-    unicode = None if encoding.startswith("utf") else byte_order_mark(path)
+def check_named_encoding(path: Path, encoding: str) -> None:
+    """A one-byte code page (cp1252, latin-1) named with --encoding for a file that is Unicode text is refused:
+    every umlaut would come out as mojibake in rows that look fine and get labels ('GeschÃ¤ftsfÃ¼hrer'). A
+    byte-order mark makes it certain; so does a first MiB that decodes as UTF-8 with multi-byte characters, which
+    text in a one-byte code page almost never does (its accented letters are single bytes that UTF-8 rejects)."""
+    if encoding.startswith("utf"):
+        return
+    unicode = byte_order_mark(path)
     if unicode is not None:
         raise DataError(
             path,
@@ -421,18 +419,33 @@ def check_byte_order_mark(path: Path, encoding: str) -> None:
             f"the file starts with a {unicode.upper()} byte-order mark, so it is {unicode.upper()} text, not "
             f"{encoding}: drop --encoding",
         )
+    sample = first_utf8_line(path)
+    if sample is not None:
+        line, text = sample
+        misread = text.encode("utf-8").decode(encoding, errors="replace")
+        raise DataError(
+            path,
+            "--encoding",
+            f"the file reads as UTF-8 text (line {line}: {text!r}, which {encoding} reads as {misread!r}): it was "
+            f"saved as UTF-8, not {encoding}: drop --encoding",
+        )
 
 
-def _looks_utf8(path: Path, probe_bytes: int = 1 << 20) -> bool:
-    """The file's first MiB is UTF-8 with at least one multi-byte character: text in a one-byte code page
-    (cp1252, latin-1) almost never is, so a file named as such was most likely saved as UTF-8."""
+def first_utf8_line(path: Path, probe_bytes: int = 1 << 20) -> tuple[int, str] | None:
+    """(line number, text: up to 60 characters) of the first line with a multi-byte UTF-8 character, if the
+    file's first MiB decodes as UTF-8 and has one; else None."""
     with path.open("rb") as file:
         data = file.read(probe_bytes)
     try:
         codecs.getincrementaldecoder("utf-8")().decode(data, final=False)  # a character cut at the end is fine
     except UnicodeDecodeError:
-        return False
-    return not data.isascii()
+        return None
+    if data.isascii():
+        return None
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if not raw.isascii():
+            return number, raw.decode("utf-8", errors="ignore").strip()[:60]  # "ignore": a line cut at the MiB
+    return None
 
 
 def _first_line(path: Path, encoding: str) -> str:
@@ -448,17 +461,18 @@ def _first_line(path: Path, encoding: str) -> str:
 SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def _has_surrogates(text: str) -> bool:
-    return SURROGATE.search(text) is not None
-
-
 # The first line Excel reads as the delimiter's name (and never shows), as some exporters write it.
 SEP_LINE = re.compile(r'sep=(.)|"sep=(.)"')
 
 
+# The "delimiter" of a file whose header is one column: ASCII's unit separator, which no title holds, so each line
+# is one cell (quotes still honoured), and a title with a comma in it is that title, not two cells.
+ONE_COLUMN = "\x1f"
+
+
 def choose_delimiter(header_line: str, wanted: Sequence[str], default: str) -> str:
     """The delimiter that splits the header into cells holding every wanted column, else into the most cells;
-    on a tie the format's own (',' for CSV, tab for TSV)."""
+    on a tie the format's own (',' for CSV, tab for TSV). `ONE_COLUMN` where none splits it."""
     best = default
     best_key = (False, 0)
     for candidate in (default, *DELIMITERS):
@@ -466,7 +480,7 @@ def choose_delimiter(header_line: str, wanted: Sequence[str], default: str) -> s
         key = (all(name in cells for name in wanted), len(cells))
         if key > best_key:
             best, best_key = candidate, key
-    return best
+    return best if best_key[1] > 1 else ONE_COLUMN
 
 
 def check_header(path: Path, header: list[str], wanted: Sequence[str], where: str, hint: str = "") -> None:
@@ -474,8 +488,9 @@ def check_header(path: Path, header: list[str], wanted: Sequence[str], where: st
     for name in wanted:
         count = header.count(name)
         if count == 0:
-            found = f"columns found: {header!r}" if header else "the header is empty"
-            if any(_has_surrogates(cell) for cell in header):
+            shown = [SURROGATE.sub("\ufffd", cell) for cell in header]  # an undecodable byte as U+FFFD, not '\udcdf'
+            found = f"columns found: {shown!r}" if header else "the header is empty"
+            if shown != header:
                 hint += "; the header is not text in this encoding: name the file's encoding with --encoding"
             raise DataError(path, where, f"no column {name!r} in the header; {found}{hint}")
         if count > 1:
@@ -530,7 +545,10 @@ def iter_titles(
             chosen = choose_delimiter(header_line, wanted, "\t" if fmt == "tsv" else ",")
             if notify is not None and header_line.strip():  # an empty file has no header to find one in
                 notify(
-                    f"{path}: columns separated by {DELIMITERS.get(chosen, repr(chosen))} (found in the header; "
+                    f"{path}: one column in the header, so each line is one title, commas and semicolons included "
+                    "(--delimiter forces a separator)"
+                    if chosen == ONE_COLUMN
+                    else f"{path}: columns separated by {DELIMITERS.get(chosen, repr(chosen))} (found in the header; "
                     "--delimiter forces one)"
                 )
         reader = csv.reader(itertools.chain([header_line], file), delimiter=chosen, strict=True)

@@ -19,6 +19,7 @@ import heapq
 import itertools
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -75,6 +76,10 @@ REVIEW_ENV = "TITLECAT_SERVE_REVIEW_BELOW"
 SPLITS = ("test", "cv_dev", "ood")
 ROW_FIELDS = ("line", "status")  # of predict's output rows: /v1/label answers in order, with no line
 METRIC_KEYS = ("n", "accuracy", "macro_f1", "mae")
+# The command-line options that predict's errors name, and the form fields of /v1/label-file that set them.
+FORM_FIELDS = {"--format": "format", "--encoding": "encoding", "--delimiter": "delimiter", "--sheet": "sheet"}
+FORM_FIELDS.update({"--id-column": "id_column", "--column": "column"})
+OPTION = re.compile("|".join(map(re.escape, FORM_FIELDS)) + r"\b")
 OUTPUT_MEDIA = {
     "csv": "text/csv",
     "tsv": "text/tab-separated-values",
@@ -540,7 +545,7 @@ def create_app(
             )
         except (DataError, ValueError, OSError) as bad:
             shutil.rmtree(folder, ignore_errors=True)
-            return error(400, "file: " + str(bad).replace(str(input_path), name))
+            return error(400, "file: " + in_form_terms(str(bad).replace(str(input_path), name)))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
@@ -555,6 +560,11 @@ def create_app(
     app.state.labeller = labeller
     app.state.files = files
     return app
+
+
+def in_form_terms(message: str) -> str:
+    """predict's error for an upload, with each command-line option it names as the form field that sets it."""
+    return OPTION.sub(lambda match: f"the form field {FORM_FIELDS[match.group()]!r}", message)
 
 
 def app_from_env() -> FastAPI:
