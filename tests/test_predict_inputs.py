@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 import titlecat.combined  # noqa: F401  (registers titlecat_answers)
 import titlecat.components  # noqa: F401  (registers the architecture)
 from titlecat import predict as predict_module
+from titlecat import readers
 from titlecat.cli import app
 from titlecat.labels import TASKS
 from titlecat.predict import check_title, predict_file
@@ -199,6 +200,12 @@ def test_a_utf16_file_with_its_byte_order_mark_is_read_as_utf16(tmp_path):
     source = tmp_path / "unicode.txt"
     source.write_text("Einkäuferin\nHead of Sales\n", encoding="utf-16")
     assert [r.value for r in read_titles(source)] == ["Einkäuferin", "Head of Sales"]
+    # --encoding utf-16 on a file without the mark: an error naming the file and the byte-order codecs
+    (tmp_path / "plain.csv").write_text("title\nCEO\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"plain\.csv: not utf-16 text \(UTF-16 stream does not start with BOM\)"):
+        list(read_titles(tmp_path / "plain.csv", "title", encoding="utf-16"))
+    with pytest.raises(DataError, match="utf-16-le or utf-16-be"):
+        list(read_titles(tmp_path / "plain.csv", "title", encoding="utf-16"))
 
 
 # Delimiters
@@ -286,6 +293,50 @@ def test_a_one_column_csv_reads_each_line_as_one_title(nlp, model, tmp_path):
     assert "a cell holding the separator must be quoted" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "Position", "--id-column", "id")
     assert result.exit_code == 1 and "no column 'id' in the header; columns found: ['Position']" in result.stderr
+    # A list of titles with no header line: the error says how to read it.
+    (tmp_path / "list.csv").write_text("Head of Sales\nCFO\n", encoding="utf-8")
+    result = run_predict(tmp_path / "list.csv", output, "-m", model)
+    assert result.exit_code == 1 and "no column 'text' in the header" in result.stderr
+    assert "with no header line is read with --format text" in result.stderr
+    result = run_predict(tmp_path / "list.csv", output, "-m", model, "--format", "text")
+    assert result.exit_code == 0 and [row["status"] for row in read_csv(output)] == ["ok", "ok"]
+
+
+def test_a_stray_quote_makes_its_row_malformed_and_the_file_goes_on(nlp, tmp_path):
+    """`1;"Head of" Sales` cannot be split; the rows after it can. A quote never closed still stops the file: it
+    has swallowed every row after it."""
+    source = tmp_path / "crm.csv"
+    source.write_text('id;title\n1;"Head of" Sales\n2;CFO\n3;"Director\nFinance"\n4;CTO\n', encoding="utf-8")
+    output = tmp_path / "out.csv"
+    summary = predict_file(nlp, source, output, "title", "id", progress=False)
+    assert [(row["line"], row["id"], row["status"]) for row in read_csv(output)] == [
+        ("2", "", "malformed"),
+        ("3", "2", "ok"),
+        ("4", "3", "ok"),  # a quoted line break: one row over two lines
+        ("6", "4", "ok"),
+    ]
+    assert summary.first_lines["malformed"] == 2
+    source.write_text('id;title\n1;CEO\n2;"Head of Sales\n3;CFO\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"crm\.csv: line 3: malformed CSV: unexpected end of data"):
+        predict_file(nlp, source, output, "title", "id", progress=False)
+
+
+def test_a_jsonl_field_no_object_has_is_an_error_listing_the_fields(nlp, tmp_path, monkeypatch):
+    """As a missing CSV column: a typo in --field is not a file of rows that look empty."""
+    source = tmp_path / "people.jsonl"
+    source.write_text('{"name": "A", "job": "CEO"}\nnot json\n{"name": "B", "job": "CFO"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"people\.jsonl: field 'title': none of the file's 2 objects has it; "):
+        list(read_titles(source, "title"))
+    with pytest.raises(DataError, match=r"fields found: \['name', 'job'\]"):
+        list(read_titles(source, "job", "id"))
+    assert [r.value for r in read_titles(source, "job")] == ["CEO", None, "CFO"]
+    # Past the first JSONL_PROBE objects a field may still be missing on a line: that title is empty.
+    monkeypatch.setattr(readers, "JSONL_PROBE", 2)
+    source.write_text('{"a": 1}\n{"a": 2}\n{"title": "CEO"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match="none of the first 2 objects has it"):
+        list(read_titles(source, "title"))
+    source.write_text('{"title": "CEO"}\n{"a": 2}\n{"a": 3}\n', encoding="utf-8")
+    assert [r.value for r in read_titles(source, "title")] == ["CEO", None, None]
 
 
 def test_a_run_that_labels_no_row_fails_with_its_output_written(model, tmp_path):
@@ -397,6 +448,26 @@ def test_an_excel_sheet_is_read_by_name_or_number_with_its_row_numbers(nlp, mode
         list(read_titles(tmp_path / "fake.xlsx", "title"))
 
 
+def test_a_report_title_above_an_excel_table_is_skipped_and_said(tmp_path, monkeypatch):
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    sheet = workbook.active
+    for row in (["Kontakte, Export 2026"], [], ["Stand: 1.12.2026", None, "intern"], ["id", "Position"], [7, "CFO"]):
+        sheet.append(row)
+    workbook.save(tmp_path / "report.xlsx")
+    notes = []
+    records = list(read_titles(tmp_path / "report.xlsx", "Position", "id", notify=notes.append))
+    assert [(r.line, r.id, r.value) for r in records] == [(5, "7", "CFO")]
+    assert notes == [f"{tmp_path / 'report.xlsx'}: sheet 'Sheet': the header is line 4; the rows above it are skipped"]
+    # A column no row holds: the error names the first non-empty row, as before.
+    with pytest.raises(DataError, match=r"sheet 'Sheet', line 1: no column 'Titel'.*\['Kontakte, Export 2026'\]"):
+        list(read_titles(tmp_path / "report.xlsx", "Titel"))
+    monkeypatch.setattr(readers, "XLSX_HEADER_SEARCH", 2)  # the header is past the rows searched
+    with pytest.raises(DataError, match="line 1: no column 'Position'"):
+        list(read_titles(tmp_path / "report.xlsx", "Position"))
+
+
 # Bad rows
 
 
@@ -483,6 +554,19 @@ def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tm
     assert result.exit_code == 1 and "no column 'phone' in the header" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "company,status")
     assert result.exit_code == 1 and "--keep-columns ['status']" in result.stderr
+    assert "--keep-columns 'status=input_status'" in result.stderr
+    # NAME=NEW_NAME keeps a column whose name is an output column already under another name.
+    crm = tmp_path / "status.csv"
+    crm.write_text("title,status\nHead of Sales,Lead\nCFO,Kunde\n", encoding="utf-8")
+    result = run_predict(crm, output, "-m", model, "--column", "title", "--keep-columns", "status = crm_status")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(output)
+    assert [(row["crm_status"], row["status"]) for row in rows] == [("Lead", "ok"), ("Kunde", "ok")]
+    assert list(rows[0])[:3] == ["line", "crm_status", "status"]
+    result = run_predict(crm, output, "-m", model, "--column", "title", "--keep-columns", "status=")
+    assert result.exit_code == 1 and "--keep-columns 'status=': expected NAME or NAME=NEW_NAME" in result.stderr
+    result = run_predict(crm, output, "-m", model, "--column", "title", "--chunk-size", "0")
+    assert result.exit_code == 2 and "--chunk-size" in result.output
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "company,company")
     assert result.exit_code == 1 and "--keep-columns lists 'company' more than once" in result.stderr
     assert "output columns" not in result.stderr

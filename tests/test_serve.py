@@ -407,6 +407,17 @@ def sheet_values(path: Path) -> list[list]:
             "file: titles.csv: the form field 'format': unknown format 'xml'",
         ),
         ("titles.csv", b"text\nCEO\n", {"output": "xml"}, 422, "output: expected csv, tsv, jsonl or xlsx"),
+        ("titles.jsonl", b'{"title": "CEO"}\n', {"field": "title"}, 422, "field: unknown form field (expected all_"),
+        ("titles.csv", b"text\n\n  \n", {}, 422, "file: titles.csv: no row was labelled (2 bad)"),
+        (
+            "titles.csv",
+            b"text\nCEO\nCFO\n",
+            {"format": "jsonl"},
+            422,
+            "file: titles.csv: no row was labelled (3 bad); malformed 3 (first on line 1): rows with more or fewer "
+            "fields than the header (a cell holding the separator must be quoted; the form field 'delimiter' names",
+        ),
+        ("fake.xlsx", b"id,title\n", {}, 400, "file: fake.xlsx: not an Excel .xlsx workbook"),
         ("titles.csv", b"text\nCEO\n", {"all_scores": "maybe"}, 422, "all_scores:"),
         ("titles.csv", b"text\nCEO\n", {"review_below": "2"}, 422, "review_below:"),
     ],

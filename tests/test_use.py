@@ -322,8 +322,8 @@ def test_predict_ray_on_two_workers_writes_the_rows_of_predict(tiny, tmp_path):
 
 
 def test_predict_ray_reads_what_predict_reads(tiny, tmp_path):
-    """The driver reads the file with predict's options: a German Excel CSV (cp1252, semicolons) with kept
-    columns, written as an Excel workbook, is the file predict writes."""
+    """The driver reads the file with predict's options: a German Excel CSV (cp1252, semicolons) with a kept
+    column (renamed), written as an Excel workbook, is the file predict writes."""
     pytest.importorskip("ray")
     from openpyxl import load_workbook
 
@@ -331,7 +331,7 @@ def test_predict_ray_reads_what_predict_reads(tiny, tmp_path):
     people = [("Geschäftsführer", "Müller GmbH"), ("Einkäuferin", "Bäckerei Öz"), ("Head of Sales", "ACME")] * 20
     source.write_bytes(("Titel;Firma\n" + "".join(f"{t};{f}\n" for t, f in people)).encode("cp1252"))
     args = ["-m", str(tiny / "combined"), "--column", "Titel", "--encoding", "cp1252", "--keep-title"]
-    args += ["--keep-columns", "Firma", "--no-progress"]
+    args += ["--keep-columns", "Firma=company", "--no-progress"]
     for command, output in (("predict", "local.xlsx"), ("predict-ray", "ray.xlsx")):
         result = subprocess.run(
             [sys.executable, "-m", "titlecat", command, str(source), str(tmp_path / output), *args],
@@ -344,6 +344,7 @@ def test_predict_ray_reads_what_predict_reads(tiny, tmp_path):
         return [[cell.value for cell in row] for row in load_workbook(tmp_path / name)["labels"].iter_rows()]
 
     assert values("ray.xlsx") == values("local.xlsx")
+    assert values("ray.xlsx")[0][:4] == ["line", "title", "company", "status"]
     assert [row[1:3] for row in values("ray.xlsx")[1:4]] == [list(person) for person in people[:3]]
     assert {row[3] for row in values("ray.xlsx")[1:]} == {"ok"}
 

@@ -29,20 +29,22 @@ ENCODING = typer.Option(
     None, help="The input's text encoding (e.g. cp1252, latin-1); default UTF-8 (a byte-order mark is skipped)"
 )
 DELIMITER = typer.Option(
-    None, help="CSV/TSV column separator (',', ';' or 'tab'); default: the one that splits the header"
+    None, help="CSV/TSV column separator: ',', ';', 'tab' or any one character; default: the one that splits the header"
 )
 SHEET = typer.Option(None, help="Excel sheet: its name or number (1 = the first); default the first")
 KEEP_TITLE = typer.Option(False, "--keep-title", help="Copy each row's title into the output ('title')")
 KEEP_COLUMNS = typer.Option(
-    None, help="Comma-separated input columns/fields to copy into the output, e.g. 'email,company'"
+    None,
+    help="Comma-separated input columns/fields to copy into the output, e.g. 'email,company'; NAME=NEW_NAME writes "
+    "one under another name, e.g. 'status=crm_status'",
 )
 ALL_SCORES = typer.Option(False, "--all-scores", help="Add the score of every label")
 BATCH_SIZE = typer.Option(
-    None, help="Titles per nlp.pipe batch [default: the pipeline's own nlp.batch_size: 1000 cpu, 4000 trf]"
+    None, min=1, help="Titles per nlp.pipe batch [default: the pipeline's own nlp.batch_size: 1000 cpu, 4000 trf]"
 )
 # H200, xlm-roberta-base's shape, steady state: 16,306 titles/s at 4000 against 10,942 at 1000 (docs/gpu.md)
 GPU_BATCH_SIZE = 4000
-MAX_LENGTH = typer.Option(MAX_CHARS, "--max-chars", help="Longer titles get status too_long")
+MAX_LENGTH = typer.Option(MAX_CHARS, "--max-chars", min=1, help="Longer titles get status too_long")
 
 
 # The confidence options of predict and predict-ray (titlecat.confidence)
@@ -105,9 +107,11 @@ def fail(error: Exception) -> None:
 @app.command()
 def predict(
     input_path: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="CSV, TSV, JSONL, Excel .xlsx or text (one a line)"
+        ..., metavar="INPUT", exists=True, dir_okay=False, help="CSV, TSV, JSONL, Excel .xlsx or text (one a line)"
     ),
-    output_path: Path = typer.Argument(..., dir_okay=False, help="Output .csv, .tsv, .jsonl or .xlsx (not the input)"),
+    output_path: Path = typer.Argument(
+        ..., metavar="OUTPUT", dir_okay=False, help="Output .csv, .tsv, .jsonl or .xlsx (not the input)"
+    ),
     model: str = MODEL,
     column: str = COLUMN,
     id_column: str | None = ID_COLUMN,
@@ -118,13 +122,14 @@ def predict(
     keep_title: bool = KEEP_TITLE,
     keep_columns: str | None = KEEP_COLUMNS,
     all_scores: bool = ALL_SCORES,
-    n_process: int = typer.Option(1, help="Labelling processes, started once for the file"),
+    n_process: int = typer.Option(1, min=1, help="Labelling processes, started once for the file"),
     batch_size: int | None = typer.Option(
         None,
+        min=1,
         help="Titles per nlp.pipe batch [default: the pipeline's own nlp.batch_size (1000 cpu, 4000 trf); 4000 with "
         "--gpu-id, fewer GPU launches a title]",
     ),
-    chunk_size: int = typer.Option(20000, help="Rows read, labelled and written at a time (memory stays flat)"),
+    chunk_size: int = typer.Option(20000, min=1, help="Rows read, labelled and written at a time (memory stays flat)"),
     max_chars: int = MAX_LENGTH,
     progress: bool = typer.Option(True, help="Progress bar with titles/s on stderr"),
     gpu_id: int = typer.Option(-1, help="GPU to predict on (a trf pipeline needs one to be fast); -1: CPU"),
@@ -183,10 +188,14 @@ def predict(
 @app.command("predict-ray")
 def predict_ray_command(
     input_path: Path = typer.Argument(
-        ..., exists=True, dir_okay=False, help="CSV, TSV, JSONL, Excel .xlsx or text (one a line), read by the driver"
+        ...,
+        metavar="INPUT",
+        exists=True,
+        dir_okay=False,
+        help="CSV, TSV, JSONL, Excel .xlsx or text (one a line), read by the driver",
     ),
     output_path: Path = typer.Argument(
-        ..., dir_okay=False, help="Output .csv, .tsv, .jsonl or .xlsx, written by the driver"
+        ..., metavar="OUTPUT", dir_okay=False, help="Output .csv, .tsv, .jsonl or .xlsx, written by the driver"
     ),
     model: str = MODEL,
     column: str = COLUMN,
@@ -198,7 +207,7 @@ def predict_ray_command(
     keep_title: bool = KEEP_TITLE,
     keep_columns: str | None = KEEP_COLUMNS,
     all_scores: bool = ALL_SCORES,
-    workers: int = typer.Option(2, help="Ray actors, each loading the pipeline once"),
+    workers: int = typer.Option(2, min=1, help="Ray actors, each loading the pipeline once"),
     batch_size: int | None = BATCH_SIZE,
     max_chars: int = MAX_LENGTH,
     address: str | None = typer.Option(None, help="Ray cluster address (e.g. 'auto'); default: a local cluster"),

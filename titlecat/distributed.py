@@ -24,6 +24,7 @@ from .predict import (
     Summary,
     check_paths,
     check_records,
+    kept_column_names,
     label_records,
     load_pipeline,
     output_fields,
@@ -119,12 +120,12 @@ def predict_ray(
         raise ValueError(f"--workers {workers}: at least one worker is needed")
     check_paths(input_path, output_path)
     fmt = title_format(input_path, input_format)
-    keep_columns = list(keep_columns)
+    keep_columns, kept_names = kept_column_names(keep_columns)
     reading = {"encoding": encoding, "delimiter": delimiter, "sheet": sheet, "keep_columns": keep_columns}
     check_input(input_path, column, id_column, fmt, **reading)
     # The driver loads the pipeline too: a wrong model fails here, before any worker starts.
     tasks = pipeline_tasks(load_pipeline(model))
-    fields = output_fields(tasks, all_scores, id_column is not None, keep_title, keep_columns)
+    fields = output_fields(tasks, all_scores, id_column is not None, keep_title, kept_names)
     if postprocess is not None:
         fields = postprocess.fields(fields)
     model = str(Path(model).resolve()) if Path(model).exists() else model
@@ -134,7 +135,7 @@ def predict_ray(
     remote = ray.remote(num_cpus=1)(Labeller)
     actors = [remote.remote(model, all_scores, batch_size) for _ in range(workers)]
     records = read_titles(input_path, column, id_column, fmt, notify=notify, **reading)
-    blocks = (check_records(chunk, max_chars, keep_title, keep_columns) for chunk in minibatch(records, rows_per_block))
+    blocks = (check_records(chunk, max_chars, keep_title, kept_names) for chunk in minibatch(records, rows_per_block))
     # Two blocks per actor: one being labelled, one waiting, so no actor idles while the driver writes.
     labelled = postprocessed(label_in_order(actors, blocks, 2 * workers), postprocess)
     try:

@@ -160,6 +160,7 @@ def output_fields(
     keep_title: bool = False,
     keep_columns: Sequence[str] = (),
 ) -> list[str]:
+    """The output's columns; `keep_columns` are the kept columns' output names (see `kept_column_names`)."""
     repeated = sorted({name for name in keep_columns if list(keep_columns).count(name) > 1})
     if repeated:
         raise ValueError(f"--keep-columns lists {', '.join(map(repr, repeated))} more than once: name each column once")
@@ -169,8 +170,25 @@ def output_fields(
         fields += [task, f"{task}_score"] + ([f"{task}:{label}" for label in labels] if all_scores else [])
     clashes = sorted({name for name in fields if fields.count(name) > 1})
     if clashes:
-        raise ValueError(f"--keep-columns {clashes} would write a column twice: these names are output columns already")
+        raise ValueError(
+            f"--keep-columns {clashes} would write a column twice: these names are output columns already; keep it "
+            f"under another name, e.g. --keep-columns '{clashes[0]}=input_{clashes[0]}'"
+        )
     return fields
+
+
+def kept_column_names(keep_columns: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(input names, output names) of --keep-columns: 'status=crm_status' keeps the input column 'status' as the
+    output column 'crm_status' (one whose name is an output column already); 'email' keeps 'email' as it is."""
+    inputs, outputs = [], []
+    for kept in keep_columns:
+        name, renamed, new_name = kept.partition("=")
+        name, new_name = name.strip(), new_name.strip()
+        if renamed and not (name and new_name):
+            raise ValueError(f"--keep-columns {kept!r}: expected NAME or NAME=NEW_NAME")
+        inputs.append(name)
+        outputs.append(new_name if renamed else name)
+    return inputs, outputs
 
 
 def answers(cats: dict[str, float], tasks: dict[str, tuple[str, ...]], all_scores: bool) -> dict:
@@ -503,8 +521,8 @@ def predict_file(
     """
     check_paths(input_path, output_path)
     tasks = pipeline_tasks(nlp)
-    keep_columns = list(keep_columns)
-    fields = output_fields(tasks, all_scores, id_column is not None, keep_title, keep_columns)
+    keep_columns, kept_names = kept_column_names(keep_columns)
+    fields = output_fields(tasks, all_scores, id_column is not None, keep_title, kept_names)
     if postprocess is not None:
         fields = postprocess.fields(fields)
     records = read_titles(
@@ -519,7 +537,7 @@ def predict_file(
         notify=notify,
     )
     checked_chunks = (
-        check_records(chunk, max_chars, keep_title, keep_columns) for chunk in minibatch(records, chunk_size)
+        check_records(chunk, max_chars, keep_title, kept_names) for chunk in minibatch(records, chunk_size)
     )
 
     if n_process > 1:

@@ -27,8 +27,9 @@ ACTIVE = "ACTIVE"
 class DataError(ValueError):
     """An input file that cannot be read as documented: names file and row."""
 
-    def __init__(self, path: Path | str, where: str, message: str):
-        super().__init__(f"{path}: {where}: {message}")
+    def __init__(self, path: Path | str, where: str | None, message: str):
+        # where: None for the file as a whole ("x.xlsx: not an Excel .xlsx workbook")
+        super().__init__(f"{path}: {message}" if where is None else f"{path}: {where}: {message}")
         self.path = str(path)
         self.where = where
 
@@ -372,7 +373,7 @@ def read_titles(
     path = Path(path)
     named_format, fmt = fmt, title_format(path, fmt)
     if fmt == "xlsx":
-        yield from _xlsx_titles(path, column, id_column, sheet, keep_columns)
+        yield from _xlsx_titles(path, column, id_column, sheet, keep_columns, notify)
         return
     named_encoding, encoding = encoding, input_encoding(path, encoding)
     if named_encoding is not None:
@@ -387,10 +388,15 @@ def read_titles(
     try:
         with path.open(newline="", encoding=encoding, errors="surrogateescape") as file:
             yield from iter_titles(file, path, column, id_column, fmt, delimiter, keep_columns, notify)
-    except UnicodeDecodeError as error:
-        # Only codecs whose errors surrogateescape cannot carry (UTF-16's odd bytes) get here.
+    except UnicodeError as error:
+        # Only codecs whose errors surrogateescape cannot carry get here: UTF-16's odd bytes, or its missing
+        # byte-order mark (--encoding utf-16 on a file without one).
+        byte_order = " (UTF-16 without a byte-order mark: utf-16-le or utf-16-be)" if encoding == "utf-16" else ""
         raise DataError(
-            path, "file", f"not {encoding} text ({error.reason}): name the file's encoding with --encoding"
+            path,
+            None,
+            f"not {encoding} text ({getattr(error, 'reason', error)}): name the file's encoding with --encoding"
+            + byte_order,
         ) from error
 
 
@@ -452,7 +458,7 @@ def _first_line(path: Path, encoding: str) -> str:
     with path.open(newline="", encoding=encoding, errors="surrogateescape") as file:
         try:
             return file.readline()
-        except UnicodeDecodeError:
+        except UnicodeError:
             return ""  # read_titles says what is wrong with the file
 
 
@@ -513,21 +519,8 @@ def iter_titles(
         for line, text in enumerate(file, start=1):
             yield TitleRecord(line, None, text.rstrip("\r\n"))
     elif fmt == "jsonl":
-        nothing_kept = tuple(None for _ in keep_columns)  # a line that is not an object has no fields to keep
-        for line, text in enumerate(file, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError:
-                yield TitleRecord(line, None, None, nothing_kept, "malformed")
-                continue
-            if not isinstance(record, dict):
-                yield TitleRecord(line, None, None, nothing_kept, "malformed")
-                continue
-            record_id = record.get(id_column) if id_column else None
-            extra = tuple(record.get(name) for name in keep_columns)
-            yield TitleRecord(line, None if record_id is None else str(record_id), record.get(column), extra)
+        wanted = [name for name in (column, id_column, *keep_columns) if name]
+        yield from fields_seen_early(path, jsonl_title_records(file, column, id_column, keep_columns), wanted)
     else:
         header_line = file.readline()
         wanted = [name for name in (column, id_column, *keep_columns) if name]
@@ -565,17 +558,20 @@ def iter_titles(
                     f"; the cell {crowded[0]!r} holds {DELIMITERS[other]}: the file may be separated by it "
                     f"(--delimiter {'tab' if other == chr(9) else repr(other)})"
                 )
+            if chosen == ONE_COLUMN and column not in header:
+                hint += "; a list of titles with no header line is read with --format text (one title a line)"
             check_header(path, header, wanted, f"line {1 + skipped}", hint)
             index = header.index(column)
             id_index = header.index(id_column) if id_column else None
             keep_index = [header.index(name) for name in keep_columns]
             line = skipped + reader.line_num
-            for fields in reader:
+            nothing_kept = tuple(None for _ in keep_index)
+            for fields in rows_or_errors(reader):
                 start, line = line + 1, skipped + reader.line_num
-                if not fields:
-                    yield TitleRecord(start, None, None, tuple(None for _ in keep_index))
-                elif len(fields) != len(header):
-                    yield TitleRecord(start, None, None, tuple(None for _ in keep_index), "malformed")
+                if fields is None or (fields and len(fields) != len(header)):
+                    yield TitleRecord(start, None, None, nothing_kept, "malformed")
+                elif not fields:
+                    yield TitleRecord(start, None, None, nothing_kept)
                 else:
                     yield TitleRecord(
                         start,
@@ -587,8 +583,82 @@ def iter_titles(
             raise DataError(path, f"line {line + 1}", f"malformed {fmt.upper()}: {error}") from error
 
 
+def jsonl_title_records(
+    lines: Iterable[str], column: str, id_column: str | None, keep_columns: Sequence[str]
+) -> Iterator[tuple[TitleRecord, dict | None]]:
+    """Each non-blank JSONL line as (record, its object), the object None for a line that is not one (malformed)."""
+    nothing_kept = tuple(None for _ in keep_columns)  # a line that is not an object has no fields to keep
+    for line, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError:
+            record = None
+        if not isinstance(record, dict):
+            yield TitleRecord(line, None, None, nothing_kept, "malformed"), None
+            continue
+        record_id = record.get(id_column) if id_column else None
+        extra = tuple(record.get(name) for name in keep_columns)
+        yield TitleRecord(line, None if record_id is None else str(record_id), record.get(column), extra), record
+
+
+# JSONL objects read before a field asked for that none of them has is an error (as a missing CSV column is).
+JSONL_PROBE = 1000
+
+
+def fields_seen_early(
+    path: Path | str, records: Iterable[tuple[TitleRecord, dict | None]], wanted: Sequence[str]
+) -> Iterator[TitleRecord]:
+    """The records, once every wanted field has turned up in one of the first `JSONL_PROBE` objects; a field that
+    none of them has (a typo in --field) raises DataError listing the fields found, instead of a file of rows
+    that look empty."""
+    missing, found, objects, held = set(wanted), {}, 0, []
+    records = iter(records)
+    for record, fields in records:
+        held.append(record)
+        if fields is not None:
+            objects += 1
+            missing.difference_update(fields)
+            found.update(dict.fromkeys(fields))
+        if not missing:
+            break
+        if objects == JSONL_PROBE:
+            break
+    if missing and objects:
+        name = next(name for name in wanted if name in missing)
+        within = f"the first {objects:,} objects" if objects == JSONL_PROBE else f"the file's {objects:,} objects"
+        raise DataError(path, f"field {name!r}", f"none of {within} has it; fields found: {list(found)[:20]!r}")
+    yield from held
+    yield from (record for record, _ in records)
+
+
+def rows_or_errors(reader) -> Iterator[list[str] | None]:
+    """The rows of a csv reader, None for a row it cannot split (a quote in the middle of a cell,
+    `1;"Head of" Sales`): that row is malformed and the file goes on, as the reader goes on at the next line. A
+    quote that is never closed has swallowed every row after it, so it still raises."""
+    while True:
+        try:
+            yield next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            if str(error).startswith("unexpected end of data"):
+                raise
+            yield None
+
+
+# How many non-empty rows of a sheet are searched for the header (a report's title rows may precede it).
+XLSX_HEADER_SEARCH = 20
+
+
 def _xlsx_titles(
-    path: Path, column: str, id_column: str | None, sheet: str | None, keep_columns: Sequence[str]
+    path: Path,
+    column: str,
+    id_column: str | None,
+    sheet: str | None,
+    keep_columns: Sequence[str],
+    notify: Callable[[str], None] | None = None,
 ) -> Iterator[TitleRecord]:
     """The rows of one sheet, streamed (openpyxl's read-only mode); a row's line is its row number in the sheet."""
     from openpyxl import load_workbook
@@ -596,7 +666,7 @@ def _xlsx_titles(
     try:
         workbook = load_workbook(path, read_only=True, data_only=True)
     except Exception as error:  # zipfile.BadZipFile, KeyError, openpyxl's InvalidFileException: all mean the same
-        raise DataError(path, "file", f"not an Excel .xlsx workbook ({type(error).__name__}: {error})") from error
+        raise DataError(path, None, f"not an Excel .xlsx workbook ({type(error).__name__}: {error})") from error
     try:
         names = workbook.sheetnames
         if sheet is None:
@@ -613,11 +683,22 @@ def _xlsx_titles(
         # Some exporters write a wrong sheet size, which read-only mode would trust and cut rows or columns at.
         worksheet.reset_dimensions()
         rows = enumerate(worksheet.iter_rows(values_only=True), start=1)
-        header_row, header = 0, []
-        for number, values in rows:
-            if any(value is not None for value in values):
-                header_row, header = number, ["" if value is None else str(value).strip() for value in values]
+        # The header is the first non-empty row, or the first of the next few that holds the title column: a
+        # report's own title rows above the table are skipped (and said).
+        first, header_row, header = (0, []), 0, []
+        for scanned, (number, values) in enumerate(row for row in rows if any(v is not None for v in row[1])):
+            cells = ["" if value is None else str(value).strip() for value in values]
+            if scanned == 0:
+                first = (number, cells)
+            if column in cells:
+                header_row, header = number, cells
                 break
+            if scanned + 1 == XLSX_HEADER_SEARCH:
+                break
+        if not header:
+            header_row, header = first
+        elif header_row != first[0] and notify is not None:
+            notify(f"{path}: sheet {name!r}: the header is line {header_row}; the rows above it are skipped")
         where = f"sheet {name!r}, line {header_row or 1}"
         wanted = [name for name in (column, id_column, *keep_columns) if name]
         check_header(path, header, wanted, where)

@@ -79,6 +79,7 @@ METRIC_KEYS = ("n", "accuracy", "macro_f1", "mae")
 # The command-line options that predict's errors name, and the form fields of /v1/label-file that set them.
 FORM_FIELDS = {"--format": "format", "--encoding": "encoding", "--delimiter": "delimiter", "--sheet": "sheet"}
 FORM_FIELDS.update({"--id-column": "id_column", "--column": "column"})
+UPLOAD_FIELDS = {"file", "output", "all_scores", "review_below", *FORM_FIELDS.values()}
 OPTION = re.compile("|".join(map(re.escape, FORM_FIELDS)) + r"\b")
 OUTPUT_MEDIA = {
     "csv": "text/csv",
@@ -503,6 +504,7 @@ def create_app(
 
     @app.post("/v1/label-file", response_class=FileResponse, responses=ERRORS)
     async def label_file(
+        request: Request,
         file: UploadFile = File(description="CSV, TSV, JSONL, Excel .xlsx or text (one title a line), by its suffix"),
         column: str = Form("text", description="CSV/TSV/Excel column or JSONL field holding the title"),
         id_column: str = Form("", description="Column/field copied to the output as 'id'"),
@@ -518,8 +520,12 @@ def create_app(
     ) -> Response:
         """Label an uploaded file as `titlecat predict` does and send it back (line, [id], status, answers).
 
-        Up to 100 MiB; a malformed file gets 400 naming its line. Large files: use `titlecat predict`.
+        Up to 100 MiB; a malformed file gets 400 naming its line, and one where no row could be labelled, or most
+        rows could not be read (undecodable, malformed), 422 saying why. Large files: use `titlecat predict`.
         """
+        unknown = sorted(set((await request.form()).keys()) - UPLOAD_FIELDS)  # the form as FastAPI parsed it
+        if unknown:
+            return error(422, f"{unknown[0]}: unknown form field (expected {', '.join(sorted(UPLOAD_FIELDS))})")
         name = Path(file.filename or "titles.csv").name
         suffix = Path(name).suffix.lower()
         output = output or {".tsv": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".xlsx": "xlsx"}.get(suffix, "csv")
@@ -549,6 +555,10 @@ def create_app(
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        failure = summary.failure()
+        if failure:
+            shutil.rmtree(folder, ignore_errors=True)
+            return error(422, "file: " + in_form_terms("; ".join([f"{name}: {failure}", *summary.hints()])))
         return FileResponse(
             output_path,
             media_type=OUTPUT_MEDIA[output],
