@@ -603,7 +603,7 @@ def jsonl_title_records(
         yield TitleRecord(line, None if record_id is None else str(record_id), record.get(column), extra), record
 
 
-# JSONL objects read before a field asked for that none of them has is an error (as a missing CSV column is).
+# A field asked for that none of a JSONL file's first JSONL_PROBE objects has is an error (as a missing CSV column is).
 JSONL_PROBE = 1000
 
 
@@ -615,15 +615,13 @@ def fields_seen_early(
     that look empty."""
     missing, found, objects, held = set(wanted), {}, 0, []
     records = iter(records)
-    for record, fields in records:
+    for record, obj in records:
         held.append(record)
-        if fields is not None:
+        if obj is not None:
             objects += 1
-            missing.difference_update(fields)
-            found.update(dict.fromkeys(fields))
-        if not missing:
-            break
-        if objects == JSONL_PROBE:
+            missing.difference_update(obj)
+            found.update(dict.fromkeys(obj))
+        if not missing or objects == JSONL_PROBE:
             break
     if missing and objects:
         name = next(name for name in wanted if name in missing)
