@@ -200,12 +200,22 @@ def test_a_utf16_file_with_its_byte_order_mark_is_read_as_utf16(tmp_path):
     source = tmp_path / "unicode.txt"
     source.write_text("Einkäuferin\nHead of Sales\n", encoding="utf-16")
     assert [r.value for r in read_titles(source)] == ["Einkäuferin", "Head of Sales"]
-    # --encoding utf-16 on a file without the mark: an error naming the file and the byte-order codecs
-    (tmp_path / "plain.csv").write_text("title\nCEO\n", encoding="utf-8")
-    with pytest.raises(DataError, match=r"plain\.csv: not utf-16 text \(UTF-16 stream does not start with BOM\)"):
-        list(read_titles(tmp_path / "plain.csv", "title", encoding="utf-16"))
+    # UTF-16 text without a byte-order mark: named utf-16, the error names the byte-order codecs; read as UTF-8,
+    # the header's 0 characters say what it is.
+    (tmp_path / "bare.csv").write_bytes("title\nCEO\n".encode("utf-16-le"))
+    with pytest.raises(DataError, match=r"bare\.csv: not utf-16 text \(UTF-16 stream does not start with BOM\)"):
+        list(read_titles(tmp_path / "bare.csv", "title", encoding="utf-16"))
     with pytest.raises(DataError, match="utf-16-le or utf-16-be"):
-        list(read_titles(tmp_path / "plain.csv", "title", encoding="utf-16"))
+        list(read_titles(tmp_path / "bare.csv", "title", encoding="utf-16"))
+    with pytest.raises(DataError, match=r"holds 0 characters: UTF-16 text without a byte-order mark"):
+        list(read_titles(tmp_path / "bare.csv", "title"))
+    # A UTF-16 encoding named for a UTF-8 file: line breaks without a 0 byte cannot be UTF-16, refused before the
+    # header turns into CJK-looking characters.
+    (tmp_path / "plain.csv").write_text("title\nCEO\n", encoding="utf-8")
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be"):
+        with pytest.raises(DataError, match=f"plain\\.csv: --encoding: .* not {encoding} text .*drop --encoding"):
+            list(read_titles(tmp_path / "plain.csv", "title", encoding=encoding))
+    assert [r.value for r in read_titles(tmp_path / "bare.csv", "title", encoding="utf-16-le")] == ["CEO"]
 
 
 # Delimiters
@@ -290,7 +300,7 @@ def test_a_one_column_csv_reads_each_line_as_one_title(nlp, model, tmp_path):
     assert (rows[0]["seniority"], rows[0]["department"]) == expected(nlp, "Head of Sales, EMEA")
     result = run_predict(source, output, "-m", model, "--column", "Position", "--delimiter", ",")
     assert [row["status"] for row in read_csv(output)] == ["malformed", "ok", "ok", "empty", "ok"]
-    assert "a cell holding the separator must be quoted" in result.stderr
+    assert "a cell holding the separator or a quote must be quoted as a whole" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "Position", "--id-column", "id")
     assert result.exit_code == 1 and "no column 'id' in the header; columns found: ['Position']" in result.stderr
     # A list of titles with no header line: the error says how to read it.
@@ -300,6 +310,9 @@ def test_a_one_column_csv_reads_each_line_as_one_title(nlp, model, tmp_path):
     assert "with no header line is read with --format text" in result.stderr
     result = run_predict(tmp_path / "list.csv", output, "-m", model, "--format", "text")
     assert result.exit_code == 0 and [row["status"] for row in read_csv(output)] == ["ok", "ok"]
+    (tmp_path / "list.csv").write_text("Head of Sales, EMEA\nCFO\n", encoding="utf-8")  # its first title splits
+    result = run_predict(tmp_path / "list.csv", output, "-m", model)
+    assert result.exit_code == 1 and "with no header line is read with --format text" in result.stderr
 
 
 def test_a_stray_quote_makes_its_row_malformed_and_the_file_goes_on(nlp, tmp_path):
@@ -317,7 +330,7 @@ def test_a_stray_quote_makes_its_row_malformed_and_the_file_goes_on(nlp, tmp_pat
     ]
     assert summary.first_lines["malformed"] == 2
     source.write_text('id;title\n1;CEO\n2;"Head of Sales\n3;CFO\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"crm\.csv: line 3: malformed CSV: unexpected end of data"):
+    with pytest.raises(DataError, match=r"crm\.csv: line 3: malformed CSV: unexpected end of data: a quote opened"):
         predict_file(nlp, source, output, "title", "id", progress=False)
 
 
@@ -347,7 +360,7 @@ def test_a_run_that_labels_no_row_fails_with_its_output_written(model, tmp_path)
     output = tmp_path / "out.csv"
     result = run_predict(source, output, "-m", model, "--column", "title")
     assert result.exit_code == 1, result.output
-    assert "✘ no row was labelled (2 bad): the output is written" in result.stderr
+    assert "✘ no row was labelled (2 bad: empty 1, not_text 1): the output is written" in result.stderr
     assert [row["status"] for row in read_csv(output)] == ["empty", "not_text"]
     source.write_text("id,title\n", encoding="utf-8")
     result = run_predict(source, output, "-m", model, "--column", "title")
@@ -460,9 +473,12 @@ def test_a_report_title_above_an_excel_table_is_skipped_and_said(tmp_path, monke
     records = list(read_titles(tmp_path / "report.xlsx", "Position", "id", notify=notes.append))
     assert [(r.line, r.id, r.value) for r in records] == [(5, "7", "CFO")]
     assert notes == [f"{tmp_path / 'report.xlsx'}: sheet 'Sheet': the header is line 4; the rows above it are skipped"]
-    # A column no row holds: the error names the first non-empty row, as before.
-    with pytest.raises(DataError, match=r"sheet 'Sheet', line 1: no column 'Titel'.*\['Kontakte, Export 2026'\]"):
+    # A column no row holds: the error names the first non-empty row, and the row with the most cells.
+    with pytest.raises(
+        DataError, match=r"sheet 'Sheet', line 1: no column 'Titel'.*\['Kontakte, Export 2026'\]"
+    ) as error:
         list(read_titles(tmp_path / "report.xlsx", "Titel"))
+    assert "line 3, the row with the most cells, holds ['Stand: 1.12.2026', 'intern']" in str(error.value)
     monkeypatch.setattr(readers, "XLSX_HEADER_SEARCH", 2)  # the header is past the rows searched
     with pytest.raises(DataError, match="line 1: no column 'Position'"):
         list(read_titles(tmp_path / "report.xlsx", "Position"))
@@ -554,7 +570,7 @@ def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tm
     assert result.exit_code == 1 and "no column 'phone' in the header" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "company,status")
     assert result.exit_code == 1 and "--keep-columns ['status']" in result.stderr
-    assert "--keep-columns 'status=input_status'" in result.stderr
+    assert "keep a column under another name with NAME=NEW_NAME" in result.stderr
     # NAME=NEW_NAME keeps a column whose name is an output column already under another name.
     crm = tmp_path / "status.csv"
     crm.write_text("title,status\nHead of Sales,Lead\nCFO,Kunde\n", encoding="utf-8")
@@ -565,6 +581,11 @@ def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tm
     assert list(rows[0])[:3] == ["line", "crm_status", "status"]
     result = run_predict(crm, output, "-m", model, "--column", "title", "--keep-columns", "status=")
     assert result.exit_code == 1 and "--keep-columns 'status=': expected NAME or NAME=NEW_NAME" in result.stderr
+    # A trailing or doubled comma names no column.
+    result = run_predict(crm, output, "-m", model, "--column", "title", "--keep-columns", ",status=s,,")
+    assert result.exit_code == 0 and list(read_csv(output)[0])[:3] == ["line", "s", "status"], result.output
+    with pytest.raises(ValueError, match="--keep-columns '': expected NAME"):
+        predict_file(nlp, crm, output, "title", progress=False, keep_columns=[""])
     result = run_predict(crm, output, "-m", model, "--column", "title", "--chunk-size", "0")
     assert result.exit_code == 2 and "--chunk-size" in result.output
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "company,company")

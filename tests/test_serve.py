@@ -408,14 +408,15 @@ def sheet_values(path: Path) -> list[list]:
         ),
         ("titles.csv", b"text\nCEO\n", {"output": "xml"}, 422, "output: expected csv, tsv, jsonl or xlsx"),
         ("titles.jsonl", b'{"title": "CEO"}\n', {"field": "title"}, 422, "field: unknown form field (expected all_"),
-        ("titles.csv", b"text\n\n  \n", {}, 422, "file: titles.csv: no row was labelled (2 bad)"),
+        ("titles.csv", b"text\n\n  \n", {}, 422, "file: titles.csv: no row was labelled (2 bad: empty 2)"),
+        ("titles.csv", b"text\nCEO\n", {"encoding": "nonsense"}, 422, "encoding: 'nonsense': not an encoding"),
         (
             "titles.csv",
             b"text\nCEO\nCFO\n",
             {"format": "jsonl"},
             422,
-            "file: titles.csv: no row was labelled (3 bad); malformed 3 (first on line 1): rows with more or fewer "
-            "fields than the header (a cell holding the separator must be quoted; the form field 'delimiter' names",
+            "file: titles.csv: no row was labelled (3 bad: malformed 3); malformed 3 (first on line 1): lines that "
+            "are not a JSON object (a file that is not JSONL: the form field 'format' names its format)",
         ),
         ("fake.xlsx", b"id,title\n", {}, 400, "file: fake.xlsx: not an Excel .xlsx workbook"),
         ("titles.csv", b"text\nCEO\n", {"all_scores": "maybe"}, 422, "all_scores:"),

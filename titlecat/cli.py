@@ -76,7 +76,7 @@ def confidence_postprocess(output_path: Path, review_below, llm_fallback, llm_sh
 
 def column_names(names: str | None) -> list[str]:
     """--keep-columns 'email, company' → ['email', 'company']."""
-    return [name.strip() for name in names.split(",")] if names else []
+    return [name.strip() for name in names.split(",") if name.strip()] if names else []  # "a," is ["a"]
 
 
 def notify(message: str) -> None:

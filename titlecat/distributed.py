@@ -139,7 +139,7 @@ def predict_ray(
     # Two blocks per actor: one being labelled, one waiting, so no actor idles while the driver writes.
     labelled = postprocessed(label_in_order(actors, blocks, 2 * workers), postprocess)
     try:
-        return write_predictions(output_path, fields, labelled, progress, max_chars)
+        return write_predictions(output_path, fields, labelled, progress, max_chars, fmt)
     finally:
         for actor in actors:
             ray.kill(actor)

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from . import combined, components, trf_textcat  # noqa: F401
 from .labels import TASKS
 from .preflight import check_gpu
-from .readers import SURROGATE, TitleRecord, normalise_title, read_titles
+from .readers import SURROGATE, TitleRecord, normalise_title, read_titles, title_format
 
 # Row statuses: only "ok" rows are labelled; the others are written with empty answers and counted.
 STATUSES = ("ok", "empty", "not_text", "too_long", "undecodable", "malformed")
@@ -42,8 +42,12 @@ STATUS_HINTS = {
     "undecodable": "rows whose title, id or kept columns hold bytes that are not text in the file's encoding, or "
     "lone surrogates (JSON '\\ud800'): unlabelled, those cells written with U+FFFD; if the file is not UTF-8, name "
     "its encoding with --encoding (e.g. cp1252, latin-1)",
-    "malformed": "rows with more or fewer fields than the header (a cell holding the separator must be quoted; "
-    "--delimiter names the separator), or JSONL lines that are not a JSON object",
+}
+# The malformed hint depends on what the input was read as: a table (CSV, TSV) or JSONL.
+MALFORMED_HINTS = {
+    "table": "rows with more or fewer fields than the header, or a quote inside a cell (a cell holding the "
+    "separator or a quote must be quoted as a whole; --delimiter names the separator)",
+    "jsonl": "lines that are not a JSON object (a file that is not JSONL: --format names its format)",
 }
 # Statuses that say the file was read wrongly (its encoding or separator), not that a title is bad: a run where
 # they are most rows fails (exit status 1), its output written.
@@ -171,8 +175,8 @@ def output_fields(
     clashes = sorted({name for name in fields if fields.count(name) > 1})
     if clashes:
         raise ValueError(
-            f"--keep-columns {clashes} would write a column twice: these names are output columns already; keep it "
-            f"under another name, e.g. --keep-columns '{clashes[0]}=input_{clashes[0]}'"
+            f"--keep-columns {clashes} would write a column twice: these names are output columns already; keep a "
+            "column under another name with NAME=NEW_NAME, e.g. --keep-columns 'status=crm_status'"
         )
     return fields
 
@@ -184,7 +188,7 @@ def kept_column_names(keep_columns: Sequence[str]) -> tuple[list[str], list[str]
     for kept in keep_columns:
         name, renamed, new_name = kept.partition("=")
         name, new_name = name.strip(), new_name.strip()
-        if renamed and not (name and new_name):
+        if not name or (renamed and not new_name):
             raise ValueError(f"--keep-columns {kept!r}: expected NAME or NAME=NEW_NAME")
         inputs.append(name)
         outputs.append(new_name if renamed else name)
@@ -418,6 +422,7 @@ class Summary:
     seconds: float = 0.0
     first_lines: dict[str, int] = field(default_factory=dict)  # each bad status: the first line that had it
     max_chars: int = MAX_CHARS  # the run's limit, for the too_long hint
+    input_format: str = "csv"  # for the malformed hint
 
     @property
     def total(self) -> int:
@@ -433,25 +438,30 @@ class Summary:
 
     def hints(self) -> list[str]:
         """What each bad status that occurred means, with its count and first line."""
+        malformed = MALFORMED_HINTS["jsonl" if self.input_format == "jsonl" else "table"]
         return [
             f"{status} {self.counts[status]:,} (first on line {self.first_lines[status]}): "
             + hint.format(max_chars=self.max_chars)
-            for status, hint in STATUS_HINTS.items()
+            for status, hint in {**STATUS_HINTS, "malformed": malformed}.items()
             if self.counts[status]
         ]
+
+    def bad_counts(self) -> str:
+        """'empty 2, malformed 1': each bad status that occurred, with its count."""
+        return ", ".join(f"{status} {self.counts[status]:,}" for status in STATUSES[1:] if self.counts[status])
 
     def failure(self) -> str | None:
         """Why the run failed though its output is written, or None: no row labelled, or most rows not read
         (undecodable or malformed: the file's encoding or separator, not its titles)."""
         if self.total and not self.counts["ok"]:
-            return f"no row was labelled ({self.total:,} bad)"
+            return f"no row was labelled ({self.total:,} bad: {self.bad_counts()})"
         unread = sum(self.counts[status] for status in UNREAD_STATUSES)
         if 2 * unread > self.total:
             return f"most rows could not be read ({unread:,} of {self.total:,} undecodable or malformed)"
         return None
 
     def __str__(self) -> str:
-        bad = ", ".join(f"{status} {self.counts[status]:,}" for status in STATUSES[1:] if self.counts[status])
+        bad = self.bad_counts()
         rate = self.total / self.seconds if self.seconds else 0.0
         return (
             f"{self.total:,} {'row' if self.total == 1 else 'rows'}: {self.counts['ok']:,} labelled, "
@@ -461,10 +471,15 @@ class Summary:
 
 
 def write_predictions(
-    output_path: Path | str, fields: list[str], chunks: Iterator[list[dict]], progress: bool, max_chars: int = MAX_CHARS
+    output_path: Path | str,
+    fields: list[str],
+    chunks: Iterator[list[dict]],
+    progress: bool,
+    max_chars: int = MAX_CHARS,
+    input_format: str = "csv",
 ) -> Summary:
     """Write chunks of output rows atomically, with a progress bar (titles/s) and a status count."""
-    summary = Summary(max_chars=max_chars)
+    summary = Summary(max_chars=max_chars, input_format=input_format)
     start = time.perf_counter()
     with PredictionWriter(output_path, fields) as writer, tqdm(unit=" titles", disable=not progress) as bar:
         for rows in chunks:
@@ -520,6 +535,7 @@ def predict_file(
     changes each chunk's rows, given their checked titles.
     """
     check_paths(input_path, output_path)
+    fmt = title_format(input_path, input_format)
     tasks = pipeline_tasks(nlp)
     keep_columns, kept_names = kept_column_names(keep_columns)
     fields = output_fields(tasks, all_scores, id_column is not None, keep_title, kept_names)
@@ -547,9 +563,10 @@ def predict_file(
             n_process, _start_worker, (nlp, tasks, all_scores, batch_size, Underscore.get_state())
         ) as pool:
             labelled = labelled_in_pool(pool, checked_chunks, n_process)
-            return write_predictions(output_path, fields, postprocessed(labelled, postprocess), progress, max_chars)
+            chunks = postprocessed(labelled, postprocess)
+            return write_predictions(output_path, fields, chunks, progress, max_chars, fmt)
     labelled = (
         (checked, label_records(nlp, tasks, checked, all_scores, batch_size, 1, index > 0))
         for index, checked in enumerate(checked_chunks)
     )
-    return write_predictions(output_path, fields, postprocessed(labelled, postprocess), progress, max_chars)
+    return write_predictions(output_path, fields, postprocessed(labelled, postprocess), progress, max_chars, fmt)

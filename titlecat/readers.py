@@ -415,6 +415,8 @@ def check_named_encoding(path: Path, encoding: str) -> None:
     every umlaut would come out as mojibake in rows that look fine and get labels ('GeschÃ¤ftsfÃ¼hrer'). A
     byte-order mark makes it certain; so does a first MiB that decodes as UTF-8 with multi-byte characters, which
     text in a one-byte code page almost never does (its accented letters are single bytes that UTF-8 rejects)."""
+    if encoding.startswith("utf-16"):
+        check_utf16(path, encoding)
     if encoding.startswith("utf"):
         return
     unicode = byte_order_mark(path)
@@ -434,6 +436,20 @@ def check_named_encoding(path: Path, encoding: str) -> None:
             "--encoding",
             f"the file reads as UTF-8 text (line {line}: {text!r}, which {encoding} reads as {misread!r}): it was "
             f"saved as UTF-8, not {encoding}: drop --encoding",
+        )
+
+
+def check_utf16(path: Path, encoding: str, probe_bytes: int = 1 << 16) -> None:
+    """UTF-16 writes a line break as two bytes, one of them 0: a file whose start has line breaks and no 0 byte is
+    not UTF-16 (read as such, it becomes CJK-looking garbage), so --encoding utf-16 for it is refused."""
+    with path.open("rb") as file:
+        data = file.read(probe_bytes)
+    if b"\n" in data and b"\x00" not in data:
+        raise DataError(
+            path,
+            "--encoding",
+            f"the file has line breaks but no 0 byte, so it is not {encoding} text (UTF-16 writes every line break "
+            "with a 0 byte): drop --encoding (UTF-8 is the default), or name its code page (e.g. cp1252)",
         )
 
 
@@ -498,6 +514,8 @@ def check_header(path: Path, header: list[str], wanted: Sequence[str], where: st
             found = f"columns found: {shown!r}" if header else "the header is empty"
             if shown != header:
                 hint += "; the header is not text in this encoding: name the file's encoding with --encoding"
+            elif any("\x00" in cell for cell in header):
+                hint += "; the header holds 0 characters: UTF-16 text without a byte-order mark (--encoding utf-16-le)"
             raise DataError(path, where, f"no column {name!r} in the header; {found}{hint}")
         if count > 1:
             raise DataError(path, where, f"column {name!r} appears {count} times in the header {header!r}: rename one")
@@ -558,7 +576,7 @@ def iter_titles(
                     f"; the cell {crowded[0]!r} holds {DELIMITERS[other]}: the file may be separated by it "
                     f"(--delimiter {'tab' if other == chr(9) else repr(other)})"
                 )
-            if chosen == ONE_COLUMN and column not in header:
+            if column not in header and len(header) <= 2 and not crowded and not any("\x00" in c for c in header):
                 hint += "; a list of titles with no header line is read with --format text (one title a line)"
             check_header(path, header, wanted, f"line {1 + skipped}", hint)
             index = header.index(column)
@@ -580,7 +598,13 @@ def iter_titles(
                         tuple(fields[i] for i in keep_index),
                     )
         except csv.Error as error:
-            raise DataError(path, f"line {line + 1}", f"malformed {fmt.upper()}: {error}") from error
+            unclosed = (
+                ": a quote opened in this row is never closed, so every line after it would be read into one cell "
+                "(close the quote, or quote the whole cell)"
+                if str(error).startswith("unexpected end of data")
+                else ""
+            )
+            raise DataError(path, f"line {line + 1}", f"malformed {fmt.upper()}: {error}{unclosed}") from error
 
 
 def jsonl_title_records(
@@ -683,23 +707,28 @@ def _xlsx_titles(
         rows = enumerate(worksheet.iter_rows(values_only=True), start=1)
         # The header is the first non-empty row, or the first of the next few that holds the title column: a
         # report's own title rows above the table are skipped (and said).
-        first, header_row, header = (0, []), 0, []
+        first, widest, header_row, header = (0, []), (0, []), 0, []
         for scanned, (number, values) in enumerate(row for row in rows if any(v is not None for v in row[1])):
             cells = ["" if value is None else str(value).strip() for value in values]
             if scanned == 0:
                 first = (number, cells)
+            if sum(map(bool, cells)) > sum(map(bool, widest[1])):
+                widest = (number, cells)
             if column in cells:
                 header_row, header = number, cells
                 break
             if scanned + 1 == XLSX_HEADER_SEARCH:
                 break
+        hint = ""
         if not header:
             header_row, header = first
+            if widest[0] != first[0]:  # a report's title above the table: show the table's likely header too
+                hint = f"; line {widest[0]}, the row with the most cells, holds {[c for c in widest[1] if c]!r}"
         elif header_row != first[0] and notify is not None:
             notify(f"{path}: sheet {name!r}: the header is line {header_row}; the rows above it are skipped")
         where = f"sheet {name!r}, line {header_row or 1}"
         wanted = [name for name in (column, id_column, *keep_columns) if name]
-        check_header(path, header, wanted, where)
+        check_header(path, header, wanted, where, hint)
         index = header.index(column)
         id_index = header.index(id_column) if id_column else None
         keep_index = [header.index(name) for name in keep_columns]

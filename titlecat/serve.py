@@ -551,7 +551,11 @@ def create_app(
             )
         except (DataError, ValueError, OSError) as bad:
             shutil.rmtree(folder, ignore_errors=True)
-            return error(400, "file: " + in_form_terms(str(bad).replace(str(input_path), name)))
+            message = str(bad).replace(str(input_path), name)
+            option = OPTION.match(message)
+            if option:  # a bad form value ("--encoding 'nonsense': ..."): named by its field
+                return error(422, f"{FORM_FIELDS[option.group()]}: {message[option.end() :].lstrip(': ')}")
+            return error(400, "file: " + in_form_terms(message))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
