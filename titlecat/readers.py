@@ -414,7 +414,8 @@ def check_named_encoding(path: Path, encoding: str) -> None:
     """A one-byte code page (cp1252, latin-1) named with --encoding for a file that is Unicode text is refused:
     every umlaut would come out as mojibake in rows that look fine and get labels ('GeschÃ¤ftsfÃ¼hrer'). A
     byte-order mark makes it certain; so does a first MiB that decodes as UTF-8 with multi-byte characters, which
-    text in a one-byte code page almost never does (its accented letters are single bytes that UTF-8 rejects)."""
+    text in a one-byte code page almost never does (its accented letters are single bytes that UTF-8 rejects).
+    A UTF-16 encoding named for a file that is not UTF-16 is refused too (`check_utf16`)."""
     if encoding.startswith("utf-16"):
         check_utf16(path, encoding)
     if encoding.startswith("utf"):
@@ -601,7 +602,7 @@ def iter_titles(
             unclosed = (
                 ": a quote opened in this row is never closed, so every line after it would be read into one cell "
                 "(close the quote, or quote the whole cell)"
-                if str(error).startswith("unexpected end of data")
+                if str(error).startswith(UNCLOSED_QUOTE)
                 else ""
             )
             raise DataError(path, f"line {line + 1}", f"malformed {fmt.upper()}: {error}{unclosed}") from error
@@ -655,6 +656,10 @@ def fields_seen_early(
     yield from (record for record, _ in records)
 
 
+# How csv says that a quote was never closed: the reader has swallowed every line after it into one cell.
+UNCLOSED_QUOTE = "unexpected end of data"
+
+
 def rows_or_errors(reader) -> Iterator[list[str] | None]:
     """The rows of a csv reader, None for a row it cannot split (a quote in the middle of a cell,
     `1;"Head of" Sales`): that row is malformed and the file goes on, as the reader goes on at the next line. A
@@ -665,7 +670,7 @@ def rows_or_errors(reader) -> Iterator[list[str] | None]:
         except StopIteration:
             return
         except csv.Error as error:
-            if str(error).startswith("unexpected end of data"):
+            if str(error).startswith(UNCLOSED_QUOTE):
                 raise
             yield None
 
