@@ -207,7 +207,7 @@ def test_a_utf16_file_with_its_byte_order_mark_is_read_as_utf16(tmp_path):
         list(read_titles(tmp_path / "bare.csv", "title", encoding="utf-16"))
     with pytest.raises(DataError, match="utf-16-le or utf-16-be"):
         list(read_titles(tmp_path / "bare.csv", "title", encoding="utf-16"))
-    with pytest.raises(DataError, match=r"holds 0 characters: UTF-16 text without a byte-order mark"):
+    with pytest.raises(DataError, match=r"holds NUL characters \(U\+0000\), as UTF-16 text without a byte-order"):
         list(read_titles(tmp_path / "bare.csv", "title"))
     # A UTF-16 encoding named for a UTF-8 file: line breaks without a 0 byte cannot be UTF-16, refused before the
     # header turns into CJK-looking characters.
@@ -310,9 +310,22 @@ def test_a_one_column_csv_reads_each_line_as_one_title(nlp, model, tmp_path):
     assert "with no header line is read with --format text" in result.stderr
     result = run_predict(tmp_path / "list.csv", output, "-m", model, "--format", "text")
     assert result.exit_code == 0 and [row["status"] for row in read_csv(output)] == ["ok", "ok"]
-    (tmp_path / "list.csv").write_text("Head of Sales, EMEA\nCFO\n", encoding="utf-8")  # its first title splits
-    result = run_predict(tmp_path / "list.csv", output, "-m", model)
-    assert result.exit_code == 1 and "with no header line is read with --format text" in result.stderr
+    # Its first title holding a comma, unquoted (two cells) or quoted (one): the same hint, no --delimiter one.
+    for first in ("Head of Sales, EMEA", '"Head of Sales, EMEA"'):
+        (tmp_path / "list.csv").write_text(f"{first}\nCFO\n", encoding="utf-8")
+        result = run_predict(tmp_path / "list.csv", output, "-m", model)
+        assert result.exit_code == 1 and "with no header line is read with --format text" in result.stderr
+        assert "(--delimiter ','" not in result.stderr
+    # A header cell that differs in spaces or case only is named.
+    (tmp_path / "spaced.csv").write_text("Titel ,Firma\nCFO,ACME\n", encoding="utf-8")
+    result = run_predict(tmp_path / "spaced.csv", output, "-m", model, "--column", "titel")
+    assert result.exit_code == 1 and "the header has 'Titel ' (names must match exactly" in result.stderr
+    (tmp_path / "old.xls").write_bytes(b"\xd0\xcf\x11\xe0")
+    result = run_predict(tmp_path / "old.xls", output, "-m", model)
+    assert (
+        result.exit_code == 1
+        and "old.xls: file name: an Excel 97-2003 .xls workbook: save it as .xlsx" in result.stderr
+    )
 
 
 def test_a_stray_quote_makes_its_row_malformed_and_the_file_goes_on(nlp, tmp_path):

@@ -307,6 +307,8 @@ def title_format(path: Path | str, fmt: str | None = None) -> str:
     if fmt is not None and fmt not in formats:
         raise DataError(path, "--format", f"unknown format {fmt!r}: expected one of {', '.join(formats)}")
     fmt = fmt or TITLE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None and Path(path).suffix.lower() == ".xls":
+        raise DataError(path, "file name", "an Excel 97-2003 .xls workbook: save it as .xlsx (or as CSV UTF-8)")
     if fmt is None:
         raise DataError(
             path,
@@ -516,7 +518,13 @@ def check_header(path: Path, header: list[str], wanted: Sequence[str], where: st
             if shown != header:
                 hint += "; the header is not text in this encoding: name the file's encoding with --encoding"
             elif any("\x00" in cell for cell in header):
-                hint += "; the header holds 0 characters: UTF-16 text without a byte-order mark (--encoding utf-16-le)"
+                hint += (
+                    "; the header holds NUL characters (U+0000), as UTF-16 text without a byte-order mark read as "
+                    "UTF-8 does: name its encoding with --encoding (utf-16-le)"
+                )
+            near = [cell for cell in header if cell.strip().casefold() == name.strip().casefold()]
+            if near:
+                hint += f"; the header has {near[0]!r} (names must match exactly, spaces and case included)"
             raise DataError(path, where, f"no column {name!r} in the header; {found}{hint}")
         if count > 1:
             raise DataError(path, where, f"column {name!r} appears {count} times in the header {header!r}: rename one")
@@ -570,7 +578,9 @@ def iter_titles(
             if header:
                 header[0] = header[0].removeprefix("\ufeff")
             hint = ""
-            crowded = [cell for cell in header if any(d in cell for d in DELIMITERS if d != chosen)]
+            # Where no separator splits the header (one column), a cell holding one was quoted: no --delimiter hint.
+            other_separators = [d for d in DELIMITERS if d != chosen] if chosen != ONE_COLUMN else []
+            crowded = [cell for cell in header if any(d in cell for d in other_separators)]
             if crowded:
                 other = next(d for d in DELIMITERS if d != chosen and d in crowded[0])
                 hint = (
