@@ -270,12 +270,15 @@ def test_predict_outside_the_project_says_where_the_default_model_comes_from(tmp
 
 
 def test_unknown_input_format_is_an_error_naming_the_formats(tmp_path):
-    path = tmp_path / "titles.xls"
+    path = tmp_path / "titles.doc"
     path.write_text("x")
-    with pytest.raises(DataError, match=r"no format for the suffix '\.xls': name one with --format \(csv, jsonl, text"):
+    with pytest.raises(DataError, match=r"no format for the suffix '\.doc': name one with --format \(csv, jsonl, text"):
         list(predict_module.read_titles(path))
     with pytest.raises(DataError, match="--format: unknown format 'txt': expected one of csv, jsonl, text, tsv, xlsx"):
         list(predict_module.read_titles(path, fmt="txt"))
+    (tmp_path / "titles.xls").write_text("x")  # Excel 97-2003: openpyxl cannot read it, a user can save it as .xlsx
+    with pytest.raises(DataError, match=r"titles\.xls: file name: an Excel 97-2003 \.xls workbook: save it as \.xlsx"):
+        list(predict_module.read_titles(tmp_path / "titles.xls"))
 
 
 def test_predict_ray_on_two_workers_writes_the_rows_of_predict(tiny, tmp_path):
