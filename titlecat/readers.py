@@ -408,8 +408,15 @@ BYTE_ORDER_MARKS = {b"\xef\xbb\xbf": "utf-8", b"\xff\xfe": "utf-16", b"\xfe\xff"
 def byte_order_mark(path: Path) -> str | None:
     """The Unicode encoding whose byte-order mark the file starts with ("utf-8", "utf-16"), else None."""
     with path.open("rb") as file:
-        start = file.read(3)
+        return mark_of(file.read(3))
+
+
+def mark_of(start: bytes) -> str | None:
     return next((unicode for mark, unicode in BYTE_ORDER_MARKS.items() if start.startswith(mark)), None)
+
+
+# How much of a file's start the --encoding checks read (once).
+ENCODING_PROBE_BYTES = 1 << 20
 
 
 def check_named_encoding(path: Path, encoding: str) -> None:
@@ -418,11 +425,14 @@ def check_named_encoding(path: Path, encoding: str) -> None:
     byte-order mark makes it certain; so does a first MiB that decodes as UTF-8 with multi-byte characters, which
     text in a one-byte code page almost never does (its accented letters are single bytes that UTF-8 rejects).
     A UTF-16 encoding named for a file that is not UTF-16 is refused too (`check_utf16`)."""
-    if encoding.startswith("utf-16"):
-        check_utf16(path, encoding)
-    if encoding.startswith("utf"):
+    if encoding.startswith("utf") and not encoding.startswith("utf-16"):
         return
-    unicode = byte_order_mark(path)
+    with path.open("rb") as file:
+        start = file.read(ENCODING_PROBE_BYTES)
+    if encoding.startswith("utf-16"):
+        check_utf16(path, start, encoding)
+        return
+    unicode = mark_of(start)
     if unicode is not None:
         raise DataError(
             path,
@@ -430,7 +440,7 @@ def check_named_encoding(path: Path, encoding: str) -> None:
             f"the file starts with a {unicode.upper()} byte-order mark, so it is {unicode.upper()} text, not "
             f"{encoding}: drop --encoding",
         )
-    sample = first_utf8_line(path)
+    sample = first_utf8_line(start)
     if sample is not None:
         line, text = sample
         misread = text.encode("utf-8").decode(encoding, errors="replace")
@@ -442,12 +452,10 @@ def check_named_encoding(path: Path, encoding: str) -> None:
         )
 
 
-def check_utf16(path: Path, encoding: str, probe_bytes: int = 1 << 16) -> None:
-    """UTF-16 writes a line break as two bytes, one of them 0: a file whose start has line breaks and no 0 byte is
-    not UTF-16 (read as such, it becomes CJK-looking garbage), so --encoding utf-16 for it is refused."""
-    with path.open("rb") as file:
-        data = file.read(probe_bytes)
-    if b"\n" in data and b"\x00" not in data:
+def check_utf16(path: Path, start: bytes, encoding: str) -> None:
+    """UTF-16 writes a line break as two bytes, one of them 0: a file whose `start` has line breaks and no 0 byte
+    is not UTF-16 (read as such, it becomes CJK-looking garbage), so --encoding utf-16 for it is refused."""
+    if b"\n" in start and b"\x00" not in start:
         raise DataError(
             path,
             "--encoding",
@@ -456,20 +464,16 @@ def check_utf16(path: Path, encoding: str, probe_bytes: int = 1 << 16) -> None:
         )
 
 
-def first_utf8_line(path: Path, probe_bytes: int = 1 << 20) -> tuple[int, str] | None:
-    """(line number, text: up to 60 characters) of the first line with a multi-byte UTF-8 character, if the
-    file's first MiB decodes as UTF-8 and has one; else None."""
-    with path.open("rb") as file:
-        data = file.read(probe_bytes)
+def first_utf8_line(start: bytes) -> tuple[int, str] | None:
+    """(line number, text: up to 60 characters) of the first line with a multi-byte UTF-8 character, if a file's
+    `start` decodes as UTF-8 and has one; else None."""
     try:
-        codecs.getincrementaldecoder("utf-8")().decode(data, final=False)  # a character cut at the end is fine
+        codecs.getincrementaldecoder("utf-8")().decode(start, final=False)  # a character cut at the end is fine
     except UnicodeDecodeError:
         return None
-    if data.isascii():
-        return None
-    for number, raw in enumerate(data.splitlines(), start=1):
+    for number, raw in enumerate(start.splitlines(), start=1):
         if not raw.isascii():
-            return number, raw.decode("utf-8", errors="ignore").strip()[:60]  # "ignore": a line cut at the MiB
+            return number, raw.decode("utf-8", errors="ignore").strip()[:60]  # "ignore": a line cut at the probe
     return None
 
 
