@@ -466,6 +466,13 @@ def utilisation(window: dict) -> str:
     return f"{window['gpu_util_mean']:.0f}% ({window['gpu_util_max']:.0f}%)"
 
 
+def compile_options(entry: str) -> dict:
+    """`--compile` entry -> the config's torch_compile: none, a torch.compile backend or a mode."""
+    if entry == "none":
+        return {}
+    return {"backend": entry} if entry in ("eager", "aot_eager", "cudagraphs") else {"mode": entry}
+
+
 @app.command()
 def gpu(
     config: str = typer.Option("configs/trf.cfg", help="PATH or REV:PATH"),
@@ -477,6 +484,13 @@ def gpu(
     train_batch_sizes: str = typer.Option("1500", help="Comma-separated batcher sizes (padded spaCy tokens)"),
     adam: str = typer.Option(
         "torch,thinc", help="Comma-separated Adam steps to time: torch (torch_adam = true, the config's) and thinc"
+    ),
+    compile_modes: str = typer.Option(
+        "none",
+        "--compile",
+        help="Comma-separated encoder compilations to time: none (the config's), a torch.compile mode "
+        "(reduce-overhead: CUDA graphs; default) or backend (aot_eager, for a dry run); each but none with "
+        "static_shapes = true",
     ),
     profile_steps: int = typer.Option(20, help="Training steps under cProfile (0: none)"),
     file_titles: int = typer.Option(40000, help="Titles in the file that `titlecat predict` labels"),
@@ -507,11 +521,14 @@ def gpu(
     scratch.mkdir(parents=True, exist_ok=True)
     rows, top = {"train": [], "predict": []}, {}
     pipeline = scratch / "pipeline"
-    for size, adam_steps in itertools.product((int(value) for value in train_batch_sizes.split(",")), adam.split(",")):
+    sizes = [int(value) for value in train_batch_sizes.split(",")]
+    for size, adam_steps, compiled in itertools.product(sizes, adam.split(","), compile_modes.split(",")):
         overrides = {
             "training.batcher.size": size,
             f"{block}.mixed_precision": gpu_id >= 0,
             f"{block}.torch_adam": adam_steps == "torch",
+            f"{block}.static_shapes": compiled != "none",
+            f"{block}.torch_compile": compile_options(compiled),
         }
         run = Run(config, model, task_name, gpu_id=gpu_id, overrides=overrides)
         for _ in range(warmup_steps):
@@ -522,6 +539,7 @@ def gpu(
             {
                 "batch_size": size,
                 "adam": adam_steps,
+                "compile": compiled,
                 "titles_per_step": titles / steps,
                 "step_wall_s": wall / steps,
                 "step_cpu_s": cpu / steps,
@@ -531,11 +549,11 @@ def gpu(
                 "dev_gpu_util_mean": eval_window["gpu_util_mean"],
             }
         )
-        typer.echo(f"✔ training, batcher size {size}, {adam_steps} Adam: {rows['train'][-1]}")
-        if profile_steps and f"train-{adam_steps}" not in top:
+        typer.echo(f"✔ training, batcher size {size}, {adam_steps} Adam, compile {compiled}: {rows['train'][-1]}")
+        if profile_steps and f"train-{adam_steps}-{compiled}" not in top:
             profiler = cProfile.Profile()
             profiler.runcall(lambda: [run.step() for _ in range(profile_steps)])  # noqa: B023
-            top[f"train-{adam_steps}"] = top_functions(profiler, 15)
+            top[f"train-{adam_steps}-{compiled}"] = top_functions(profiler, 15)
         if not pipeline.exists():
             run.nlp.to_disk(pipeline)
         run = None  # its model and optimizer state off the GPU before the next one
@@ -585,11 +603,11 @@ def gpu(
         "ones; the dev set scored as training scores it. GPU utilisation: nvidia-smi every 0.1 s over the timed "
         "window, mean (max).",
         "",
-        "| batcher size | Adam steps | titles/step | s/step | CPU s/step | train titles/s | GPU util | GPU memory MiB "
-        "| dev titles/s | dev GPU util |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| batcher size | Adam steps | compile | titles/step | s/step | CPU s/step | train titles/s | GPU util "
+        "| GPU memory MiB | dev titles/s | dev GPU util |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *(
-            f"| {r['batch_size']} | {r['adam']} | {r['titles_per_step']:.0f} | {r['step_wall_s']:.3f} "
+            f"| {r['batch_size']} | {r['adam']} | {r['compile']} | {r['titles_per_step']:.0f} | {r['step_wall_s']:.3f} "
             f"| {r['step_cpu_s']:.3f} "
             f"| {r['train_titles_per_s']:,.0f} | {utilisation(r)} | {number(r['gpu_mem_max_mib'], ',.0f')} "
             f"| {r['dev_titles_per_s']:,.0f} | "
@@ -610,7 +628,7 @@ def gpu(
     ]
     for phase, ranked in top.items():
         what = (
-            f"{profile_steps} training steps, {phase.removeprefix('train-')} Adam"
+            "{} training steps, {} Adam, compile {}".format(profile_steps, *phase.split("-", 2)[1:])
             if phase != "predict"
             else f"predicting {profile_titles:,} titles"
         )

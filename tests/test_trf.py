@@ -503,6 +503,82 @@ def test_torch_adam_takes_the_steps_thincs_adam_takes(tiny_xlmr_dir, grad_clip, 
     assert all(bool((by_torch[name][1] == end).all()) for name, (_, end) in by_thinc.items())
 
 
+def test_static_shapes_grow_a_batch_to_the_grid_with_one_piece_filler_rows():
+    """`static_shape` grows a padded batch to a multiple of 64 titles and of 8 wordpieces, the titles untouched
+    and each filler row one <s> piece; a batch already on the grid is returned as it is."""
+    from types import SimpleNamespace
+
+    from titlecat.trf_textcat import static_shape
+
+    tokenizer = SimpleNamespace(pad_token_id=1, cls_token_id=0)
+    ids = numpy.array([[0, 7, 8, 2], [0, 9, 2, 1]])
+    mask = numpy.array([[1, 1, 1, 1], [1, 1, 1, 0]])
+    grown_ids, grown_mask = static_shape(ids, mask, tokenizer)
+    assert grown_ids.shape == grown_mask.shape == (64, 8)
+    assert (grown_ids[:2, :4] == ids).all() and (grown_mask[:2, :4] == mask).all()
+    assert (grown_ids[:2, 4:] == 1).all() and (grown_mask[:2, 4:] == 0).all()
+    assert (grown_ids[2:, 0] == 0).all() and (grown_mask[2:, 0] == 1).all() and (grown_mask[2:, 1:] == 0).all()
+    on_grid = numpy.ones((128, 16), dtype=numpy.int64)
+    assert static_shape(on_grid, on_grid, tokenizer)[0] is on_grid
+
+
+def test_a_compiled_encoder_on_static_shapes_trains_as_the_plain_one(tiny_xlmr_dir, tmp_path):
+    """`static_shapes` + `torch_compile` (here torch.compile's aot_eager backend: the graph capture and the
+    compiled backward of "reduce-overhead", without a GPU's CUDA graphs) move the weights where the plain
+    encoder moves them: filler rows change no title's vector and get no gradient. Prediction runs uncompiled, and
+    the pipeline saves and loads as before."""
+    import spacy
+    import torch
+    from spacy.training import Example
+    from spacy.util import load_config
+    from thinc.api import Adam, fix_random_seed
+
+    from titlecat.trf_textcat import _COMPILED_FORWARDS
+
+    config = load_config(TRF_CONFIG)
+    task = get_task("department")
+    texts = [e.text for e in curated_examples(task.name, 40, seed=9)]
+
+    def train(static_shapes: bool, torch_compile: dict):
+        fix_random_seed(0)
+        model_config = {
+            **config["components"]["textcat"]["model"],
+            "name": str(tiny_xlmr_dir),
+            "static_shapes": static_shapes,
+            "torch_compile": torch_compile,
+            # No dropout: filler rows would change the random masks' draws.
+            "dropout": 0.0,
+            "transformer_config": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+        }
+        nlp = spacy.blank("xx")
+        nlp.add_pipe("textcat", config={"model": model_config})
+        examples = [
+            Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
+            for e in curated_examples(task.name, 40, seed=9)
+        ]
+        nlp.initialize(lambda: examples)
+        optimizer = Adam(learn_rate=1e-3, use_averages=False)
+        losses = [nlp.update(examples, sgd=optimizer, drop=0.0)["textcat"] for _ in range(3)]
+        shim = nlp.get_pipe("textcat").model.get_ref("encoder").shims[0]
+        assert "forward" not in vars(shim._model)  # the compiled forward is set for a pass only
+        assert (shim._model in _COMPILED_FORWARDS) is bool(torch_compile)
+        weights = {name: param.detach().clone() for name, param in shim._model.named_parameters()}
+        return nlp, losses, weights
+
+    plain, plain_losses, plain_weights = train(False, {})
+    compiled, compiled_losses, compiled_weights = train(True, {"backend": "aot_eager"})
+    assert compiled_losses == pytest.approx(plain_losses, rel=1e-4)
+    for name, weight in plain_weights.items():
+        assert torch.allclose(compiled_weights[name], weight, atol=1e-5), name
+
+    def scores(nlp) -> numpy.ndarray:
+        return numpy.array([[doc.cats[label] for label in task.labels] for doc in nlp.pipe(texts)])
+
+    assert numpy.allclose(scores(compiled), scores(plain), atol=1e-5)
+    compiled.to_disk(tmp_path / "compiled")
+    assert numpy.allclose(scores(spacy.load(tmp_path / "compiled")), scores(plain), atol=1e-5)
+
+
 def test_attention_on_a_gpu_leaves_cudnn_out_and_the_cpu_alone():
     """On a GPU the encoder's attention runs without cuDNN's kernels (a plan built per new batch shape: 362 against
     56 ms a step on an H200); on the CPU torch's own choice stands. The backend switches are process-wide: they

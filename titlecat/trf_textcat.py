@@ -18,6 +18,7 @@ module level.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from functools import partial
@@ -52,6 +53,8 @@ def build_transformer_title_classifier(
     freeze_embeddings: bool = False,
     max_batch_items_gpu: int = 32768,
     torch_adam: bool = True,
+    static_shapes: bool = False,
+    torch_compile: dict = {},  # noqa: B006
     nO: int | None = None,
 ) -> Model[list[Doc], Floats2d]:
     """Exclusive classes from a Hugging Face encoder (`name`: Hub id or local folder) fine-tuned end to end.
@@ -66,6 +69,10 @@ def build_transformer_title_classifier(
         weight arrays) with the training optimizer's settings and schedules read at each step; false: thinc's
         optimizer walks the arrays one by one (a device sync per array on a GPU). Only for thinc's Adam: with
         another optimizer (SGD, RAdam) thinc's own steps run either way.
+    static_shapes: pad each training batch to one of a few shapes (`static_shape`: titles up to a multiple of 64,
+        wordpieces up to a multiple of 8), so that a compiled encoder meets few shapes (CUDA graphs need them).
+    torch_compile: keyword arguments of `torch.compile` for the encoder's training passes (e.g.
+        {"mode": "reduce-overhead"}: CUDA graphs on a GPU); empty: none. Prediction runs it uncompiled.
     """
     encoder = title_encoder(
         name,
@@ -79,6 +86,8 @@ def build_transformer_title_classifier(
         freeze_embeddings,
         max_batch_items_gpu,
         torch_adam,
+        static_shapes,
+        torch_compile,
     )
     # The head (dropout, softmax) runs on the CPU even when the encoder is on a GPU: the textcat reads every score
     # one by one (`float(scores[i, j])` in `set_annotations`), and on cupy each read is a device sync (185 µs a
@@ -108,6 +117,8 @@ def title_encoder(
     freeze_embeddings: bool = False,
     max_batch_items_gpu: int = 32768,
     torch_adam: bool = True,
+    static_shapes: bool = False,
+    torch_compile: dict | None = None,
 ) -> Model[list[Doc], Floats2d]:
     """Docs → one pooled vector per title (hidden size wide, a numpy array wherever the encoder runs); the encoder
     lives in spacy-transformers' HFShim (`TitleEncoderShim`, which adds the torch Adam step)."""
@@ -135,6 +146,8 @@ def title_encoder(
             "max_batch_items": max_batch_items,
             "max_batch_items_gpu": max_batch_items_gpu,
             "freeze_embeddings": freeze_embeddings,
+            "static_shapes": static_shapes,
+            "torch_compile": dict(torch_compile or {}),
         },
     )
 
@@ -260,14 +273,19 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
             # Wordpieces of titles in languages the training data barely has keep their pretrained vectors; and
             # the largest matrix (XLM-R: 192M of 278M weights) costs no gradient or optimizer update.
             shim._model.get_input_embeddings().weight.requires_grad_(False)
-        pooled, backprop_encoder = encode_chunk(shim, ids, mask, model.attrs["pooling"], is_train)
+        if model.attrs["static_shapes"]:
+            ids, mask = static_shape(ids, mask, shim._hfmodel.tokenizer)
+        with compiled_encoder(shim, model.attrs["torch_compile"]):
+            pooled, backprop_encoder = encode_chunk(shim, ids, mask, model.attrs["pooling"], is_train)
 
         def backprop(d_pooled):
             grad = xp2torch(d_pooled, device=pooled.device)
+            if len(docs) < pooled.shape[0]:  # the filler rows of a static shape get no gradient
+                grad = torch.cat([grad, grad.new_zeros((pooled.shape[0] - len(docs), grad.shape[1]))])
             backprop_encoder(ArgsKwargs(args=(pooled,), kwargs={"grad_tensors": grad}))
             return []  # docs have no gradient
 
-        return to_numpy(pooled), backprop
+        return to_numpy(pooled[: len(docs)]), backprop
     lengths = mask.sum(axis=1)
     order = numpy.argsort(lengths, kind="stable")
     pooled_chunks = []
@@ -319,6 +337,66 @@ def wordpiece_ids(tokenizer, texts: list[str], max_length: int) -> tuple[numpy.n
     ids = numpy.full(mask.shape, pad_id, dtype=numpy.int64)
     ids[mask] = flat  # row by row, left to right: each title's pieces, then its padding
     return ids, mask.astype(numpy.int64)
+
+
+# The grid of `static_shape`: at the config's batches (~230 titles of up to ~30 wordpieces) ~20 shapes, the
+# filler rows ~14% of a batch.
+STATIC_ROWS, STATIC_WIDTH = 64, 8
+
+
+def static_shape(ids: numpy.ndarray, mask: numpy.ndarray, tokenizer) -> tuple[numpy.ndarray, numpy.ndarray]:
+    """A padded batch grown to a shape of few: titles up to a multiple of STATIC_ROWS, wordpieces up to a multiple
+    of STATIC_WIDTH. Training batches come in ever new sizes (titles × longest title) and a CUDA graph is recorded
+    per shape: without this a compiled encoder would record one nearly every step. Filler rows hold one <s> piece
+    each, not none (a row with nothing to attend to has no defined softmax); they come after the titles."""
+    rows, width = ids.shape
+    shape = (-(-rows // STATIC_ROWS) * STATIC_ROWS, -(-width // STATIC_WIDTH) * STATIC_WIDTH)
+    if shape == ids.shape:
+        return ids, mask
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    first_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else pad_id
+    grown_ids = numpy.full(shape, pad_id, dtype=ids.dtype)
+    grown_mask = numpy.zeros(shape, dtype=mask.dtype)
+    grown_ids[:rows, :width], grown_mask[:rows, :width] = ids, mask
+    grown_ids[rows:, 0], grown_mask[rows:, 0] = first_id, 1
+    return grown_ids, grown_mask
+
+
+# Per Hugging Face encoder module, its forward compiled by torch.compile (kept off the module, which is saved
+# and pickled with the pipeline).
+_COMPILED_FORWARDS: WeakKeyDictionary = WeakKeyDictionary()
+# Compilations torch allows a function before it runs it eagerly for good (its default: 8). Dynamic shapes (torch's
+# default) compile once for all shapes after the second; `"dynamic": false` compiles every shape of the grid.
+COMPILED_SHAPES = 128
+
+
+@contextlib.contextmanager
+def compiled_encoder(shim, options: dict):
+    """Within it, the encoder's forward is `torch.compile(forward, **options)`, compiled once per encoder and
+    options; with no options, nothing changes. Only training passes run it: prediction's chunks take any shape."""
+    if not options:
+        yield
+        return
+    import torch
+
+    module, key = shim._model, tuple(sorted(options.items()))
+    compiled = _COMPILED_FORWARDS.setdefault(module, {})
+    if key not in compiled:
+        limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
+        setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), COMPILED_SHAPES))
+        compiled[key] = torch.compile(module.forward, **options)
+    for param in module.parameters():
+        if param.requires_grad and param.grad is None:
+            # A gradient with nowhere to go is taken over by autograd as it is, and a CUDA graph's outputs are
+            # overwritten by its next replay: kept weight gradients must be accumulated into, never taken over
+            # (the pooler, which no title classifier reads, then gets zero gradients: weight decay only).
+            param.grad = torch.zeros_like(param)
+    torch.compiler.cudagraph_mark_step_begin()  # a new training step: the last one's graph outputs are done with
+    module.forward = compiled[key]  # an instance attribute: nn.Module.__call__ finds it before the class's
+    try:
+        yield
+    finally:
+        del module.forward
 
 
 def length_chunks(sorted_lengths, max_items: int, pass_cost: int) -> list[slice]:
@@ -383,8 +461,6 @@ def attention_kernels(device):
     title): a fresh process's first 30 training steps took 362 ms each with it, 56 ms without. Flash attention and
     the memory-efficient kernel need no plan (the backward pass follows the forward's choice).
     """
-    import contextlib
-
     if device.type != "cuda":
         return contextlib.nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
