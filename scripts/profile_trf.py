@@ -505,6 +505,7 @@ def gpu(
 ):
     """Training and prediction of the trf config on a GPU: where the time goes and how busy the GPU is."""
     import torch
+    from torch._dynamo.utils import counters
 
     from titlecat.predict import load_pipeline, predict_file
     from titlecat.preflight import check_gpu
@@ -519,7 +520,7 @@ def gpu(
     model = model_folder(shape, cache, task_name)
     scratch = keep or Path(tempfile.mkdtemp(prefix="titlecat-trf-gpu-"))
     scratch.mkdir(parents=True, exist_ok=True)
-    rows, top = {"train": [], "predict": []}, {}
+    rows, top = {"train": [], "failed": [], "predict": []}, {}
     pipeline = scratch / "pipeline"
     sizes = [int(value) for value in train_batch_sizes.split(",")]
     for size, adam_steps, compiled in itertools.product(sizes, adam.split(","), compile_modes.split(",")):
@@ -530,11 +531,18 @@ def gpu(
             f"{block}.static_shapes": compiled != "none",
             f"{block}.torch_compile": compile_options(compiled),
         }
-        run = Run(config, model, task_name, gpu_id=gpu_id, overrides=overrides)
-        for _ in range(warmup_steps):
-            run.step()
-        titles, wall, cpu, window = measured(sampler, gpu_id, lambda: sum(run.step() for _ in range(steps)))  # noqa: B023
-        _, eval_wall, _, eval_window = measured(sampler, gpu_id, run.evaluate)
+        counters.clear()
+        try:
+            run = Run(config, model, task_name, gpu_id=gpu_id, overrides=overrides)
+            for _ in range(warmup_steps):
+                run.step()
+            titles, wall, cpu, window = measured(sampler, gpu_id, lambda: sum(run.step() for _ in range(steps)))  # noqa: B023
+            _, eval_wall, _, eval_window = measured(sampler, gpu_id, run.evaluate)
+        except Exception as error:  # e.g. a compilation that needs what the machine lacks: the other rows go on
+            rows["failed"].append({"batch_size": size, "adam": adam_steps, "compile": compiled, "error": repr(error)})
+            typer.echo(f"✘ training, batcher size {size}, {adam_steps} Adam, compile {compiled}: {error!r}"[:2000])
+            run = None
+            continue
         rows["train"].append(
             {
                 "batch_size": size,
@@ -547,6 +555,10 @@ def gpu(
                 **window,
                 "dev_titles_per_s": len(run.dev) / eval_wall,
                 "dev_gpu_util_mean": eval_window["gpu_util_mean"],
+                # Whether the compiled rows ran compiled: graphs, breaks in them, graph replays torch skipped.
+                "compiled_graphs": counters["stats"]["unique_graphs"],
+                "graph_breaks": sum(counters["graph_break"].values()),
+                "cudagraph_skips": counters["inductor"]["cudagraph_skips"],
             }
         )
         typer.echo(f"✔ training, batcher size {size}, {adam_steps} Adam, compile {compiled}: {rows['train'][-1]}")
@@ -604,15 +616,20 @@ def gpu(
         "window, mean (max).",
         "",
         "| batcher size | Adam steps | compile | titles/step | s/step | CPU s/step | train titles/s | GPU util "
-        "| GPU memory MiB | dev titles/s | dev GPU util |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| GPU memory MiB | dev titles/s | dev GPU util | graphs (breaks, CUDA-graph skips) |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *(
             f"| {r['batch_size']} | {r['adam']} | {r['compile']} | {r['titles_per_step']:.0f} | {r['step_wall_s']:.3f} "
             f"| {r['step_cpu_s']:.3f} "
             f"| {r['train_titles_per_s']:,.0f} | {utilisation(r)} | {number(r['gpu_mem_max_mib'], ',.0f')} "
             f"| {r['dev_titles_per_s']:,.0f} | "
-            f"{number(r['dev_gpu_util_mean'], '.0f', '%')} |"
+            f"{number(r['dev_gpu_util_mean'], '.0f', '%')} "
+            f"| {r['compiled_graphs']} ({r['graph_breaks']}, {r['cudagraph_skips']}) |"
             for r in rows["train"]
+        ),
+        *(
+            f"| {r['batch_size']} | {r['adam']} | {r['compile']} | failed: {r['error'][:300]} |||||||||"
+            for r in rows["failed"]
         ),
         "",
         f"`titlecat predict` (`predict_file`, one process, pipeline loaded as `--gpu-id` loads it) on {file_titles:,} "

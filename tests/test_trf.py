@@ -504,8 +504,8 @@ def test_torch_adam_takes_the_steps_thincs_adam_takes(tiny_xlmr_dir, grad_clip, 
 
 
 def test_static_shapes_grow_a_batch_to_the_grid_with_one_piece_filler_rows():
-    """`static_shape` grows a padded batch to a multiple of 64 titles and of 8 wordpieces, the titles untouched
-    and each filler row one <s> piece; a batch already on the grid is returned as it is."""
+    """`static_shape` grows a padded batch to a multiple of 64 titles and of 8 wordpieces (at most max_length), the
+    titles untouched and each filler row one <s> piece; a batch already on the grid is returned as it is."""
     from types import SimpleNamespace
 
     from titlecat.trf_textcat import static_shape
@@ -513,27 +513,27 @@ def test_static_shapes_grow_a_batch_to_the_grid_with_one_piece_filler_rows():
     tokenizer = SimpleNamespace(pad_token_id=1, cls_token_id=0)
     ids = numpy.array([[0, 7, 8, 2], [0, 9, 2, 1]])
     mask = numpy.array([[1, 1, 1, 1], [1, 1, 1, 0]])
-    grown_ids, grown_mask = static_shape(ids, mask, tokenizer)
+    grown_ids, grown_mask = static_shape(ids, mask, tokenizer, max_length=64)
     assert grown_ids.shape == grown_mask.shape == (64, 8)
     assert (grown_ids[:2, :4] == ids).all() and (grown_mask[:2, :4] == mask).all()
     assert (grown_ids[:2, 4:] == 1).all() and (grown_mask[:2, 4:] == 0).all()
     assert (grown_ids[2:, 0] == 0).all() and (grown_mask[2:, 0] == 1).all() and (grown_mask[2:, 1:] == 0).all()
+    assert static_shape(ids, mask, tokenizer, max_length=6)[0].shape == (64, 6)  # no wider than max_length
     on_grid = numpy.ones((128, 16), dtype=numpy.int64)
-    assert static_shape(on_grid, on_grid, tokenizer)[0] is on_grid
+    assert static_shape(on_grid, on_grid, tokenizer, max_length=64)[0] is on_grid
 
 
 def test_a_compiled_encoder_on_static_shapes_trains_as_the_plain_one(tiny_xlmr_dir, tmp_path):
     """`static_shapes` + `torch_compile` (here torch.compile's aot_eager backend: the graph capture and the
     compiled backward of "reduce-overhead", without a GPU's CUDA graphs) move the weights where the plain
     encoder moves them: filler rows change no title's vector and get no gradient. Prediction runs uncompiled, and
-    the pipeline saves and loads as before."""
+    the pipeline saves and loads as before. An optimizer that torch's Adam step does not mirror is refused."""
     import spacy
     import torch
     from spacy.training import Example
     from spacy.util import load_config
-    from thinc.api import Adam, fix_random_seed
-
-    from titlecat.trf_textcat import _COMPILED_FORWARDS
+    from thinc.api import SGD, Adam, fix_random_seed
+    from torch._dynamo.utils import counters
 
     config = load_config(TRF_CONFIG)
     task = get_task("department")
@@ -558,15 +558,16 @@ def test_a_compiled_encoder_on_static_shapes_trains_as_the_plain_one(tiny_xlmr_d
         ]
         nlp.initialize(lambda: examples)
         optimizer = Adam(learn_rate=1e-3, use_averages=False)
+        graphs_before = counters["stats"]["unique_graphs"]
         losses = [nlp.update(examples, sgd=optimizer, drop=0.0)["textcat"] for _ in range(3)]
+        assert (counters["stats"]["unique_graphs"] > graphs_before) is bool(torch_compile)
         shim = nlp.get_pipe("textcat").model.get_ref("encoder").shims[0]
         assert "forward" not in vars(shim._model)  # the compiled forward is set for a pass only
-        assert (shim._model in _COMPILED_FORWARDS) is bool(torch_compile)
         weights = {name: param.detach().clone() for name, param in shim._model.named_parameters()}
-        return nlp, losses, weights
+        return nlp, losses, weights, examples
 
-    plain, plain_losses, plain_weights = train(False, {})
-    compiled, compiled_losses, compiled_weights = train(True, {"backend": "aot_eager"})
+    plain, plain_losses, plain_weights, _ = train(False, {})
+    compiled, compiled_losses, compiled_weights, examples = train(True, {"backend": "aot_eager"})
     assert compiled_losses == pytest.approx(plain_losses, rel=1e-4)
     for name, weight in plain_weights.items():
         assert torch.allclose(compiled_weights[name], weight, atol=1e-5), name
@@ -577,6 +578,8 @@ def test_a_compiled_encoder_on_static_shapes_trains_as_the_plain_one(tiny_xlmr_d
     assert numpy.allclose(scores(compiled), scores(plain), atol=1e-5)
     compiled.to_disk(tmp_path / "compiled")
     assert numpy.allclose(scores(spacy.load(tmp_path / "compiled")), scores(plain), atol=1e-5)
+    with pytest.raises(ValueError, match="torch_compile needs torch_adam = true and thinc's Adam optimizer"):
+        compiled.update(examples, sgd=SGD(0.01))
 
 
 def test_attention_on_a_gpu_leaves_cudnn_out_and_the_cpu_alone():

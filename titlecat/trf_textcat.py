@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import json
+import types
 from functools import partial
 from weakref import WeakKeyDictionary
 
@@ -132,6 +134,7 @@ def title_encoder(
         mixed_precision=mixed_precision,
         grad_scaler_config=dict(grad_scaler_config or {}),
         torch_adam=torch_adam,
+        compiled=bool(torch_compile),
     )
     return Model(
         "title_encoder",
@@ -167,14 +170,23 @@ def title_encoder_shim_class() -> type:
     class TitleEncoderShim(HFShim):
         """spacy-transformers' HFShim whose update of the encoder's weights is one torch Adam step (`torch_adam`)."""
 
-        def __init__(self, *args, torch_adam: bool = True, **kwargs):
+        def __init__(self, *args, torch_adam: bool = True, compiled: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
             self.torch_adam = torch_adam
+            self.compiled = compiled
             self._torch_optimizer = None  # [the thinc optimizer it mirrors, the torch AdamW (moments), steps taken]
 
         def finish_update(self, optimizer) -> None:
             if self.torch_adam and is_plain_adam(optimizer):
                 torch_adam_step(self, optimizer)
+            elif getattr(self, "compiled", False):
+                # thinc's steps give each weight new memory, and a CUDA graph reads its weights where it recorded
+                # them: it would be recorded anew every step (torch gives up after 128), training silently slow.
+                raise ValueError(
+                    "titlecat.TransformerTitleClassifier.v1: torch_compile needs torch_adam = true and thinc's Adam "
+                    f"optimizer (the training optimizer is {type(optimizer).__name__} with "
+                    f"use_radam={optimizer.use_radam}, b1={optimizer.b1}; torch_adam={self.torch_adam})"
+                )
             else:
                 super().finish_update(optimizer)
 
@@ -274,7 +286,7 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
             # the largest matrix (XLM-R: 192M of 278M weights) costs no gradient or optimizer update.
             shim._model.get_input_embeddings().weight.requires_grad_(False)
         if model.attrs["static_shapes"]:
-            ids, mask = static_shape(ids, mask, shim._hfmodel.tokenizer)
+            ids, mask = static_shape(ids, mask, shim._hfmodel.tokenizer, model.attrs["max_length"])
         with compiled_encoder(shim, model.attrs["torch_compile"]):
             pooled, backprop_encoder = encode_chunk(shim, ids, mask, model.attrs["pooling"], is_train)
 
@@ -344,13 +356,17 @@ def wordpiece_ids(tokenizer, texts: list[str], max_length: int) -> tuple[numpy.n
 STATIC_ROWS, STATIC_WIDTH = 64, 8
 
 
-def static_shape(ids: numpy.ndarray, mask: numpy.ndarray, tokenizer) -> tuple[numpy.ndarray, numpy.ndarray]:
+def static_shape(ids: numpy.ndarray, mask: numpy.ndarray, tokenizer, max_length: int) -> tuple[numpy.ndarray, ...]:
     """A padded batch grown to a shape of few: titles up to a multiple of STATIC_ROWS, wordpieces up to a multiple
-    of STATIC_WIDTH. Training batches come in ever new sizes (titles × longest title) and a CUDA graph is recorded
-    per shape: without this a compiled encoder would record one nearly every step. Filler rows hold one <s> piece
-    each, not none (a row with nothing to attend to has no defined softmax); they come after the titles."""
+    of STATIC_WIDTH, never past max_length (where position embeddings end). Training batches come in ever new
+    sizes (titles × longest title) and a CUDA graph is recorded per shape: without this a compiled encoder would
+    record one nearly every step. Filler rows hold one <s> piece each, not none (a row with nothing to attend to
+    has no defined softmax); they come after the titles."""
     rows, width = ids.shape
-    shape = (-(-rows // STATIC_ROWS) * STATIC_ROWS, -(-width // STATIC_WIDTH) * STATIC_WIDTH)
+    shape = (
+        -(-rows // STATIC_ROWS) * STATIC_ROWS,
+        min(-(-width // STATIC_WIDTH) * STATIC_WIDTH, max(width, max_length)),
+    )
     if shape == ids.shape:
         return ids, mask
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -362,9 +378,9 @@ def static_shape(ids: numpy.ndarray, mask: numpy.ndarray, tokenizer) -> tuple[nu
     return grown_ids, grown_mask
 
 
-# Per Hugging Face encoder module, its forward compiled by torch.compile (kept off the module, which is saved
-# and pickled with the pipeline).
-_COMPILED_FORWARDS: WeakKeyDictionary = WeakKeyDictionary()
+# Per encoder class and torch.compile options, its forward compiled: the unbound function, so that no encoder is
+# kept alive by it (and the module, saved and pickled with the pipeline, holds nothing compiled).
+_COMPILED_FORWARDS: dict = {}
 # Compilations torch allows a function before it runs it eagerly for good (its default: 8). Dynamic shapes (torch's
 # default) compile once for all shapes after the second; `"dynamic": false` compiles every shape of the grid.
 COMPILED_SHAPES = 128
@@ -372,19 +388,19 @@ COMPILED_SHAPES = 128
 
 @contextlib.contextmanager
 def compiled_encoder(shim, options: dict):
-    """Within it, the encoder's forward is `torch.compile(forward, **options)`, compiled once per encoder and
+    """Within it, the encoder's forward is `torch.compile(forward, **options)`, compiled once per encoder class and
     options; with no options, nothing changes. Only training passes run it: prediction's chunks take any shape."""
     if not options:
         yield
         return
     import torch
 
-    module, key = shim._model, tuple(sorted(options.items()))
-    compiled = _COMPILED_FORWARDS.setdefault(module, {})
-    if key not in compiled:
+    module = shim._model
+    key = (type(module), json.dumps(options, sort_keys=True, default=repr))
+    if key not in _COMPILED_FORWARDS:
         limit = "recompile_limit" if hasattr(torch._dynamo.config, "recompile_limit") else "cache_size_limit"
         setattr(torch._dynamo.config, limit, max(getattr(torch._dynamo.config, limit), COMPILED_SHAPES))
-        compiled[key] = torch.compile(module.forward, **options)
+        _COMPILED_FORWARDS[key] = torch.compile(type(module).forward, **options)
     for param in module.parameters():
         if param.requires_grad and param.grad is None:
             # A gradient with nowhere to go is taken over by autograd as it is, and a CUDA graph's outputs are
@@ -392,7 +408,8 @@ def compiled_encoder(shim, options: dict):
             # (the pooler, which no title classifier reads, then gets zero gradients: weight decay only).
             param.grad = torch.zeros_like(param)
     torch.compiler.cudagraph_mark_step_begin()  # a new training step: the last one's graph outputs are done with
-    module.forward = compiled[key]  # an instance attribute: nn.Module.__call__ finds it before the class's
+    # An instance attribute: nn.Module.__call__ finds it before the class's forward.
+    module.forward = types.MethodType(_COMPILED_FORWARDS[key], module)
     try:
         yield
     finally:
