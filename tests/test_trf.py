@@ -504,22 +504,22 @@ def test_torch_adam_takes_the_steps_thincs_adam_takes(tiny_xlmr_dir, grad_clip, 
 
 
 def test_static_shapes_grow_a_batch_to_the_grid_with_one_piece_filler_rows():
-    """`static_shape` grows a padded batch to a multiple of 64 titles and of 8 wordpieces (at most max_length), the
+    """`static_shape` grows a padded batch to a multiple of 16 titles and of 4 wordpieces (at most max_length), the
     titles untouched and each filler row one <s> piece; a batch already on the grid is returned as it is."""
     from types import SimpleNamespace
 
     from titlecat.trf_textcat import static_shape
 
     tokenizer = SimpleNamespace(pad_token_id=1, cls_token_id=0)
-    ids = numpy.array([[0, 7, 8, 2], [0, 9, 2, 1]])
-    mask = numpy.array([[1, 1, 1, 1], [1, 1, 1, 0]])
+    ids = numpy.array([[0, 7, 8, 9, 2], [0, 9, 2, 1, 1]])
+    mask = numpy.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
     grown_ids, grown_mask = static_shape(ids, mask, tokenizer, max_length=64)
-    assert grown_ids.shape == grown_mask.shape == (64, 8)
-    assert (grown_ids[:2, :4] == ids).all() and (grown_mask[:2, :4] == mask).all()
-    assert (grown_ids[:2, 4:] == 1).all() and (grown_mask[:2, 4:] == 0).all()
+    assert grown_ids.shape == grown_mask.shape == (16, 8)
+    assert (grown_ids[:2, :5] == ids).all() and (grown_mask[:2, :5] == mask).all()
+    assert (grown_ids[:2, 5:] == 1).all() and (grown_mask[:2, 5:] == 0).all()
     assert (grown_ids[2:, 0] == 0).all() and (grown_mask[2:, 0] == 1).all() and (grown_mask[2:, 1:] == 0).all()
-    assert static_shape(ids, mask, tokenizer, max_length=6)[0].shape == (64, 6)  # no wider than max_length
-    on_grid = numpy.ones((128, 16), dtype=numpy.int64)
+    assert static_shape(ids, mask, tokenizer, max_length=6)[0].shape == (16, 6)  # no wider than max_length
+    on_grid = numpy.ones((32, 12), dtype=numpy.int64)
     assert static_shape(on_grid, on_grid, tokenizer, max_length=64)[0] is on_grid
 
 
