@@ -93,6 +93,23 @@ def test_a_utf8_byte_order_mark_is_skipped(nlp, model, tmp_path):
     assert [r.value for r in read_titles(jsonl, "title")] == [TITLES[3]]
 
 
+def test_the_progress_bar_stays_out_of_logs(model, tmp_path):
+    """Where stderr is no terminal (a log file, a pipe, a CI job), no progress bar is drawn: its carriage returns
+    would run into titlecat's own messages on one line. The summary and notes are written as ever. A forgotten
+    --column is named."""
+    source = tmp_path / "titles.csv"
+    source.write_text("id;title\n1;Head of Sales\n2;Koch\n", encoding="utf-8")
+    arguments = ["predict", str(source), str(tmp_path / "out.csv"), "-m", str(model)]
+    result = CliRunner().invoke(app, arguments)
+    # No --column: the default 'text' is not there, and the error says which option names the title column.
+    assert result.exit_code == 1 and "no column 'text' in the header" in result.stderr
+    assert "; --column names the column that holds the titles" in result.stderr
+    result = CliRunner().invoke(app, [*arguments, "--column", "title"])
+    assert result.exit_code == 0, result.output
+    assert "titles/s]" not in result.stderr and "\r" not in result.stderr
+    assert "columns separated by ';'" in result.stderr and "✔" in result.stderr
+
+
 @pytest.mark.parametrize("encoding", ["cp1252", "latin-1"])
 def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encoding):
     source = tmp_path / "titles.csv"

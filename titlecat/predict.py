@@ -481,7 +481,9 @@ def write_predictions(
     """Write chunks of output rows atomically, with a progress bar (titles/s) and a status count."""
     summary = Summary(max_chars=max_chars, input_format=input_format)
     start = time.perf_counter()
-    with PredictionWriter(output_path, fields) as writer, tqdm(unit=" titles", disable=not progress) as bar:
+    # disable=None: tqdm draws no bar where stderr is no terminal (a log would get its carriage returns).
+    bar = tqdm(unit=" titles", disable=None if progress else True)
+    with PredictionWriter(output_path, fields) as writer, bar:
         for rows in chunks:
             writer.write(rows)
             summary.add(rows)

@@ -513,7 +513,7 @@ def choose_delimiter(header_line: str, wanted: Sequence[str], default: str) -> s
 
 
 def check_header(path: Path, header: list[str], wanted: Sequence[str], where: str, hint: str = "") -> None:
-    """Every wanted column is in the header, once."""
+    """Every wanted column is in the header, once; `wanted[0]` is the title column."""
     for name in wanted:
         count = header.count(name)
         if count == 0:
@@ -529,6 +529,8 @@ def check_header(path: Path, header: list[str], wanted: Sequence[str], where: st
             near = [cell for cell in header if cell.strip().casefold() == name.strip().casefold()]
             if near:
                 hint += f"; the header has {near[0]!r} (names must match exactly, spaces and case included)"
+            elif name == wanted[0] and header:  # the title column, by default 'text': users forget to name theirs
+                hint += "; --column names the column that holds the titles"
             raise DataError(path, where, f"no column {name!r} in the header; {found}{hint}")
         if count > 1:
             raise DataError(path, where, f"column {name!r} appears {count} times in the header {header!r}: rename one")
