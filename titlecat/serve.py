@@ -77,8 +77,14 @@ SPLITS = ("test", "cv_dev", "ood")
 ROW_FIELDS = ("line", "status")  # of predict's output rows: /v1/label answers in order, with no line
 METRIC_KEYS = ("n", "accuracy", "macro_f1", "mae")
 # The command-line options that predict's errors name, and the form fields of /v1/label-file that set them.
-FORM_FIELDS = {"--format": "format", "--encoding": "encoding", "--delimiter": "delimiter", "--sheet": "sheet"}
-FORM_FIELDS.update({"--id-column": "id_column", "--column": "column"})
+FORM_FIELDS = {
+    "--format": "format",
+    "--encoding": "encoding",
+    "--delimiter": "delimiter",
+    "--sheet": "sheet",
+    "--id-column": "id_column",
+    "--column": "column",
+}
 UPLOAD_FIELDS = {"file", "output", "all_scores", "review_below", *FORM_FIELDS.values()}
 OPTION = re.compile("|".join(map(re.escape, FORM_FIELDS)) + r"\b")
 OUTPUT_MEDIA = {
