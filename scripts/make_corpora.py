@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from titlecat.corpus import casefold_set, curated_splits, harmonise, label_counts, make_nlp, to_docbin
+from titlecat.esco import read_esco_dev
 from titlecat.labels import get_task
 from titlecat.readers import DataError, as_dicts, read_cv_dev, read_ood
 
@@ -17,6 +18,9 @@ def main(
     output_dir: Path = typer.Argument(..., help="Folder for train/dev/test/ood.spacy and the report"),
     seed: int = typer.Option(42),
     max_per_label: int = typer.Option(0, help="Keep at most this many curated titles per label (0 = all)"),
+    dutch_dev: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="ESCO occupations_nl.csv: also write the Dutch dev set (department)"
+    ),
     harmonise_labels: bool = typer.Option(
         True, "--harmonise/--no-harmonise", help="Curated labels in the annotators' convention (docs/labels.md)"
     ),
@@ -26,6 +30,11 @@ def main(
         splits, curated_skipped = curated_splits(assets_dir, task, seed, max_per_label)
         ood, ood_skipped = read_ood(assets_dir / "linkedin-cvs-annotated.json", task)
         cv_dev, cv_dev_skipped = read_cv_dev(assets_dir / "linkedin-cvs-annotated.json", task)
+        if dutch_dev is not None:
+            if task.name != "department":
+                raise typer.BadParameter("the Dutch dev set has department labels only", param_hint="--dutch-dev")
+            dutch, dutch_skipped = read_esco_dev(dutch_dev, seed)
+            cv_dev_skipped += dutch_skipped
     except DataError as error:
         typer.secho(f"✘ {error}", fg="red", err=True)
         raise typer.Exit(1) from None
@@ -37,6 +46,8 @@ def main(
             splits[name], relabelled[name] = harmonise(examples, task)
     splits["cv_dev"] = cv_dev
     splits["ood"] = ood
+    if dutch_dev is not None:
+        splits["dutch_dev"] = dutch
 
     output_dir.mkdir(parents=True, exist_ok=True)
     nlp = make_nlp()
@@ -54,6 +65,7 @@ def main(
             "curated": task.curated_asset,
             "cv_dev": "linkedin-cvs-annotated.json (every position of the CVs with no ACTIVE position)",
             "ood": "linkedin-cvs-annotated.json (ACTIVE positions)",
+            **({"dutch_dev": f"{dutch_dev.name} (ESCO occupations in Dutch, titlecat/esco.py)"} if dutch_dev else {}),
         },
         "relabelled_to_annotators_convention": relabelled,
         "counts": {name: len(examples) for name, examples in splits.items()},

@@ -24,10 +24,23 @@ from titlecat.labels import get_task
 
 SPLITS = ("test", "cv_dev", "ood")
 TRANSFORMER_REQUIREMENT = "spacy-transformers>=1.3,<1.5"
+# What the multilingual pipelines' title encoder loads and runs with on a CPU (a GPU also needs torch and
+# transformers, as their error says).
+ENCODER_REQUIREMENTS = ["onnxruntime>=1.17", "tokenizers>=0.19", "safetensors>=0.4"]
 
 
 def uses_title_transformer(model_path: Path) -> bool:
     return "titlecat.TransformerTitleClassifier" in (model_path / "config.cfg").read_text(encoding="utf-8")
+
+
+def uses_title_encoder(model_path: Path) -> bool:
+    return 'factory = "titlecat_title_encoder"' in (model_path / "config.cfg").read_text(encoding="utf-8")
+
+
+def extra_requirements(model_path: Path) -> list[str]:
+    return [TRANSFORMER_REQUIREMENT] * uses_title_transformer(model_path) + ENCODER_REQUIREMENTS * uses_title_encoder(
+        model_path
+    )
 
 
 def main(
@@ -79,7 +92,7 @@ def main(
         "spacy_version": minor_series(installed_version("spacy")),
         # spacy package finds the requirements of registered functions by their module; the shipped transformer
         # title classifier (--code) loads its encoder through spacy-transformers, which it cannot see.
-        "requirements": [TRANSFORMER_REQUIREMENT] if uses_title_transformer(model_path) else [],
+        "requirements": extra_requirements(model_path),
     }
     # The combined pipeline's temperatures (folded into its weights by assemble) stay on record.
     temperatures = json.loads((model_path / "meta.json").read_text()).get("titlecat", {}).get("temperatures")

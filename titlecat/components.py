@@ -232,7 +232,6 @@ def make_fit_title_classifier(path: str, component: str = "textcat", C: float = 
     """
 
     def fit(nlp):
-        from sklearn.linear_model import LogisticRegression
         from wasabi import msg
 
         textcat = nlp.get_pipe(component)
@@ -242,28 +241,42 @@ def make_fit_title_classifier(path: str, component: str = "textcat", C: float = 
             raise ValueError(f"[{component}]: titlecat.fit_title_classifier.v1 fits a titlecat.TitleNgramClassifier")
         linear = model.get_ref("output_layer")
         docs = [example.reference for example in Corpus(path)(nlp)]
-        labels = [max(doc.cats, key=doc.cats.get) for doc in docs if any(doc.cats.values())]
-        if len(labels) < len(docs) or len(set(labels)) < 2:
-            raise ValueError(
-                f"{path}: fitting {component} needs a label (doc.cats) on every title and 2+ labels; "
-                f"{len(labels)} of {len(docs)} titles have one, labels: {sorted(set(labels))}"
-            )
         msg.info(f"Fitting {component} by logistic regression (C={C}) on {len(docs):,} titles of {path}")
         keys, values, lengths = extract.predict(docs)
         n_weights = linear.get_dim("length")
         matrix = hashed_design_matrix(np.asarray(keys), np.asarray(values), np.asarray(lengths), n_weights)
-        classifier = LogisticRegression(C=C, max_iter=max_iter).fit(matrix, labels)
-        coef, intercept = classifier.coef_, classifier.intercept_
-        if len(classifier.classes_) == 2:
-            # scikit-learn keeps one row for two labels: the softmax of (-z/2, z/2) is its sigmoid of z.
-            coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
-        weights = np.zeros((len(textcat.labels), n_weights), dtype="float32")
-        bias = np.full((len(textcat.labels),), NEG_VALUE, dtype="float32")
-        for row, label in enumerate(classifier.classes_):
-            weights[textcat.labels.index(label)] = coef[row]
-            bias[textcat.labels.index(label)] = intercept[row]
+        weights, bias = fit_linear_by_logistic_regression(
+            matrix, docs, list(textcat.labels), f"{path}: fitting {component}", C, None, max_iter
+        )
         linear.set_param("W", linear.ops.asarray(weights.ravel()))
         linear.set_param("b", linear.ops.asarray(bias))
         return nlp
 
     return fit
+
+
+def fit_linear_by_logistic_regression(
+    matrix, docs: list[Doc], labels: list[str], what: str, C: float, class_weight: str | None, max_iter: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weights [n_labels, n_columns] and biases of L2-regularised logistic regression (L-BFGS) of the docs' labels
+    (their best `doc.cats`) on the rows of `matrix`, in the order of `labels`; a label no doc has gets bias
+    NEG_VALUE, so it is never chosen. `what` names the fit in errors."""
+    from sklearn.linear_model import LogisticRegression
+
+    gold = [max(doc.cats, key=doc.cats.get) for doc in docs if any(doc.cats.values())]
+    if len(gold) < len(docs) or len(set(gold)) < 2:
+        raise ValueError(
+            f"{what} needs a label (doc.cats) on every title and 2+ labels; "
+            f"{len(gold)} of {len(docs)} titles have one, labels: {sorted(set(gold))}"
+        )
+    classifier = LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter).fit(matrix, gold)
+    coef, intercept = classifier.coef_, classifier.intercept_
+    if len(classifier.classes_) == 2:
+        # scikit-learn keeps one row for two labels: the softmax of (-z/2, z/2) is its sigmoid of z.
+        coef, intercept = np.vstack([-coef / 2, coef / 2]), np.concatenate([-intercept / 2, intercept / 2])
+    weights = np.zeros((len(labels), matrix.shape[1]), dtype="float32")
+    bias = np.full((len(labels),), NEG_VALUE, dtype="float32")
+    for row, label in enumerate(classifier.classes_):
+        weights[labels.index(label)] = coef[row]
+        bias[labels.index(label)] = intercept[row]
+    return weights, bias
