@@ -178,3 +178,53 @@ def train_small_pipelines(folder: Path) -> Path:
         train(REPO / "configs" / "cpu.cfg", folder / task, overrides=overrides)
     combine({task: spacy.load(folder / task / "model-best") for task in TASKS}).to_disk(folder / "combined")
     return folder
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    """A combined pipeline with random weights (seeded), saved to disk, one per test module: both titlecat textcats
+    and `titlecat_answers`, built, not trained, so every title gets a real, title-dependent answer in milliseconds."""
+    import numpy as np
+    import spacy
+
+    import titlecat.combined  # noqa: F401  (registers titlecat_answers)
+    import titlecat.components  # noqa: F401  (registers the architecture)
+    from titlecat.labels import TASKS
+
+    nlp = spacy.blank("xx")
+    rng = np.random.default_rng(0)
+    for task in TASKS.values():
+        textcat = nlp.add_pipe(
+            "textcat",
+            name=task.name,
+            config={"model": {"@architectures": "titlecat.TitleNgramClassifier.v2", "length": 2**12}},
+        )
+        for label in task.labels:
+            textcat.add_label(label)
+    nlp.add_pipe("titlecat_answers")
+    nlp.initialize()
+    for task in TASKS:
+        linear = nlp.get_pipe(task).model.get_ref("output_layer")
+        linear.set_param("W", rng.normal(size=linear.get_param("W").shape).astype("float32"))
+        linear.set_param("b", rng.normal(size=linear.get_param("b").shape).astype("float32"))
+    path = tmp_path_factory.mktemp("model") / "combined"
+    nlp.to_disk(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def nlp(model):
+    """`model`, loaded (a test module with a pipeline of its own has its own `nlp`)."""
+    import spacy
+
+    return spacy.load(model)
+
+
+def run_predict(*args: object):
+    """`titlecat predict ARGS --no-progress`, in this process (a fresh interpreter would spend seconds importing):
+    click's Result, with the exit code, stdout and stderr."""
+    from typer.testing import CliRunner
+
+    from titlecat.cli import app
+
+    return CliRunner().invoke(app, ["predict", *map(str, args), "--no-progress"])

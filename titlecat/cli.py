@@ -9,6 +9,7 @@ import typer
 from .predict import MAX_CHARS, check_paths, load_pipeline, predict_file
 from .preflight import PreflightError
 from .readers import DataError
+from .spreadsheet import FORMULA_CHARACTERS, parse_output_options
 
 # rich_markup_mode=None: help texts print as written (rich markup would eat "[id]" and "titlecat[distributed]").
 app = typer.Typer(
@@ -39,6 +40,25 @@ KEEP_COLUMNS = typer.Option(
     "one under another name, e.g. 'status=crm_status'",
 )
 ALL_SCORES = typer.Option(False, "--all-scores", help="Add the score of every label")
+# How the output is written (titlecat.spreadsheet)
+NEUTRALISE_FORMULAS = typer.Option(
+    True,
+    "--neutralise-formulas/--no-neutralise-formulas",
+    help=f"A text cell (title, id, kept column) that starts with {FORMULA_CHARACTERS} is run as a formula by "
+    "Excel and LibreOffice: CSV/TSV get it with a leading ' (.xlsx: marked as text), counted in the summary; "
+    "--no-neutralise-formulas writes it as read, for outputs no spreadsheet opens (JSONL is always as read)",
+)
+EXCEL = typer.Option(
+    False,
+    "--excel",
+    help="CSV/TSV for Excel: a UTF-8 byte-order mark (umlauts intact) and, in .csv, the input's column separator (a "
+    "';' file from a German Excel comes back with ';'; an input with none: ',' or --output-delimiter)",
+)
+OUTPUT_DELIMITER = typer.Option(
+    None,
+    help="OUT's column separator (CSV/TSV): ',', ';', 'tab' or one character; default ',' in .csv (with --excel: "
+    "the input's), tab in .tsv",
+)
 BATCH_SIZE = typer.Option(
     None, min=1, help="Titles per nlp.pipe batch [default: the pipeline's own nlp.batch_size: 1000 cpu, 4000 trf]"
 )
@@ -90,6 +110,12 @@ def report(output_path: Path, summary, postprocess) -> None:
     failure = summary.failure()
     mark, colour = ("✘", "red") if failure else ("✔", "green")
     typer.secho(f"{mark} {output_path}: {summary}", fg=colour, err=True)
+    if summary.neutralised:
+        notify(
+            f"{summary.neutralised:,} text {'cell' if summary.neutralised == 1 else 'cells'} began with "
+            f"{FORMULA_CHARACTERS}: written with a leading ' (in .xlsx: marked as text), so that a spreadsheet shows "
+            "them, not runs them as formulas (--no-neutralise-formulas: as read)"
+        )
     for hint in summary.hints():
         typer.secho(f"⚠ {hint}", fg="yellow", err=True)
     if postprocess is not None:
@@ -122,6 +148,9 @@ def predict(
     keep_title: bool = KEEP_TITLE,
     keep_columns: str | None = KEEP_COLUMNS,
     all_scores: bool = ALL_SCORES,
+    neutralise_formulas: bool = NEUTRALISE_FORMULAS,
+    excel: bool = EXCEL,
+    output_delimiter: str | None = OUTPUT_DELIMITER,
     n_process: int = typer.Option(1, min=1, help="Labelling processes, started once for the file"),
     batch_size: int | None = typer.Option(
         None,
@@ -154,6 +183,7 @@ def predict(
         fail(ValueError(f"--gpu-id {gpu_id} predicts in one process: drop --n-process {n_process}"))
     try:
         check_paths(input_path, output_path)
+        output_options = parse_output_options(neutralise_formulas, excel, output_delimiter)
         llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
         llm_settings["concurrency"] = llm_concurrency
         postprocess = confidence_postprocess(
@@ -179,6 +209,7 @@ def predict(
             keep_title=keep_title,
             keep_columns=column_names(keep_columns),
             notify=notify,
+            output_options=output_options,
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
@@ -207,6 +238,9 @@ def predict_ray_command(
     keep_title: bool = KEEP_TITLE,
     keep_columns: str | None = KEEP_COLUMNS,
     all_scores: bool = ALL_SCORES,
+    neutralise_formulas: bool = NEUTRALISE_FORMULAS,
+    excel: bool = EXCEL,
+    output_delimiter: str | None = OUTPUT_DELIMITER,
     workers: int = typer.Option(2, min=1, help="Ray actors, each loading the pipeline once"),
     batch_size: int | None = BATCH_SIZE,
     max_chars: int = MAX_LENGTH,
@@ -236,6 +270,7 @@ def predict_ray_command(
         fail(ModuleNotFoundError("predict-ray needs Ray: pip install 'titlecat[distributed]'"))
 
     try:
+        output_options = parse_output_options(neutralise_formulas, excel, output_delimiter)
         llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
         llm_settings["concurrency"] = llm_concurrency
         postprocess = confidence_postprocess(
@@ -261,6 +296,7 @@ def predict_ray_command(
             keep_title=keep_title,
             keep_columns=column_names(keep_columns),
             notify=notify,
+            output_options=output_options,
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)

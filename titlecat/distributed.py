@@ -30,9 +30,11 @@ from .predict import (
     output_fields,
     pipeline_tasks,
     postprocessed,
+    read_input,
     write_predictions,
 )
 from .readers import read_titles, title_format
+from .spreadsheet import OutputOptions
 
 
 class Labeller:
@@ -112,10 +114,12 @@ def predict_ray(
     keep_title: bool = False,
     keep_columns: Sequence[str] = (),
     notify: Callable[[str], None] | None = None,
+    output_options: OutputOptions = OutputOptions(),
 ) -> Summary:
     """`titlecat predict-ray`. `postprocess` (titlecat.confidence.RowPostprocess: review flag, LLM fallback) runs
     on the driver, on each block's rows and checked titles, as `titlecat predict` runs it on each chunk. The
-    driver reads the file (encoding, delimiter, sheet, kept columns as in `titlecat predict`)."""
+    driver reads the file (encoding, delimiter, sheet, kept columns as in `titlecat predict`) and writes it
+    (`output_options`: formula-like cells neutralised, CSV for Excel, as in `titlecat predict`)."""
     if workers < 1:
         raise ValueError(f"--workers {workers}: at least one worker is needed")
     check_paths(input_path, output_path)
@@ -128,18 +132,29 @@ def predict_ray(
     fields = output_fields(tasks, all_scores, id_column is not None, keep_title, kept_names)
     if postprocess is not None:
         fields = postprocess.fields(fields)
+    records, input_delimiter = read_input(
+        input_path, output_path, column, id_column, fmt, output_options, notify, **reading
+    )
     model = str(Path(model).resolve()) if Path(model).exists() else model
     if not ray.is_initialized():  # a caller's own Ray session keeps its logging as it is
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         quiet_console()
     remote = ray.remote(num_cpus=1)(Labeller)
     actors = [remote.remote(model, all_scores, batch_size) for _ in range(workers)]
-    records = read_titles(input_path, column, id_column, fmt, notify=notify, **reading)
     blocks = (check_records(chunk, max_chars, keep_title, kept_names) for chunk in minibatch(records, rows_per_block))
     # Two blocks per actor: one being labelled, one waiting, so no actor idles while the driver writes.
     labelled = postprocessed(label_in_order(actors, blocks, 2 * workers), postprocess)
     try:
-        return write_predictions(output_path, fields, labelled, progress, max_chars, fmt)
+        return write_predictions(
+            output_path,
+            fields,
+            labelled,
+            progress,
+            max_chars,
+            fmt,
+            output_options=output_options,
+            input_delimiter=input_delimiter,
+        )
     finally:
         for actor in actors:
             ray.kill(actor)

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import gc
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -33,6 +34,7 @@ from . import combined, components, trf_textcat  # noqa: F401
 from .labels import TASKS
 from .preflight import check_gpu
 from .readers import SURROGATE, TitleRecord, normalise_title, read_titles, title_format
+from .spreadsheet import TEXT_MARK, OutputOptions, formula_like, note_semicolons
 
 # Row statuses: only "ok" rows are labelled; the others are written with empty answers and counted.
 STATUSES = ("ok", "empty", "not_text", "too_long", "undecodable", "malformed")
@@ -316,11 +318,22 @@ class PredictionWriter:
     """CSV/TSV, JSONL or Excel rows, written to a hidden partial file and renamed into place on success.
 
     Any exception (Ctrl-C included) removes the partial file: the output is either complete or absent.
+    `options` (titlecat.spreadsheet): formula-like text cells neutralised (counted in `neutralised`), CSV/TSV's
+    separator and byte-order mark; `input_delimiter`, the input table's separator, is --excel's.
     """
 
-    def __init__(self, path: Path | str, fields: list[str]):
+    def __init__(
+        self,
+        path: Path | str,
+        fields: list[str],
+        options: OutputOptions = OutputOptions(),
+        input_delimiter: str | None = None,
+    ):
         self.path = Path(path)
         self.fields = fields
+        self.options = options
+        self.input_delimiter = input_delimiter
+        self.cells_neutralised = 0
         self.format = OUTPUT_FORMATS.get(self.path.suffix.lower())
         if self.format is None:
             raise ValueError(f"{self.path}: output must end in one of {sorted(OUTPUT_FORMATS)}")
@@ -329,19 +342,36 @@ class PredictionWriter:
     def __enter__(self) -> PredictionWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.format == "xlsx":
-            self.file = ExcelSheetWriter(self.partial, self.fields, self.path.name)
+            self.file = ExcelSheetWriter(self.partial, self.fields, self.path.name, self.options.neutralise_formulas)
             self.write = self.file.write
             return self
-        self.file = self.partial.open("w", newline="", encoding="utf-8")
         if self.format == "jsonl":
+            self.file = self.partial.open("w", newline="", encoding="utf-8")
             self.write = self._write_jsonl
-        else:
-            self.csv = csv.DictWriter(
-                self.file, self.fields, delimiter="\t" if self.format == "tsv" else ",", extrasaction="ignore"
-            )
-            self.csv.writeheader()
-            self.write = self.csv.writerows
+            return self
+        delimiter, byte_order_mark = self.options.table_dialect(self.format, self.input_delimiter)
+        self.file = self.partial.open("w", newline="", encoding="utf-8-sig" if byte_order_mark else "utf-8")
+        self.csv = csv.writer(self.file, delimiter=delimiter)
+        self.write = self._write_table
+        self.write([dict(zip(self.fields, self.fields, strict=True))])  # the header: kept columns' names are input
         return self
+
+    @property
+    def neutralised(self) -> int:
+        """The text cells written so far that a spreadsheet would have read as a formula."""
+        return self.file.neutralised if self.format == "xlsx" else self.cells_neutralised
+
+    def _write_table(self, rows: Iterable[dict]) -> None:
+        self.csv.writerows(map(self._table_cells, rows))
+
+    def _table_cells(self, row: dict) -> list:
+        cells = [row.get(name) for name in self.fields]
+        if self.options.neutralise_formulas:
+            for index, cell in enumerate(cells):
+                if isinstance(cell, str) and formula_like(cell):
+                    cells[index] = TEXT_MARK + cell
+                    self.cells_neutralised += 1
+        return cells
 
     def _write_jsonl(self, rows: Iterable[dict]) -> None:
         fields = self.fields
@@ -362,12 +392,13 @@ class ExcelSheetWriter:
     """Rows into one sheet of a new .xlsx workbook, streamed (openpyxl's write-only mode: memory stays flat).
 
     Numbers and booleans stay numbers and booleans; text stays text, even when it starts with "=" (a title or
-    kept cell is never a formula). Characters that an Excel cell cannot hold (control characters other than
-    tab and line breaks) are written as U+FFFD. A cell over Excel's 32,767 characters, or a row past its
-    1,048,576, stops the run with the line: the output would be cut.
+    kept cell is never a formula); with `neutralise`, such a formula-like cell also gets Excel's quote prefix, so
+    that editing it keeps it text (counted in `neutralised`). Characters that an Excel cell cannot hold (control
+    characters other than tab and line breaks) are written as U+FFFD. A cell over Excel's 32,767 characters, or a
+    row past its 1,048,576, stops the run with the line: the output would be cut.
     """
 
-    def __init__(self, path: Path, fields: list[str], name: str):
+    def __init__(self, path: Path, fields: list[str], name: str, neutralise: bool = True):
         from openpyxl import Workbook
         from openpyxl.cell import WriteOnlyCell
         from openpyxl.cell.cell import ILLEGAL_CHARACTERS_RE
@@ -377,6 +408,7 @@ class ExcelSheetWriter:
         self.workbook = Workbook(write_only=True)
         self.sheet = self.workbook.create_sheet("labels")
         self.rows = 0
+        self.neutralise, self.neutralised = neutralise, 0
         self._append(dict(zip(fields, fields, strict=True)))
 
     def _append(self, row: dict) -> None:
@@ -398,6 +430,9 @@ class ExcelSheetWriter:
                     )
                 cell = self.text_cell(self.sheet, value=self.illegal_characters.sub("\ufffd", value))
                 cell.data_type = "s"  # openpyxl takes a string starting with "=" for a formula
+                if self.neutralise and formula_like(value):
+                    cell.quotePrefix = True  # the style of a cell typed with a leading ': text, also once edited
+                    self.neutralised += 1
                 cells.append(cell)
             else:
                 cells.append(value)
@@ -423,6 +458,7 @@ class Summary:
     first_lines: dict[str, int] = field(default_factory=dict)  # each bad status: the first line that had it
     max_chars: int = MAX_CHARS  # the run's limit, for the too_long hint
     input_format: str = "csv"  # for the malformed hint
+    neutralised: int = 0  # formula-like text cells written as text (titlecat.spreadsheet)
 
     @property
     def total(self) -> int:
@@ -463,10 +499,12 @@ class Summary:
     def __str__(self) -> str:
         bad = self.bad_counts()
         rate = self.total / self.seconds if self.seconds else 0.0
+        cells = f"{self.neutralised:,} formula-like {'cell' if self.neutralised == 1 else 'cells'} neutralised"
         return (
             f"{self.total:,} {'row' if self.total == 1 else 'rows'}: {self.counts['ok']:,} labelled, "
             f"{self.total - self.counts['ok']:,} bad"
             f"{f' ({bad})' if bad else ''}, in {self.seconds:.1f} s ({rate:,.0f} titles/s)"
+            f"{f'; {cells}' if self.neutralised else ''}"
         )
 
 
@@ -477,18 +515,23 @@ def write_predictions(
     progress: bool,
     max_chars: int = MAX_CHARS,
     input_format: str = "csv",
+    *,
+    output_options: OutputOptions = OutputOptions(),
+    input_delimiter: str | None = None,
 ) -> Summary:
-    """Write chunks of output rows atomically, with a progress bar (titles/s) and a status count."""
+    """Write chunks of output rows atomically, with a progress bar (titles/s) and a status count; `output_options`
+    and `input_delimiter` as `PredictionWriter`'s."""
     summary = Summary(max_chars=max_chars, input_format=input_format)
     start = time.perf_counter()
     # disable=None: tqdm draws no bar where stderr is no terminal (a log would get its carriage returns).
     bar = tqdm(unit=" titles", disable=None if progress else True)
-    with PredictionWriter(output_path, fields) as writer, bar:
+    with PredictionWriter(output_path, fields, output_options, input_delimiter) as writer, bar:
         for rows in chunks:
             writer.write(rows)
             summary.add(rows)
             bar.update(len(rows))
     summary.seconds = time.perf_counter() - start
+    summary.neutralised = writer.neutralised
     return summary
 
 
@@ -497,6 +540,26 @@ def check_paths(input_path: Path | str, output_path: Path | str) -> None:
     input_path, output_path = Path(input_path), Path(output_path)
     if input_path.resolve() == output_path.resolve() or (output_path.exists() and input_path.samefile(output_path)):
         raise ValueError(f"{output_path}: the output is the input file; name another output path")
+
+
+def read_input(
+    input_path: Path | str,
+    output_path: Path | str,
+    column: str,
+    id_column: str | None,
+    input_format: str | None,
+    output_options: OutputOptions,
+    notify: Callable[[str], None] | None = None,
+    **reading,
+) -> tuple[Iterator[TitleRecord], str | None]:
+    """(records, the input table's separator) of `read_titles` (`reading`: its options). The header is read now,
+    before the output is opened, so that --excel writes the input's separator; a ';' input that is to come back
+    separated by ',' is said (`note_semicolons`)."""
+    dialect: dict = {}
+    records = read_titles(input_path, column, id_column, input_format, notify=notify, dialect=dialect, **reading)
+    records = itertools.chain(list(itertools.islice(records, 1)), records)
+    note_semicolons(notify, input_path, output_path, output_options, dialect.get("delimiter"))
+    return records, dialect.get("delimiter")
 
 
 def postprocessed(labelled: Iterable[tuple[list[dict], list[dict]]], postprocess=None) -> Iterator[list[dict]]:
@@ -527,6 +590,7 @@ def predict_file(
     keep_columns: Sequence[str] = (),
     notify: Callable[[str], None] | None = None,
     start_method: str | None = None,
+    output_options: OutputOptions = OutputOptions(),
 ) -> Summary:
     """Label every row of a file; see `titlecat predict --help`.
 
@@ -534,7 +598,8 @@ def predict_file(
     once: inherited under `fork`, pickled under `spawn`/`forkserver`, `start_method`; default: the
     platform's), labels chunk after chunk while this process reads, checks and writes.
     `postprocess` (titlecat.confidence.RowPostprocess: review flag, LLM fallback) adds its columns and
-    changes each chunk's rows, given their checked titles.
+    changes each chunk's rows, given their checked titles. `output_options` (titlecat.spreadsheet): formula-like
+    cells neutralised (default), CSV for Excel, the output's separator.
     """
     check_paths(input_path, output_path)
     fmt = title_format(input_path, input_format)
@@ -543,17 +608,11 @@ def predict_file(
     fields = output_fields(tasks, all_scores, id_column is not None, keep_title, kept_names)
     if postprocess is not None:
         fields = postprocess.fields(fields)
-    records = read_titles(
-        input_path,
-        column,
-        id_column,
-        input_format,
-        encoding=encoding,
-        delimiter=delimiter,
-        sheet=sheet,
-        keep_columns=keep_columns,
-        notify=notify,
+    reading = {"encoding": encoding, "delimiter": delimiter, "sheet": sheet, "keep_columns": keep_columns}
+    records, input_delimiter = read_input(
+        input_path, output_path, column, id_column, input_format, output_options, notify, **reading
     )
+    writing = {"output_options": output_options, "input_delimiter": input_delimiter}
     checked_chunks = (
         check_records(chunk, max_chars, keep_title, kept_names) for chunk in minibatch(records, chunk_size)
     )
@@ -566,9 +625,10 @@ def predict_file(
         ) as pool:
             labelled = labelled_in_pool(pool, checked_chunks, n_process)
             chunks = postprocessed(labelled, postprocess)
-            return write_predictions(output_path, fields, chunks, progress, max_chars, fmt)
+            return write_predictions(output_path, fields, chunks, progress, max_chars, fmt, **writing)
     labelled = (
         (checked, label_records(nlp, tasks, checked, all_scores, batch_size, 1, index > 0))
         for index, checked in enumerate(checked_chunks)
     )
-    return write_predictions(output_path, fields, postprocessed(labelled, postprocess), progress, max_chars, fmt)
+    chunks = postprocessed(labelled, postprocess)
+    return write_predictions(output_path, fields, chunks, progress, max_chars, fmt, **writing)

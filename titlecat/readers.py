@@ -319,15 +319,16 @@ def title_format(path: Path | str, fmt: str | None = None) -> str:
     return fmt
 
 
-def parse_delimiter(delimiter: str | None) -> str | None:
-    """',', ';' or a tab from what a user types: the character itself, 'tab', '\\t', 'comma' or 'semicolon'."""
+def parse_delimiter(delimiter: str | None, option: str = "--delimiter") -> str | None:
+    """',', ';' or a tab from what a user types: the character itself, 'tab', '\\t', 'comma' or 'semicolon';
+    `option` names the option in the error."""
     if delimiter is None:
         return None
     if delimiter.lower() in DELIMITER_NAMES:
         return DELIMITER_NAMES[delimiter.lower()]
     if len(delimiter) == 1:
         return delimiter
-    raise ValueError(f"--delimiter {delimiter!r}: expected one character, or 'tab'")
+    raise ValueError(f"{option} {delimiter!r}: expected one character, or 'tab'")
 
 
 def input_encoding(path: Path, encoding: str | None) -> str:
@@ -355,6 +356,7 @@ def read_titles(
     sheet: str | None = None,
     keep_columns: Sequence[str] = (),
     notify: Callable[[str], None] | None = None,
+    dialect: dict | None = None,
 ) -> Iterator[TitleRecord]:
     """Stream the titles of a CSV/TSV (`column`), JSONL (`column` = field), Excel workbook (`column` in the
     header row of `sheet`, a name or 1-based number, default the first) or plain-text file (one a line).
@@ -363,7 +365,8 @@ def read_titles(
     (default UTF-8, a byte-order mark skipped) by the `surrogateescape` error handler: a byte that is not
     text in it becomes a lone surrogate in its row's strings, which `titlecat.predict` reports as status
     `undecodable` on the row's own line, and the file goes on. A CSV/TSV's delimiter is `delimiter`, else
-    the one of ',', ';' and tab that finds the columns in the header (said through `notify`).
+    the one of ',', ';' and tab that finds the columns in the header (said through `notify`); once the header
+    is read, `dialect["delimiter"]` is it (None for a one-column table), for an output written like the input.
 
     A `.txt` file (format from its suffix) whose first line holds a tab is a table (Excel's "Text (Tab
     delimited)" and "Unicode Text" exports): read as TSV, said through `notify`.
@@ -389,7 +392,7 @@ def read_titles(
         raise DataError(path, "--keep-columns", "a text file (one title a line) has no columns to keep")
     try:
         with path.open(newline="", encoding=encoding, errors="surrogateescape") as file:
-            yield from iter_titles(file, path, column, id_column, fmt, delimiter, keep_columns, notify)
+            yield from iter_titles(file, path, column, id_column, fmt, delimiter, keep_columns, notify, dialect)
     except UnicodeError as error:
         # Only codecs whose errors surrogateescape cannot carry get here: UTF-16's odd bytes, or its missing
         # byte-order mark (--encoding utf-16 on a file without one).
@@ -545,6 +548,7 @@ def iter_titles(
     delimiter: str | None = None,
     keep_columns: Sequence[str] = (),
     notify: Callable[[str], None] | None = None,
+    dialect: dict | None = None,
 ) -> Iterator[TitleRecord]:
     """`read_titles` on an open text file (opened with newline=""); `path` names it in errors."""
     line = 0
@@ -577,6 +581,8 @@ def iter_titles(
                     else f"{path}: columns separated by {DELIMITERS.get(chosen, repr(chosen))} (found in the header; "
                     "--delimiter forces one)"
                 )
+        if dialect is not None:
+            dialect["delimiter"] = None if chosen == ONE_COLUMN else chosen
         reader = csv.reader(itertools.chain([header_line], file), delimiter=chosen, strict=True)
         line = skipped
         try:

@@ -53,6 +53,7 @@ from .predict import (
     predict_file,
 )
 from .readers import DataError
+from .spreadsheet import FORMULA_CHARACTERS, parse_output_options
 
 # Hosted enrichment APIs take 10-500 titles a request; 1,000 keeps one request's labelling under ~0.1 s here.
 MAX_TITLES = 1000
@@ -84,6 +85,10 @@ FORM_FIELDS = {
     "--sheet": "sheet",
     "--id-column": "id_column",
     "--column": "column",
+    "--output-delimiter": "output_delimiter",
+    "--excel": "excel",
+    "--neutralise-formulas": "neutralise_formulas",
+    "--no-neutralise-formulas": "neutralise_formulas",
 }
 UPLOAD_FIELDS = {"file", "output", "all_scores", "review_below", *FORM_FIELDS.values()}
 OPTION = re.compile("|".join(map(re.escape, FORM_FIELDS)) + r"\b")
@@ -520,6 +525,15 @@ def create_app(
         sheet: str = Form("", description="Excel sheet: its name or number (1 = the first); default the first"),
         output: str = Form("", description="csv, tsv, jsonl or xlsx; default: the input's, or csv"),
         all_scores: bool = Form(False, description="Add the score of every label"),
+        neutralise_formulas: bool = Form(
+            True,
+            description=f"A copied text cell (id, kept column) starting with {FORMULA_CHARACTERS} (a formula to a "
+            "spreadsheet): written with a leading ' in CSV/TSV, marked as text in xlsx; false: as read",
+        ),
+        excel: bool = Form(
+            False, description="CSV/TSV for Excel: a UTF-8 byte-order mark and, in CSV, the upload's separator"
+        ),
+        output_delimiter: str = Form("", description="CSV/TSV separator of the answer (',', ';', 'tab'); default ','"),
         review_below: float | None = Form(
             None, ge=0.0, le=1.0, description="Add needs_review (a score below this); default: the server's"
         ),
@@ -546,6 +560,7 @@ def create_app(
                 await asyncio.to_thread(shutil.copyfileobj, file.file, target)
             options = {"column": column, "id_column": id_column or None, "input_format": input_format or None}
             options.update(encoding=encoding or None, delimiter=delimiter or None, sheet=sheet or None)
+            options["output_options"] = parse_output_options(neutralise_formulas, excel, output_delimiter)
             threshold = default_review_below if review_below is None else review_below
             if threshold is not None:
                 from .confidence import RowPostprocess  # scikit-learn: loaded at the first upload that asks
