@@ -62,6 +62,9 @@ def main(
         if not (encoder / "config.json").exists():
             raise typer.BadParameter(f"{encoder} holds no encoder: spacy project run encoder", param_hint="--encoder")
         overrides["paths.encoder"] = str(encoder)
+        # The classifier's vector layer is as wide as the encoder's output.
+        hidden_size = json.loads((encoder / "config.json").read_text())["hidden_size"]
+        overrides["components.textcat.model.width"] = hidden_size
     if oversample is not None:
         if BALANCED_READER not in config_text:
             raise typer.BadParameter(f"the {config} config's [corpora.train] is not {BALANCED_READER}")

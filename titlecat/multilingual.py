@@ -207,6 +207,9 @@ class TitleEncoder(Pipe):
         # Title -> vector, only while training (the fit callback turns it on): the loop's update batches and dev
         # scoring then reuse the vectors the fit computed. Never saved; a loaded pipeline has none.
         self.memo: dict[str, np.ndarray] | None = None
+        # None: the int8 ONNX layers on a CPU, torch on the GPU spaCy uses; "cpu" runs the fp32 torch forward (the
+        # benchmark compares the two). Not saved.
+        self.torch_device: str | None = None
 
     def initialize(self, get_examples=None, *, nlp=None, encoder_path: str | None = None) -> None:
         """Build the runtime from a Hugging Face encoder folder (`titlecat encoder` writes one)."""
@@ -238,7 +241,7 @@ class TitleEncoder(Pipe):
         texts = list(dict.fromkeys(doc.text for doc in docs if not is_blank(doc) and doc.text not in memo))
         ops = get_current_ops()
         # On a GPU (spacy.require_gpu), the fp16 weights in torch on the same device.
-        device = f"cuda:{ops.device_id}" if ops.device_type == "gpu" else None
+        device = f"cuda:{ops.device_id}" if ops.device_type == "gpu" else self.torch_device
         vectors = runtime.encode(texts, self.cfg["prefix"], self.cfg["max_length"], self.cfg["chunk_size"], device)
         # Each distinct title of the batch was encoded once.
         found = {**memo, **dict(zip(texts, vectors, strict=True))}
