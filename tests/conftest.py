@@ -202,9 +202,7 @@ def minor_series_of(package: str) -> str:
     return str(SpecifierSet(f">={major}.{minor}.0,<{major}.{minor + 1}.0"))
 
 
-def load_wheel_in_fresh_venv(
-    wheel: Path, folder: Path, package: str, title: str, exclude: Sequence[str] = ()
-) -> dict:
+def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str, exclude: Sequence[str] = ()) -> dict:
     """Install a pipeline wheel into a new venv and spacy.load it by package name, outside the project.
 
     spaCy and its dependencies come from this environment through a .pth line; titlecat

@@ -68,14 +68,10 @@ def test_the_default_is_the_config_the_written_rule_chose(small_project):
     record = json.loads((small_project / "metrics" / "default.json").read_text())
     assert record["incumbent"] == "cpu" and record["challenger"] == "multilingual"
     scores = record["scores"]
-    wins = (
-        scores["multilingual"]["department"]["dutch_dev_macro_f1"]
-        >= scores["cpu"]["department"]["dutch_dev_macro_f1"] + 0.05
-        and all(
-            scores["multilingual"][task]["cv_dev_macro_f1"] >= scores["cpu"][task]["cv_dev_macro_f1"] - 0.01
-            for task in TASKS
-        )
-    )
+    cpu, multilingual = scores["cpu"], scores["multilingual"]
+    dutch_gain = multilingual["department"]["dutch_dev_macro_f1"] - cpu["department"]["dutch_dev_macro_f1"]
+    cv_dev_changes = [multilingual[task]["cv_dev_macro_f1"] - cpu[task]["cv_dev_macro_f1"] for task in TASKS]
+    wins = dutch_gain >= 0.05 and min(cv_dev_changes) >= -0.01
     assert record["default"] == ("multilingual" if wins else "cpu")
     # Only the choice sets were read: OOD is in the metrics files, never in the record.
     assert "ood" not in json.dumps(record)
