@@ -246,10 +246,13 @@ def int8_fp32_agreement(nlp, corpus_dir: Path) -> dict:
     and with its fp32 torch forward."""
     encoder = nlp.get_pipe("title_encoder")
     tasks = [name for name in TASKS if name in nlp.pipe_names]
-    titles = {}
-    for path in [corpus_dir / task / "cv_dev.spacy" for task in tasks] + [corpus_dir / "department" / DUTCH_DEV]:
-        if path.exists():
-            titles[f"{path.parent.name} {path.stem}"] = read_docbin(path, TASKS[path.parent.name])[0]
+    # cv-dev holds the same positions in both tasks' corpora.
+    sources = {"cv-dev": ("seniority", "cv_dev.spacy"), "Dutch dev": ("department", DUTCH_DEV)}
+    titles = {
+        name: read_docbin(corpus_dir / task / file, TASKS[task])[0]
+        for name, (task, file) in sources.items()
+        if (corpus_dir / task / file).exists()
+    }
     answers = {}
     for device in (None, "cpu"):
         encoder.torch_device = device

@@ -15,6 +15,10 @@ def fmt(value) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+def pair(scores: dict | None) -> str:
+    return f"{scores['accuracy']:.4f} / {scores['macro_f1']:.4f}" if scores else ""
+
+
 def main(
     metrics_dir: Path = typer.Argument(..., exists=True, file_okay=False),
     assets_dir: Path = typer.Argument(..., exists=True, file_okay=False),
@@ -33,37 +37,42 @@ def main(
         "# titlecat results",
         "",
         "OOD = the ACTIVE positions of linkedin-cvs-annotated.json (evaluation only). cv-dev = every position "
-        "of the annotated CVs with no ACTIVE position (217; made the choices, never trained on). "
+        "of the annotated CVs with no ACTIVE position (217; made the choices, never trained on). Dutch dev = 257 "
+        "ESCO occupation titles in Dutch (department only; for choices, never trained on). "
         "Test = the 15% in-distribution split of the curated CSV (seniority: in the annotators' convention).",
         "",
     ]
     for task_name in TASKS:
+        # The Dutch dev set has department labels only.
+        dutch = task_name == "department"
         lines += [
             f"## {task_name}",
             "",
-            "| system | test acc | test macro-F1 | cv-dev acc / macro-F1 | OOD acc | OOD macro-F1 | OOD MAE "
-            "| OOD unseen acc (n) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| system | test acc | test macro-F1 | cv-dev acc / macro-F1 | "
+            + ("Dutch dev acc / macro-F1 | " if dutch else "")
+            + "OOD acc | OOD macro-F1 | OOD MAE | OOD unseen acc (n) |",
+            "|---|---:|---:|---:|" + ("---:|" if dutch else "") + "---:|---:|---:|---:|",
         ]
         for m in (m for m in ours if m["task"] == task_name):
             unseen = m["ood"].get("unseen_in_train")
             unseen_text = f"{unseen['accuracy']:.4f} ({unseen['n']})" if unseen else ""
             label = system_name(m["config"]) + f": {m['pipeline']}"
-            cv_dev = m.get("cv_dev")
-            cv_dev_text = f"{cv_dev['accuracy']:.4f} / {cv_dev['macro_f1']:.4f}" if cv_dev else ""
+            choice_sets = ("cv_dev", "dutch_dev") if dutch else ("cv_dev",)
+            choice_cells = "".join(f"{pair(m.get(name))} | " for name in choice_sets)
             lines.append(
-                f"| {label} | {fmt(m['test']['accuracy'])} | {fmt(m['test']['macro_f1'])} | {cv_dev_text} | "
+                f"| {label} | {fmt(m['test']['accuracy'])} | {fmt(m['test']['macro_f1'])} | {choice_cells}"
                 f"{fmt(m['ood']['accuracy'])} | {fmt(m['ood']['macro_f1'])} | {fmt(m['ood'].get('mae'))} | "
                 f"{unseen_text} |"
             )
         z = zero_shot[task_name]
+        empty = "| | | | " + ("| " if dutch else "")
         lines.append(
-            f"| gemini-2.0-flash zero-shot, recomputed ({z['answered']} of {z['n']} answered) | | | | "
+            f"| gemini-2.0-flash zero-shot, recomputed ({z['answered']} of {z['n']} answered) {empty}"
             f"{fmt(z['accuracy'])} | {fmt(z['macro_f1'])} | {fmt(z.get('mae'))} | |"
         )
         for r in (r for r in references if r["target"] == task_name):
             lines.append(
-                f"| {reference_label(r)} | | | | {fmt(r['accuracy'])} | {fmt(r['macro_f1'])} | {fmt(r['mae'])} | |"
+                f"| {reference_label(r)} {empty}{fmt(r['accuracy'])} | {fmt(r['macro_f1'])} | {fmt(r['mae'])} | |"
             )
         lines.append("")
     lines += [

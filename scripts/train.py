@@ -28,6 +28,10 @@ def main(
     patience: int = typer.Option(0),
     eval_frequency: int = typer.Option(0),
     transformer: str = typer.Option("xlm-roberta-base", help="Hub name or local folder (transformer configs only)"),
+    vector_weight: float = typer.Option(
+        0.0, help="Multilingual configs: the title vector's weight beside the n-grams; 0 = the config's own"
+    ),
+    class_weight: str = typer.Option("", help="Multilingual configs: 'balanced' or 'none'; empty = the config's own"),
     encoder: Path = typer.Option(
         Path("assets/encoder"), help="The frozen encoder's folder (configs with a title encoder: multilingual)"
     ),
@@ -65,6 +69,10 @@ def main(
         # The classifier's vector layer is as wide as the encoder's output.
         hidden_size = json.loads((encoder / "config.json").read_text())["hidden_size"]
         overrides["components.textcat.model.width"] = hidden_size
+        if vector_weight > 0:
+            overrides["components.textcat.model.vector_weight"] = vector_weight
+        if class_weight:
+            overrides["initialize.after_init.class_weight"] = None if class_weight == "none" else class_weight
     if oversample is not None:
         if BALANCED_READER not in config_text:
             raise typer.BadParameter(f"the {config} config's [corpora.train] is not {BALANCED_READER}")

