@@ -102,6 +102,24 @@ def write_docbins(
     return paths[0], paths[1]
 
 
+# Titles with no text: every titlecat classifier scores them 0.0 for every label, alone and in a batch.
+BLANK_TITLES = ("", "   ", " \t\n ")
+
+
+def assert_blank_titles_unscored(nlp, title: str) -> None:
+    """Each of BLANK_TITLES gets 0.0 for every label from `nlp()` and inside an `nlp.pipe` batch with `title`, whose
+    scores in the batch are its own (`nlp(title)`)."""
+    labels = set(nlp(title).cats)
+    unscored = dict.fromkeys(labels, 0.0)
+    for blank in BLANK_TITLES:
+        assert nlp(blank).cats == unscored, repr(blank)
+    batch = [*BLANK_TITLES, title, *BLANK_TITLES]
+    docs = list(nlp.pipe(batch))
+    assert [doc.cats for doc in docs if doc.text != title] == [unscored] * (len(batch) - 1)
+    (scored,) = (doc.cats for doc in docs if doc.text == title)
+    assert scored == pytest.approx(nlp(title).cats, abs=1e-6) and sum(scored.values()) == pytest.approx(1.0, abs=1e-4)
+
+
 def wheel_requirements(wheel: Path) -> dict[str, str]:
     """What a wheel asks pip for (its METADATA's Requires-Dist): package name -> version specifier."""
     from packaging.requirements import Requirement

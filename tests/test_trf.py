@@ -13,6 +13,7 @@ import numpy
 import pytest
 from conftest import (
     REPO,
+    assert_blank_titles_unscored,
     curated_examples,
     load_wheel_in_fresh_venv,
     minor_series_of,
@@ -397,6 +398,28 @@ def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir):
     assert losses["textcat"] > 0
     scores = nlp.get_pipe("textcat").predict([eg.predicted for eg in examples])
     assert type(scores) is numpy.ndarray and scores.shape == (16, len(task.labels))
+
+
+def test_trf_title_with_no_text_gets_no_score_alone_and_in_a_batch(tiny_xlmr_dir):
+    """An empty title in a batch would be scored by its <s></s> pieces, "   " likewise: every label gets 0.0 instead,
+    as spaCy's textcat gives a batch with no token; a blank title in training passes no gradient."""
+    import spacy
+    from spacy.training import Example
+    from spacy.util import load_config
+
+    config = load_config(TRF_CONFIG)
+    config["components"]["textcat"]["model"]["name"] = str(tiny_xlmr_dir)
+    nlp = spacy.blank("xx")
+    nlp.add_pipe("textcat", config={"model": config["components"]["textcat"]["model"]})
+    task = get_task("seniority")
+    titles = [(e.text, e.label) for e in curated_examples(task.name, 8, seed=5)] + [("", "Junior"), ("  ", "Lead")]
+    examples = [
+        Example.from_dict(nlp.make_doc(text), {"cats": {label: float(label == gold) for label in task.labels}})
+        for text, gold in titles
+    ]
+    optimizer = nlp.initialize(lambda: examples)
+    assert nlp.update(examples, sgd=optimizer)["textcat"] > 0
+    assert_blank_titles_unscored(nlp, "Senior Java Entwickler")
 
 
 def test_a_slow_tokenizer_is_refused_at_initialisation_naming_the_model(tmp_path):
