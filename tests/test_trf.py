@@ -18,6 +18,7 @@ from conftest import (
     load_wheel_in_fresh_venv,
     minor_series_of,
     run_project,
+    users_pipeline_reloads,
     wheel_requirements,
     write_docbins,
 )
@@ -243,11 +244,27 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
     rows = list(csv.DictReader(labels.open(encoding="utf-8")))
     assert [row["status"] for row in rows] == ["ok", "empty", "ok"]
     assert rows[0]["department"] in get_task("department").labels and rows[1]["department"] == ""
-    wheel = next((project / "packages" / "trf").glob("xx_titlecat_combined_trf-*/dist/*.whl"))
-    (tmp_path / "combined-wheel").mkdir()
-    output = load_wheel_in_fresh_venv(wheel, tmp_path / "combined-wheel", "xx_titlecat_combined_trf", "Inkoper")
-    assert output["pipe_names"] == ["seniority", "department", "titlecat_answers"]
-    assert set(output["cats"]) == set(get_task("seniority").labels) | set(get_task("department").labels)
+
+    # A user's pipeline with the trf textcats of two wheels and the combined one's answers, saved and loaded again in
+    # a new process with no import (the wheels' entry points), titlecat installed or not.
+    wheels = [
+        next((project / "packages" / "trf").glob(f"xx_titlecat_{name}_trf-*/dist/*.whl"))
+        for name in ("seniority_augmented", "combined")
+    ]
+    pipes = [
+        ["xx_titlecat_seniority_augmented_trf", "textcat", "seniority"],
+        ["xx_titlecat_combined_trf", "department", "department"],
+        ["xx_titlecat_combined_trf", "titlecat_answers", "titlecat_answers"],
+    ]
+    (tmp_path / "users-pipeline").mkdir()
+    answers = users_pipeline_reloads(tmp_path / "users-pipeline", wheels, pipes, ["Inkoper", "", "  "])
+    assert answers["pipe_names"] == ["sentencizer", "seniority", "department", "titlecat_answers"]
+    for run in ("alone", "batch"):
+        title, *blank_titles = answers[run]
+        assert title["seniority"][0] in task.labels and title["department"][0] in get_task("department").labels
+        assert sum(title["cats"].values()) == pytest.approx(2.0, abs=1e-4)  # each task's scores sum to 1
+        for blank in blank_titles:
+            assert not any(blank["cats"].values()) and blank["seniority"] == blank["department"] == [None, None]
 
 
 def test_package_builds_without_a_package_index(small_project, tmp_path, monkeypatch):
