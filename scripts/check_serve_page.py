@@ -169,8 +169,9 @@ def main(
         ]
         check(
             [row["id"] for row in rows] == [f"p{index}" for index in range(len(UPLOADED))]
+            and [row["title"] for row in rows] == list(UPLOADED)
             and as_api == [{key: answer[key] for key in as_api[0]} for answer in answers],
-            f"its {len(rows)} rows hold the ids, statuses and answers of /v1/label",
+            f"its {len(rows)} rows hold the ids, titles, statuses and answers of /v1/label",
         )
         flags = [row["needs_review"] for row in rows]
         check(

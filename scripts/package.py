@@ -7,9 +7,14 @@ wheel is built in this environment (`--no-isolation`) with the setuptools the pr
 The wheel requires the minor series of spaCy (and of each other package its pipeline uses, e.g.
 spacy-transformers) it was built with, any patch release: `spacy>=3.8.0,<3.9.0`, not `spacy package`'s
 `>=3.8.18,<3.9.0`, which no older 3.8 install can satisfy although the pipeline loads there.
+
+The wheel declares an entry point for every name its shipped code (`--code`) registers in spaCy's registries
+(`declare_entry_points`), as titlecat's pyproject does for titlecat: a pipeline that names one of them (a user's
+own, holding a sourced titlecat textcat) loads wherever the wheel is installed, with no import.
 """
 
 import json
+import shutil
 import subprocess
 import sys
 from importlib.metadata import version as installed_version
@@ -21,6 +26,7 @@ from packaging.version import Version
 from spacy.util import split_requirement
 
 from titlecat.labels import get_task
+from titlecat.registrations import entry_points
 
 SPLITS = ("test", "cv_dev", "ood")
 TRANSFORMER_REQUIREMENT = "spacy-transformers>=1.3,<1.5"
@@ -111,6 +117,11 @@ def main(
     build += ["--outdir", str(package_dir / "dist")]
     run_step(command, model_path)
     set_requirements(package_dir, f"{lang}_{name}", version)
+    try:
+        declare_entry_points(package_dir, f"{lang}_{name}")
+    except ValueError as error:
+        typer.secho(f"✘ {error}", fg="red", err=True)
+        raise typer.Exit(1) from None
     run_step([*build, str(package_dir)], model_path)
     typer.secho(f"✔ {next((package_dir / 'dist').glob('*.whl'))}", fg="green")
 
@@ -125,6 +136,28 @@ def minor_series(package_version: str) -> str:
     """Any patch release of this minor series: 3.8.18 -> '>=3.8.0,<3.9.0' (spaCy's own pipelines say the same)."""
     major, minor = Version(package_version).release[:2]
     return f">={major}.{minor}.0,<{major}.{minor + 1}.0"
+
+
+# The entry points of the setup.py that `spacy package` writes: the package announces itself as a pipeline.
+SPACY_MODELS_ENTRY_POINT = "entry_points={'spacy_models': ['{m} = {m}'.format(m=model_name)]}"
+
+
+def declare_entry_points(package_dir: Path, package_name: str) -> dict[str, dict[str, str]]:
+    """The package's setup.py declares, besides `spacy_models`, an entry point for every name its shipped code
+    registers (`spacy_architectures`, `spacy_factories`, ...: titlecat.registrations finds them by importing the
+    package), so a pipeline that uses one (e.g. a user's pipeline that sourced a titlecat textcat) loads wherever the
+    wheel is installed, without an import. Returns them."""
+    # The package's __init__ reads its meta.json, which setup.py copies there when the wheel is built: now already.
+    shutil.copy(package_dir / "meta.json", package_dir / package_name / "meta.json")
+    found = entry_points(package_name, path=package_dir)
+    setup_path = package_dir / "setup.py"
+    setup = setup_path.read_text(encoding="utf-8")
+    if setup.count(SPACY_MODELS_ENTRY_POINT) != 1:
+        raise ValueError(f"{setup_path}: `spacy package` wrote no {SPACY_MODELS_ENTRY_POINT!r} to add entry points to")
+    groups = {group: [f"{name} = {target}" for name, target in names.items()] for group, names in found.items()}
+    declared = f"{SPACY_MODELS_ENTRY_POINT[:-1]}, **{groups!r}}}"
+    setup_path.write_text(setup.replace(SPACY_MODELS_ENTRY_POINT, declared), encoding="utf-8")
+    return found
 
 
 def set_requirements(package_dir: Path, package_name: str, version: str) -> None:

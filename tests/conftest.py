@@ -181,6 +181,24 @@ def write_docbins(
     return paths[0], paths[1]
 
 
+# Titles with no text: every titlecat classifier scores them 0.0 for every label, alone and in a batch.
+BLANK_TITLES = ("", "   ", " \t\n ")
+
+
+def assert_blank_titles_unscored(nlp, title: str) -> None:
+    """Each of BLANK_TITLES gets 0.0 for every label from `nlp()` and inside an `nlp.pipe` batch with `title`, whose
+    scores in the batch are its own (`nlp(title)`)."""
+    labels = set(nlp(title).cats)
+    unscored = dict.fromkeys(labels, 0.0)
+    for blank in BLANK_TITLES:
+        assert nlp(blank).cats == unscored, repr(blank)
+    batch = [*BLANK_TITLES, title, *BLANK_TITLES]
+    docs = list(nlp.pipe(batch))
+    assert [doc.cats for doc in docs if doc.text != title] == [unscored] * (len(batch) - 1)
+    (scored,) = (doc.cats for doc in docs if doc.text == title)
+    assert scored == pytest.approx(nlp(title).cats, abs=1e-6) and sum(scored.values()) == pytest.approx(1.0, abs=1e-4)
+
+
 def wheel_requirements(wheel: Path) -> dict[str, str]:
     """What a wheel asks pip for (its METADATA's Requires-Dist): package name -> version specifier."""
     from packaging.requirements import Requirement
@@ -202,12 +220,10 @@ def minor_series_of(package: str) -> str:
     return str(SpecifierSet(f">={major}.{minor}.0,<{major}.{minor + 1}.0"))
 
 
-def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str, exclude: Sequence[str] = ()) -> dict:
-    """Install a pipeline wheel into a new venv and spacy.load it by package name, outside the project.
-
-    spaCy and its dependencies come from this environment through a .pth line; titlecat
-    does not (neither its code nor its metadata), so the wheel must carry everything it needs.
-    """
+def venv_without_titlecat(folder: Path, exclude: Sequence[str] = ()) -> tuple[Path, Path]:
+    """A new venv (folder/venv) with this environment's packages but titlecat (and `exclude`), through a .pth line:
+    (its python, its site-packages). Neither titlecat's code nor its metadata is there, so a wheel installed into
+    it must carry everything it needs."""
     venv = folder / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     python = venv / "bin" / "python"
@@ -224,13 +240,25 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
             if not entry.name.startswith(excluded) and not (dependencies / entry.name).exists():
                 (dependencies / entry.name).symlink_to(entry)
     Path(site, "dependencies.pth").write_text(f"{dependencies}\n")
+    return python, Path(site)
+
+
+def install_wheels(python: Path, wheels: Sequence[Path]) -> None:
+    command = [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", *map(str, wheels)]
+    subprocess.run(command, check=True)
+
+
+def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str, exclude: Sequence[str] = ()) -> dict:
+    """Install a pipeline wheel into a new venv without titlecat (and the packages in `exclude`) and spacy.load it
+    by package name, outside the project."""
+    python, _ = venv_without_titlecat(folder, exclude)
     # What the wheel asks pip for must be public packages: a wheel that required titlecat, which is on no
     # index, would not install for anyone (spacy package adds it unless scripts/package.py takes it out).
     requirements = wheel_requirements(wheel)
     assert "titlecat" not in requirements, requirements
     # Any patch of the spaCy minor series it was built with: an older 3.8 install must satisfy it.
     assert requirements["spacy"] == minor_series_of("spacy"), requirements
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
+    install_wheels(python, [wheel])
     check = (
         "import importlib.util, json, sys, spacy\n"
         "assert importlib.util.find_spec('titlecat') is None\n"
@@ -241,6 +269,64 @@ def load_wheel_in_fresh_venv(wheel: Path, folder: Path, package: str, title: str
     result = subprocess.run([str(python), "-c", check, package, title], cwd=folder, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout)
+
+
+# What a pipeline answers for titles (argv[2], JSON), one by one and in one nlp.pipe batch; with the combined
+# pipeline's answers (doc._.<task>, doc._.<task>_score) where it sets them.
+ANSWERS = (
+    "def answers(nlp, titles):\n"
+    "    def of(doc):\n"
+    "        tasks = [t for t in ('seniority', 'department') if doc.has_extension(t)]\n"
+    "        return {'cats': doc.cats, **{t: [doc._.get(t), doc._.get(t + '_score')] for t in tasks}}\n"
+    "    return {'alone': [of(nlp(t)) for t in titles], 'batch': [of(doc) for doc in nlp.pipe(titles)],\n"
+    "            'pipe_names': nlp.pipe_names}\n"
+)
+# A user's own pipeline: a blank one with a sentencizer, and components sourced from installed pipeline packages
+# (argv[1], JSON: [[package, component, name], ...]); saved to argv[3], answering titles (argv[2]).
+SAVE_USERS_PIPELINE = (
+    "import json, sys, spacy\n" + ANSWERS + "mine = spacy.blank('de')\n"
+    "mine.add_pipe('sentencizer')\n"
+    "for package, component, name in json.loads(sys.argv[1]):\n"
+    "    mine.add_pipe(component, name=name, source=spacy.load(package))\n"
+    "mine.to_disk(sys.argv[3])\n"
+    "print(json.dumps(answers(mine, json.loads(sys.argv[2]))))\n"
+)
+# Loads the saved pipeline (argv[3]) in a process that has imported neither titlecat nor a pipeline package.
+RELOAD_USERS_PIPELINE = (
+    "import json, sys, spacy\n"
+    + ANSWERS
+    + "assert not any(m.startswith(('titlecat', 'xx_titlecat')) for m in sys.modules)\n"
+    "print(json.dumps(answers(spacy.load(sys.argv[3]), json.loads(sys.argv[2]))))\n"
+)
+
+
+def users_pipeline_reloads(folder: Path, wheels: Sequence[Path], pipes: list[list[str]], titles: list[str]) -> dict:
+    """Install `wheels` side by side into a venv without titlecat, build a user's pipeline sourcing `pipes`
+    ([package, component, name]) from them and save it; load it in new processes that import nothing of titlecat or
+    the packages: in that venv, and where titlecat is installed too (this environment, the venv's packages on
+    PYTHONPATH: both declare the same entry points). Each loads, answering as the saved pipeline did; returns those
+    answers (see ANSWERS)."""
+    python, site = venv_without_titlecat(folder)
+    install_wheels(python, wheels)
+    args = [json.dumps(pipes), json.dumps(titles), str(folder / "mine")]
+    # Where titlecat is installed too (this environment), before or after the wheels on sys.path: spaCy takes the
+    # first entry point of a name it finds.
+    titlecat_first = f"import sys; sys.path.append({str(site)!r})\n"
+    wheels_first = f"import sys; sys.path.insert(0, {str(site)!r})\n"
+    runs = {
+        "saved": [str(python), "-c", SAVE_USERS_PIPELINE, *args],
+        "reloaded": [str(python), "-c", RELOAD_USERS_PIPELINE, *args],
+        "reloaded, titlecat first": [sys.executable, "-c", titlecat_first + RELOAD_USERS_PIPELINE, *args],
+        "reloaded, the wheels first": [sys.executable, "-c", wheels_first + RELOAD_USERS_PIPELINE, *args],
+    }
+    outputs = {}
+    for run, command in runs.items():
+        result = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+        assert result.returncode == 0, f"{run}: {result.stderr[-3000:]}"
+        outputs[run] = json.loads(result.stdout)
+    for run in runs:
+        assert outputs[run] == outputs["saved"], run
+    return outputs["saved"]
 
 
 def train_small_pipelines(folder: Path) -> Path:

@@ -6,7 +6,7 @@ from collections import Counter
 import numpy as np
 import pytest
 import spacy
-from conftest import REPO, write_docbins
+from conftest import REPO, assert_blank_titles_unscored, write_docbins
 from sklearn.linear_model import LogisticRegression
 from spacy.cli.train import train
 from spacy.strings import hash_string
@@ -127,6 +127,17 @@ def test_the_design_matrix_gives_the_sparse_linear_layers_scores():
     matrix = hashed_design_matrix(keys, values, lengths, length)
     assert np.allclose(scores, matrix @ weights.reshape(4, length).T, atol=1e-4)
     assert not scores[3].any()  # the empty title has no features
+
+
+def test_a_title_with_no_text_gets_no_score_alone_and_in_a_batch():
+    """Unequal biases: without the convention an empty title in a batch would get softmax(b), " " its own scores."""
+    nlp = spacy.blank("xx")
+    textcat = nlp.add_pipe("textcat", config={"model": {"@architectures": "titlecat.TitleNgramClassifier.v2"}})
+    for label in ("Junior", "Senior", "Lead"):
+        textcat.add_label(label)
+    nlp.initialize()
+    textcat.model.get_ref("output_layer").set_param("b", np.array([0.0, 1.0, 2.0], dtype="float32"))
+    assert_blank_titles_unscored(nlp, "Senior Software Engineer")
 
 
 def fit_cpu_pipeline(train_path, dev_path):

@@ -254,6 +254,20 @@ def test_llm_fallback_sends_the_least_confident_department_titles_and_resumes(ti
     assert read_rows(tmp_path / "again.csv") == rows
 
 
+def test_llm_fallback_draws_no_progress_bar_where_stderr_is_no_terminal(tiny, tmp_path):
+    """A log file or a pipe gets the notes and the summary, not a bar's carriage returns."""
+    titles = write_titles(tmp_path / "titles.csv", TITLES)
+    args = [titles, tmp_path / "out.csv", "--model", tiny / "combined", "--column", "title", "--llm-fallback", "openai"]
+    args += ["--llm-model", "fake-model", "--llm-api-key-env", "", "--llm-share", 0.5]
+    with FakeOpenAI() as server:
+        command = [sys.executable, "-m", "titlecat", "predict", *map(str, args), "--llm-base-url", server.base_url]
+        result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert sum(server.requests.values()) > 0
+    assert "\r" not in result.stderr and "title/s" not in result.stderr, result.stderr
+    assert "department: " in result.stderr and "requests" in result.stderr  # the fallback's summary
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -129,6 +129,27 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
     assert result.exit_code == 1 and "--encoding 'klingon'" in result.stderr
 
 
+def test_fail_on_gives_exit_status_1_when_a_row_has_a_status_it_names(model, tmp_path):
+    """A few undecodable rows (a cp1252 file read as UTF-8) do not fail a run unless --fail-on asks."""
+    source = tmp_path / "titles.csv"
+    source.write_bytes("title\nHead of Sales\nGeschäftsführer\nCFO\n\nCTO\n".encode("cp1252"))
+    output = tmp_path / "out.csv"
+    result = run_predict(source, output, "-m", model, "--column", "title")
+    assert result.exit_code == 0 and "undecodable 1 (first on line 3)" in result.stderr, result.output
+    for fail_on, failed in [("undecodable", "undecodable 1 (first on line 3)"), ("malformed,empty", "empty 1")]:
+        output.unlink()
+        result = run_predict(source, output, "-m", model, "--column", "title", "--fail-on", fail_on)
+        assert result.exit_code == 1, result.output
+        assert f"✘ rows with a status --fail-on names: {failed}" in result.stderr
+        assert [row["status"] for row in read_csv(output)] == ["ok", "undecodable", "ok", "empty", "ok"]
+    result = run_predict(source, output, "-m", model, "--column", "title", "--fail-on", "bad")
+    assert result.exit_code == 1 and "empty 1 (first on line 5), undecodable 1 (first on line 3)" in result.stderr
+    assert run_predict(source, output, "-m", model, "--column", "title", "--fail-on", "too_long").exit_code == 0
+    result = run_predict(source, tmp_path / "never.csv", "-m", model, "--column", "title", "--fail-on", "undecoded")
+    assert result.exit_code == 1 and not (tmp_path / "never.csv").exists()
+    assert "--fail-on 'undecoded': expected 'bad' (any bad row) or bad statuses" in result.stderr
+
+
 def test_a_kept_cell_in_another_encoding_makes_its_row_undecodable(nlp, tmp_path):
     """A cp1252 file read as UTF-8 whose titles are ASCII but whose kept columns are not: those rows are not
     written as labelled rows with U+FFFD in their columns (they would no longer join back), but as undecodable,
@@ -552,6 +573,14 @@ def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tm
         "email,title,company\n" + "".join(f"p{i}@x.org,{t},Firm {i}\n" for i, t in enumerate(TITLES)), encoding="utf-8"
     )
     output = tmp_path / "out.csv"
+    # The title beside its answers by default, as read; --no-keep-title leaves it out.
+    result = run_predict(source, output, "-m", model, "--column", "title")
+    assert result.exit_code == 0, result.output
+    assert [(row["line"], row["title"], row["status"]) for row in read_csv(output)] == [
+        (str(line), title, "ok") for line, title in enumerate(TITLES, 2)
+    ]
+    result = run_predict(source, output, "-m", model, "--column", "title", "--no-keep-title")
+    assert result.exit_code == 0 and list(read_csv(output)[0])[:2] == ["line", "status"], result.output
     args = ["--column", "title", "--keep-title", "--keep-columns", "email, company"]
     result = run_predict(source, output, "-m", model, *args)
     assert result.exit_code == 0, result.output
@@ -560,6 +589,10 @@ def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tm
     assert [(r["title"], r["email"], r["company"]) for r in rows] == [
         (t, f"p{i}@x.org", f"Firm {i}") for i, t in enumerate(TITLES)
     ]
+    # A kept column named like the title column: keep it under another name, or leave the title out.
+    result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "title")
+    assert result.exit_code == 1 and "--keep-columns ['title'] would write a column twice" in result.stderr
+    assert "(or leave the title out: --no-keep-title)" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "phone")
     assert result.exit_code == 1 and "no column 'phone' in the header" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "company,status")
@@ -572,12 +605,12 @@ def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tm
     assert result.exit_code == 0, result.output
     rows = read_csv(output)
     assert [(row["crm_status"], row["status"]) for row in rows] == [("Lead", "ok"), ("Kunde", "ok")]
-    assert list(rows[0])[:3] == ["line", "crm_status", "status"]
+    assert list(rows[0])[:4] == ["line", "title", "crm_status", "status"]
     result = run_predict(crm, output, "-m", model, "--column", "title", "--keep-columns", "status=")
     assert result.exit_code == 1 and "--keep-columns 'status=': expected NAME or NAME=NEW_NAME" in result.stderr
     # A trailing or doubled comma names no column.
     result = run_predict(crm, output, "-m", model, "--column", "title", "--keep-columns", ",status=s,,")
-    assert result.exit_code == 0 and list(read_csv(output)[0])[:3] == ["line", "s", "status"], result.output
+    assert result.exit_code == 0 and list(read_csv(output)[0])[:4] == ["line", "title", "s", "status"], result.output
     with pytest.raises(ValueError, match="--keep-columns '': expected NAME"):
         predict_file(nlp, crm, output, "title", progress=False, keep_columns=[""])
     result = run_predict(crm, output, "-m", model, "--column", "title", "--chunk-size", "0")

@@ -18,6 +18,7 @@ from conftest import (
     load_wheel_in_fresh_venv,
     minor_series_of,
     run_project,
+    users_pipeline_reloads,
     wheel_requirements,
 )
 from spacy.tokens import DocBin
@@ -179,6 +180,34 @@ def test_wheel_installs_in_a_fresh_venv_and_loads_by_name(small_project, tmp_pat
     assert {split: scores["n"] for split, scores in seniority["metrics"].items()}["ood"] == 623
     assert 0 <= seniority["metrics"]["cv_dev"]["accuracy"] <= 1
     assert {s["name"] for s in meta["sources"]} >= {"seniority-v2.csv", "gemini_synthetic.csv"}
+
+
+def test_a_users_pipeline_with_titlecat_components_reloads_wherever_the_wheels_are_installed(small_project, tmp_path):
+    """A user sources titlecat textcats from two wheels (both declaring the same architecture) and the combined
+    wheel's answer component into a pipeline of their own, saves it, and loads it in a new process with no import:
+    the wheels' entry points (`spacy_architectures`, `spacy_factories`) make it load, titlecat installed or not."""
+    wheels = [
+        next((small_project / "packages" / "cpu").glob(f"xx_titlecat_{name}_cpu-*/dist/*.whl"))
+        for name in ("department_augmented", "seniority_base", "combined")
+    ]
+    pipes = [
+        ["xx_titlecat_department_augmented_cpu", "textcat", "department"],
+        ["xx_titlecat_seniority_base_cpu", "textcat", "seniority"],
+        ["xx_titlecat_combined_cpu", "titlecat_answers", "titlecat_answers"],
+    ]
+    titles = ["Leiterin Vertrieb DACH", "", "   ", "Head of Marketing"]
+    answers = users_pipeline_reloads(tmp_path, wheels, pipes, titles)
+    assert answers["pipe_names"] == ["sentencizer", "department", "seniority", "titlecat_answers"]
+    department = spacy.load(small_project / "training" / "cpu" / "department" / "augmented" / "model-best")
+    expected = department(titles[0]).cats
+    no_answer = {"cats": dict.fromkeys([*TASKS["department"].labels, *TASKS["seniority"].labels], 0.0)}
+    no_answer |= {"department": [None, None], "seniority": [None, None]}
+    for run in ("alone", "batch"):
+        title, empty, blank, _ = answers[run]
+        assert {label: title["cats"][label] for label in expected} == pytest.approx(expected, abs=1e-6)
+        assert title["department"] == [max(expected, key=expected.get), pytest.approx(max(expected.values()))]
+        assert title["seniority"][0] in TASKS["seniority"].labels
+        assert empty == blank == no_answer  # a title with no text: no score, no answer, alone and in a batch
 
 
 def test_wheel_requires_any_patch_of_the_spacy_minor_series_it_was_built_with(tmp_path):

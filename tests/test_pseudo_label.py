@@ -537,6 +537,7 @@ def test_requests_per_minute_spaces_the_requests(tmp_path, monkeypatch):
 def test_progress_shows_failures_and_retries_as_they_happen(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("TITLECAT_TEST_KEY", "sk-test-progress")
     positions = [Position(t, i, 0, "ACTIVE") for i, t in enumerate(["Always Down", "A", "B", "C"])]
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # the bar is drawn on a terminal only
     with FakeOpenAI({"Always Down": ["500"]}, delay=0.2) as server:
         pseudo_label(openai_pipeline(server, None, concurrency=1), positions, progress=True)
     frames = capsys.readouterr().err.replace("\n", "\r").split("\r")

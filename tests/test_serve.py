@@ -150,7 +150,7 @@ def test_the_answers_match_titlecat_predict_on_the_same_titles(server, nlp, tmp_
     titles = [example.text for example in curated_examples("department", 200, seed=3)] + MIXED
     path = tmp_path / "titles.jsonl"
     path.write_text("".join(json.dumps({"text": title}) + "\n" for title in titles), encoding="utf-8")
-    predict_file(nlp, path, tmp_path / "labels.jsonl", progress=False)
+    predict_file(nlp, path, tmp_path / "labels.jsonl", progress=False, keep_title=False)  # /v1/label has no title
     predicted = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
     results = server.label({"titles": titles}).json()["results"]
     assert [{k: v for k, v in row.items() if k != "line"} for row in predicted] == results
@@ -322,6 +322,30 @@ def test_an_uploaded_file_comes_back_as_titlecat_predict_writes_it(server, nlp, 
     assert set(statuses) == {"ok", "empty", "not_text", "too_long"}
 
 
+def test_an_upload_keeps_the_title_and_the_columns_titlecat_predict_keeps(server, nlp, tmp_path):
+    """The title by default and `keep_columns` (NAME=NEW_NAME too), as `titlecat predict` writes them."""
+    source = tmp_path / "crm.csv"
+    with source.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["email", "title", "status"])
+        writer.writerows([f"p{i}@x.org", title, "Kunde"] for i, title in enumerate(MIXED[:5]))
+    kept = ["email", "status=crm_status"]
+    for form, options, header in [
+        ({"keep_columns": " email, status=crm_status"}, {"keep_columns": kept}, "line,title,email,crm_status,status,"),
+        (
+            {"keep_columns": "email", "keep_title": "false"},
+            {"keep_columns": ["email"], "keep_title": False},
+            "line,email,status,",
+        ),
+    ]:
+        data = {"column": "title", **form}
+        response = server.post("/v1/label-file", files={"file": ("crm.csv", source.read_bytes())}, data=data)
+        assert response.status_code == 200, response.text
+        assert response.text.startswith(header)
+        predict_file(nlp, source, tmp_path / "expected.csv", column="title", progress=False, **options)
+        assert response.content == (tmp_path / "expected.csv").read_bytes()
+
+
 def test_an_uploaded_jsonl_file_comes_back_as_jsonl_with_every_score(server, tmp_path):
     content = "".join(json.dumps({"text": title}) + "\n" for title in MIXED).encode()
     response = server.post("/v1/label-file", files={"file": ("titles.jsonl", content)}, data={"all_scores": "true"})
@@ -420,6 +444,23 @@ def sheet_values(path: Path) -> list[list]:
         ),
         ("fake.xlsx", b"id,title\n", {}, 400, "file: fake.xlsx: not an Excel .xlsx workbook"),
         ("titles.csv", b"text\nCEO\n", {"all_scores": "maybe"}, 422, "all_scores:"),
+        (
+            "people.csv",
+            b"id,title\n1,CEO\n",
+            {"column": "title", "keep_columns": "title"},
+            422,
+            "keep_columns: ['title'] would write a column twice: these names are output columns already; keep a column "
+            "under another name with NAME=NEW_NAME, e.g. the form field 'keep_columns' 'status=crm_status' (or leave "
+            "the title out: the form field 'keep_title')",
+        ),
+        (
+            "people.csv",
+            b"id,title\n1,CEO\n",
+            {"column": "title", "keep_columns": "email"},
+            400,
+            "file: people.csv: line 1: no column 'email'",
+        ),
+        ("titles.csv", b"text\nCEO\n", {"keep_title": "maybe"}, 422, "keep_title:"),
         ("titles.csv", b"text\nCEO\n", {"review_below": "2"}, 422, "review_below:"),
     ],
 )
@@ -476,6 +517,30 @@ def test_serve_with_a_missing_model_or_a_bad_metrics_file_stops_naming_it(pipeli
         assert f"--model {model}: no such folder or installed pipeline package" in result.stderr
     else:
         assert f"--metrics {metrics}: expected evaluate's object" in result.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_before_loading_the_pipeline(pipelines):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        command = [
+            sys.executable,
+            "-m",
+            "titlecat",
+            "serve",
+            "--model",
+            str(pipelines / "combined"),
+            "--port",
+            str(port),
+        ]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"✘ --port {port}: cannot listen on 127.0.0.1:{port} (Address already in use); another process listens "
+        "there: stop it, or choose another --port"
+    ]
+    assert not result.stdout  # uvicorn never started: nothing was loaded
 
 
 def test_memory_stays_flat_over_distinct_titles_once_warm(pipelines):

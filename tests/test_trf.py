@@ -13,10 +13,12 @@ import numpy
 import pytest
 from conftest import (
     REPO,
+    assert_blank_titles_unscored,
     curated_examples,
     load_wheel_in_fresh_venv,
     minor_series_of,
     run_project,
+    users_pipeline_reloads,
     wheel_requirements,
     write_docbins,
 )
@@ -242,11 +244,27 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
     rows = list(csv.DictReader(labels.open(encoding="utf-8")))
     assert [row["status"] for row in rows] == ["ok", "empty", "ok"]
     assert rows[0]["department"] in get_task("department").labels and rows[1]["department"] == ""
-    wheel = next((project / "packages" / "trf").glob("xx_titlecat_combined_trf-*/dist/*.whl"))
-    (tmp_path / "combined-wheel").mkdir()
-    output = load_wheel_in_fresh_venv(wheel, tmp_path / "combined-wheel", "xx_titlecat_combined_trf", "Inkoper")
-    assert output["pipe_names"] == ["seniority", "department", "titlecat_answers"]
-    assert set(output["cats"]) == set(get_task("seniority").labels) | set(get_task("department").labels)
+
+    # A user's pipeline with the trf textcats of two wheels and the combined one's answers, saved and loaded again in
+    # a new process with no import (the wheels' entry points), titlecat installed or not.
+    wheels = [
+        next((project / "packages" / "trf").glob(f"xx_titlecat_{name}_trf-*/dist/*.whl"))
+        for name in ("seniority_augmented", "combined")
+    ]
+    pipes = [
+        ["xx_titlecat_seniority_augmented_trf", "textcat", "seniority"],
+        ["xx_titlecat_combined_trf", "department", "department"],
+        ["xx_titlecat_combined_trf", "titlecat_answers", "titlecat_answers"],
+    ]
+    (tmp_path / "users-pipeline").mkdir()
+    answers = users_pipeline_reloads(tmp_path / "users-pipeline", wheels, pipes, ["Inkoper", "", "  "])
+    assert answers["pipe_names"] == ["sentencizer", "seniority", "department", "titlecat_answers"]
+    for run in ("alone", "batch"):
+        title, *blank_titles = answers[run]
+        assert title["seniority"][0] in task.labels and title["department"][0] in get_task("department").labels
+        assert sum(title["cats"].values()) == pytest.approx(2.0, abs=1e-4)  # each task's scores sum to 1
+        for blank in blank_titles:
+            assert not any(blank["cats"].values()) and blank["seniority"] == blank["department"] == [None, None]
 
 
 def test_package_builds_without_a_package_index(small_project, tmp_path, monkeypatch):
@@ -397,6 +415,28 @@ def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir):
     assert losses["textcat"] > 0
     scores = nlp.get_pipe("textcat").predict([eg.predicted for eg in examples])
     assert type(scores) is numpy.ndarray and scores.shape == (16, len(task.labels))
+
+
+def test_trf_title_with_no_text_gets_no_score_alone_and_in_a_batch(tiny_xlmr_dir):
+    """An empty title in a batch would be scored by its <s></s> pieces, "   " likewise: every label gets 0.0 instead,
+    as spaCy's textcat gives a batch with no token; a blank title in training passes no gradient."""
+    import spacy
+    from spacy.training import Example
+    from spacy.util import load_config
+
+    config = load_config(TRF_CONFIG)
+    config["components"]["textcat"]["model"]["name"] = str(tiny_xlmr_dir)
+    nlp = spacy.blank("xx")
+    nlp.add_pipe("textcat", config={"model": config["components"]["textcat"]["model"]})
+    task = get_task("seniority")
+    titles = [(e.text, e.label) for e in curated_examples(task.name, 8, seed=5)] + [("", "Junior"), ("  ", "Lead")]
+    examples = [
+        Example.from_dict(nlp.make_doc(text), {"cats": {label: float(label == gold) for label in task.labels}})
+        for text, gold in titles
+    ]
+    optimizer = nlp.initialize(lambda: examples)
+    assert nlp.update(examples, sgd=optimizer)["textcat"] > 0
+    assert_blank_titles_unscored(nlp, "Senior Java Entwickler")
 
 
 def test_a_slow_tokenizer_is_refused_at_initialisation_naming_the_model(tmp_path):

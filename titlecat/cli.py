@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .predict import MAX_CHARS, check_paths, load_pipeline, predict_file
+from .predict import MAX_CHARS, check_paths, column_names, fail_on_statuses, load_pipeline, predict_file
 from .preflight import PreflightError
 from .readers import DataError
 from .spreadsheet import FORMULA_CHARACTERS, parse_output_options
@@ -33,7 +33,9 @@ DELIMITER = typer.Option(
     None, help="CSV/TSV column separator: ',', ';', 'tab' or any one character; default: the one that splits the header"
 )
 SHEET = typer.Option(None, help="Excel sheet: its name or number (1 = the first); default the first")
-KEEP_TITLE = typer.Option(False, "--keep-title", help="Copy each row's title into the output ('title')")
+KEEP_TITLE = typer.Option(
+    True, "--keep-title/--no-keep-title", help="Copy each row's title, as read, into the output ('title')"
+)
 KEEP_COLUMNS = typer.Option(
     None,
     help="Comma-separated input columns/fields to copy into the output, e.g. 'email,company'; NAME=NEW_NAME writes "
@@ -58,6 +60,11 @@ OUTPUT_DELIMITER = typer.Option(
     None,
     help="OUT's column separator (CSV/TSV): ',', ';', 'tab' or one character; default ',' in .csv (with --excel: "
     "the input's), tab in .tsv",
+)
+FAIL_ON = typer.Option(
+    None,
+    help="Exit status 1 (the output written) where a row has one of these statuses: 'bad' (any but ok), or "
+    "comma-separated, e.g. 'undecodable,malformed'; default: only when no row was labelled or most could not be read",
 )
 BATCH_SIZE = typer.Option(
     None, min=1, help="Titles per nlp.pipe batch [default: the pipeline's own nlp.batch_size: 1000 cpu, 4000 trf]"
@@ -94,20 +101,15 @@ def confidence_postprocess(output_path: Path, review_below, llm_fallback, llm_sh
     return row_postprocess(output_path, review_below, llm_fallback, llm_share, llm_below, *rest)
 
 
-def column_names(names: str | None) -> list[str]:
-    """--keep-columns 'email, company' → ['email', 'company']."""
-    return [name.strip() for name in names.split(",") if name.strip()] if names else []  # "a," is ["a"]
-
-
 def notify(message: str) -> None:
     typer.secho(f"ℹ {message}", err=True)
 
 
-def report(output_path: Path, summary, postprocess) -> None:
+def report(output_path: Path, summary, postprocess, fail_on: tuple[str, ...] = ()) -> None:
     """What predict and predict-ray say after a run: the summary, a hint per bad status, the LLM's share. A run
-    that labelled no row, or could not read most rows, exits with status 1 (its output is written), so that a
-    script notices."""
-    failure = summary.failure()
+    that labelled no row, or could not read most rows, or had a row with a status of `fail_on` (--fail-on), exits
+    with status 1 (its output is written), so that a script notices."""
+    failure = summary.failure(fail_on)
     mark, colour = ("✘", "red") if failure else ("✔", "green")
     typer.secho(f"{mark} {output_path}: {summary}", fg=colour, err=True)
     if summary.neutralised:
@@ -151,6 +153,7 @@ def predict(
     neutralise_formulas: bool = NEUTRALISE_FORMULAS,
     excel: bool = EXCEL,
     output_delimiter: str | None = OUTPUT_DELIMITER,
+    fail_on: str | None = FAIL_ON,
     n_process: int = typer.Option(1, min=1, help="Labelling processes, started once for the file"),
     batch_size: int | None = typer.Option(
         None,
@@ -173,7 +176,7 @@ def predict(
     llm_api_key_env: str | None = LLM_API_KEY_ENV,
     llm_concurrency: int | None = LLM_CONCURRENCY,
 ):
-    """Label every title of a file: line, [id], [title, kept columns], status, seniority, its score, department,
+    """Label every title of a file: line, [id], title, [kept columns], status, seniority, its score, department,
     its score.
 
     Bad rows (empty, not_text, too_long, undecodable, malformed) get a status and empty answers and are counted
@@ -184,6 +187,7 @@ def predict(
     try:
         check_paths(input_path, output_path)
         output_options = parse_output_options(neutralise_formulas, excel, output_delimiter)
+        fail_on_status = fail_on_statuses(fail_on)
         llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
         llm_settings["concurrency"] = llm_concurrency
         postprocess = confidence_postprocess(
@@ -213,7 +217,7 @@ def predict(
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
-    report(output_path, summary, postprocess)
+    report(output_path, summary, postprocess, fail_on_status)
 
 
 @app.command("predict-ray")
@@ -241,6 +245,7 @@ def predict_ray_command(
     neutralise_formulas: bool = NEUTRALISE_FORMULAS,
     excel: bool = EXCEL,
     output_delimiter: str | None = OUTPUT_DELIMITER,
+    fail_on: str | None = FAIL_ON,
     workers: int = typer.Option(2, min=1, help="Ray actors, each loading the pipeline once"),
     batch_size: int | None = BATCH_SIZE,
     max_chars: int = MAX_LENGTH,
@@ -271,6 +276,7 @@ def predict_ray_command(
 
     try:
         output_options = parse_output_options(neutralise_formulas, excel, output_delimiter)
+        fail_on_status = fail_on_statuses(fail_on)
         llm_settings = {"base_url": llm_base_url, "model": llm_model, "api_key_env": llm_api_key_env}
         llm_settings["concurrency"] = llm_concurrency
         postprocess = confidence_postprocess(
@@ -300,7 +306,7 @@ def predict_ray_command(
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
-    report(output_path, summary, postprocess)
+    report(output_path, summary, postprocess, fail_on_status)
 
 
 @app.command()

@@ -61,9 +61,9 @@ class TitleAnswers:
     def __call__(self, doc: Doc) -> Doc:
         cats = doc.cats
         if not doc.text.strip():
-            # No title, no answer. The textcats score an empty doc anyway, differently alone (nlp(""): all
-            # zeros) and in a batch (the labels' biases): every score is set to 0.0 and no label chosen, so
-            # nlp() and nlp.pipe() agree, as titlecat predict's `empty` status does.
+            # No title, no answer (titlecat predict's `empty` status). titlecat's textcats score such a doc 0.0
+            # already, alone and in a batch (titlecat.components.unscored_if_blank); a textcat of another
+            # architecture may not: its scores are set to 0.0 here too, and no label is chosen.
             for task, labels in self.task_labels().items():
                 cats.update(dict.fromkeys(labels, 0.0))
                 doc._.set(task, None)

@@ -174,6 +174,44 @@ def extract_title_features(min_n: int, max_n: int, max_keys: int = 2**19) -> Mod
     )
 
 
+# The name other shipped modules find `unscored_if_blank` by (see there).
+UNSCORED_IF_BLANK = "titlecat.unscored_if_blank.v1"
+
+
+@registry.misc(UNSCORED_IF_BLANK)
+def unscored_if_blank(model: Model[list[Doc], Floats2d]) -> Model[list[Doc], Floats2d]:
+    """The title classifier `model`, scoring every label 0.0 for a doc with no text (empty or whitespace only).
+
+    titlecat's convention for a title with no text: no score, the same alone and in a batch. spaCy's textcat
+    itself scores a batch without any token 0.0, without calling its model (`nlp("")`); a classifier would score
+    an empty doc in a batch by its biases alone, and `"   "` (one whitespace token) as a title. Applied to the
+    model an architecture returns (every titlecat classifier architecture should), as the last step of its forward
+    pass; no layer is added, so a pipeline saved before loads into it unchanged (thinc matches layers by position).
+
+    Another shipped module gets it from spaCy's registry, `registry.misc.get("titlecat.unscored_if_blank.v1")`,
+    not by importing this one: `spacy package --code` imports each file alone, where `from .components` fails.
+    """
+    model._func = partial(forward_unscored_if_blank, model._func)
+    return model
+
+
+def forward_unscored_if_blank(forward, model: Model, docs: list[Doc], is_train: bool):
+    # A module-level function (with a partial): a pipeline pickles, see TitleFeatures.
+    scores, backprop = forward(model, docs, is_train=is_train)
+    blank = [index for index, doc in enumerate(docs) if not doc.text.strip()]
+    if not blank:
+        return scores, backprop
+    scores = scores.copy()
+    scores[blank] = 0.0
+
+    def backprop_unscored(d_scores):
+        d_scores = d_scores.copy()
+        d_scores[blank] = 0.0  # a blank title teaches nothing
+        return backprop(d_scores)
+
+    return scores, backprop_unscored
+
+
 @registry.architectures("titlecat.TitleNgramClassifier.v2")
 def build_title_ngram_classifier(
     min_n: int = 2, max_n: int = 5, length: int = 2**20, nO: int | None = None
@@ -197,7 +235,7 @@ def build_title_ngram_classifier(
     model.set_ref("output_layer", sparse_linear)
     model.attrs["multi_label"] = False
     model.attrs["resize_output"] = partial(resize_and_set_ref, resizable_layer=resizable_layer)
-    return model
+    return unscored_if_blank(model)
 
 
 def hashed_design_matrix(keys: np.ndarray, values: np.ndarray, lengths: np.ndarray, length: int):

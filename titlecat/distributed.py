@@ -111,7 +111,7 @@ def predict_ray(
     encoding: str | None = None,
     delimiter: str | None = None,
     sheet: str | None = None,
-    keep_title: bool = False,
+    keep_title: bool = True,
     keep_columns: Sequence[str] = (),
     notify: Callable[[str], None] | None = None,
     output_options: OutputOptions = OutputOptions(),

@@ -36,9 +36,19 @@ from thinc.api import Linear, Model, SparseLinear_v2, with_cpu, zero_init
 from thinc.types import Floats2d
 
 try:  # inside titlecat, and inside a wheel that ships both files beside each other
-    from .components import extract_title_features, fit_linear_by_logistic_regression, hashed_design_matrix
-except ImportError:  # this file loaded on its own (spacy train --code), titlecat installed
-    from titlecat.components import extract_title_features, fit_linear_by_logistic_regression, hashed_design_matrix
+    from .components import (
+        extract_title_features,
+        fit_linear_by_logistic_regression,
+        hashed_design_matrix,
+        unscored_if_blank,
+    )
+except ImportError:  # this file loaded on its own (spacy package/train --code), titlecat installed
+    from titlecat.components import (
+        extract_title_features,
+        fit_linear_by_logistic_regression,
+        hashed_design_matrix,
+        unscored_if_blank,
+    )
 
 ENCODER_FACTORY = "titlecat_title_encoder"
 VECTOR_ATTR = "title_vector"
@@ -446,18 +456,12 @@ def _scores_forward(model: Model, docs: list[Doc], is_train: bool):
     features, ngram_linear, vectors, vector_linear = model.layers
     ngram_scores, backprop_ngrams = ngram_linear(features.predict(docs), is_train)
     vector_scores, backprop_vectors = vector_linear(vectors.predict(docs), is_train)
-    logits = ngram_scores + vector_scores
-    blank = [row for row, doc in enumerate(docs) if is_blank(doc)]
-    # A title with no text gets equal logits: uniform scores, so no label looks confident.
-    logits[blank] = 0.0
-    scores = model.ops.softmax(logits)
+    scores = model.ops.softmax(ngram_scores + vector_scores)
 
     def backprop(d_scores):
         # As thinc's softmax output layers: the gradient of cross-entropy through the softmax is (scores - truth).
-        d_logits = d_scores.copy()
-        d_logits[blank] = 0.0
-        backprop_ngrams(d_logits)
-        backprop_vectors(d_logits)
+        backprop_ngrams(d_scores)
+        backprop_vectors(d_scores)
         return []
 
     return scores, backprop
@@ -514,7 +518,8 @@ def build_multilingual_title_classifier(
     model.set_ref("vector_output_layer", vector_linear)
     model.attrs["multi_label"] = False
     model.attrs["resize_output"] = _resize_output
-    return model
+    # A title with no text scores 0.0 for every label, alone and in a batch (components.unscored_if_blank).
+    return unscored_if_blank(model)
 
 
 @registry.callbacks("titlecat.fit_multilingual_title_classifier.v1")

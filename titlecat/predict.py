@@ -79,6 +79,22 @@ def check_title(value: object, max_chars: int = MAX_CHARS) -> tuple[str, str]:
     return "ok", text
 
 
+def fail_on_statuses(value: str | None) -> tuple[str, ...]:
+    """--fail-on: 'bad' (every bad status) or comma-separated bad statuses, e.g. 'undecodable,malformed'."""
+    if not value:
+        return ()
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if names == ["bad"]:
+        return STATUSES[1:]
+    unknown = [name for name in names if name not in STATUSES[1:]]
+    if unknown or not names:
+        raise ValueError(
+            f"--fail-on {value!r}: expected 'bad' (any bad row) or bad statuses, comma-separated, of "
+            f"{', '.join(STATUSES[1:])}"
+        )
+    return tuple(names)
+
+
 def plain(value: object) -> object:
     """A value as an output cell: JSON scalars as they are, other values as text, lone surrogates as U+FFFD
     (no UTF-8 writer can write them)."""
@@ -179,8 +195,14 @@ def output_fields(
         raise ValueError(
             f"--keep-columns {clashes} would write a column twice: these names are output columns already; keep a "
             "column under another name with NAME=NEW_NAME, e.g. --keep-columns 'status=crm_status'"
+            + (" (or leave the title out: --no-keep-title)" if "title" in clashes and keep_title else "")
         )
     return fields
+
+
+def column_names(names: str | None) -> list[str]:
+    """--keep-columns 'email, company' → ['email', 'company']."""
+    return [name.strip() for name in names.split(",") if name.strip()] if names else []  # "a," is ["a"]
 
 
 def kept_column_names(keep_columns: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -486,14 +508,19 @@ class Summary:
         """'empty 2, malformed 1': each bad status that occurred, with its count."""
         return ", ".join(f"{status} {self.counts[status]:,}" for status in STATUSES[1:] if self.counts[status])
 
-    def failure(self) -> str | None:
+    def failure(self, fail_on: Sequence[str] = ()) -> str | None:
         """Why the run failed though its output is written, or None: no row labelled, or most rows not read
-        (undecodable or malformed: the file's encoding or separator, not its titles)."""
+        (undecodable or malformed: the file's encoding or separator, not its titles), or a row with a status in
+        `fail_on` (--fail-on)."""
         if self.total and not self.counts["ok"]:
             return f"no row was labelled ({self.total:,} bad: {self.bad_counts()})"
         unread = sum(self.counts[status] for status in UNREAD_STATUSES)
         if 2 * unread > self.total:
             return f"most rows could not be read ({unread:,} of {self.total:,} undecodable or malformed)"
+        failed = [status for status in fail_on if self.counts[status]]
+        if failed:
+            found = ", ".join(f"{s} {self.counts[s]:,} (first on line {self.first_lines[s]})" for s in failed)
+            return f"rows with a status --fail-on names: {found}"
         return None
 
     def __str__(self) -> str:
@@ -586,7 +613,7 @@ def predict_file(
     encoding: str | None = None,
     delimiter: str | None = None,
     sheet: str | None = None,
-    keep_title: bool = False,
+    keep_title: bool = True,
     keep_columns: Sequence[str] = (),
     notify: Callable[[str], None] | None = None,
     start_method: str | None = None,

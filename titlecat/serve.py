@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import heapq
 import itertools
 import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +48,7 @@ from .predict import (
     answers,
     check_review_below,
     check_title,
+    column_names,
     load_pipeline,
     needs_review,
     output_fields,
@@ -89,6 +92,8 @@ FORM_FIELDS = {
     "--excel": "excel",
     "--neutralise-formulas": "neutralise_formulas",
     "--no-neutralise-formulas": "neutralise_formulas",
+    "--keep-columns": "keep_columns",
+    "--no-keep-title": "keep_title",
 }
 UPLOAD_FIELDS = {"file", "output", "all_scores", "review_below", *FORM_FIELDS.values()}
 OPTION = re.compile("|".join(map(re.escape, FORM_FIELDS)) + r"\b")
@@ -523,6 +528,12 @@ def create_app(
         encoding: str = Form("", description="The file's text encoding (e.g. cp1252); default UTF-8"),
         delimiter: str = Form("", description="CSV/TSV separator (',', ';' or 'tab'); default: found from the header"),
         sheet: str = Form("", description="Excel sheet: its name or number (1 = the first); default the first"),
+        keep_title: bool = Form(True, description="Copy each row's title, as read, into the output ('title')"),
+        keep_columns: str = Form(
+            "",
+            description="Comma-separated columns/fields to copy into the output, e.g. 'email,company'; NAME=NEW_NAME "
+            "writes one under another name, e.g. 'status=crm_status'",
+        ),
         output: str = Form("", description="csv, tsv, jsonl or xlsx; default: the input's, or csv"),
         all_scores: bool = Form(False, description="Add the score of every label"),
         neutralise_formulas: bool = Form(
@@ -538,7 +549,8 @@ def create_app(
             None, ge=0.0, le=1.0, description="Add needs_review (a score below this); default: the server's"
         ),
     ) -> Response:
-        """Label an uploaded file as `titlecat predict` does and send it back (line, [id], status, answers).
+        """Label an uploaded file as `titlecat predict` does and send it back (line, [id], title, [kept columns],
+        status, answers).
 
         Up to 100 MiB; a malformed file gets 400 naming its line, and one where no row could be labelled, or most
         rows could not be read (undecodable, malformed), 422 saying why. Large files: use `titlecat predict`.
@@ -561,6 +573,7 @@ def create_app(
             options = {"column": column, "id_column": id_column or None, "input_format": input_format or None}
             options.update(encoding=encoding or None, delimiter=delimiter or None, sheet=sheet or None)
             options["output_options"] = parse_output_options(neutralise_formulas, excel, output_delimiter)
+            options.update(keep_title=keep_title, keep_columns=column_names(keep_columns))
             threshold = default_review_below if review_below is None else review_below
             if threshold is not None:
                 from .confidence import RowPostprocess  # scikit-learn: loaded at the first upload that asks
@@ -575,7 +588,8 @@ def create_app(
             message = str(bad).replace(str(input_path), name)
             option = OPTION.match(message)
             if option:  # a bad form value ("--encoding 'nonsense': ..."): named by its field
-                return error(422, f"{FORM_FIELDS[option.group()]}: {message[option.end() :].lstrip(': ')}")
+                reason = in_form_terms(message[option.end() :].lstrip(": "))
+                return error(422, f"{FORM_FIELDS[option.group()]}: {reason}")
             return error(400, "file: " + in_form_terms(message))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -609,6 +623,23 @@ def app_from_env() -> FastAPI:
     return create_app(os.environ[MODEL_ENV], metrics, float(review_below) if review_below else None)
 
 
+def check_address(host: str, port: int) -> None:
+    """OSError naming --host/--port where the service could not listen, found before the pipeline loads (uvicorn
+    would fail only after it, with a traceback). Bound as uvicorn binds, then released."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except socket.gaierror as error:
+            raise OSError(f"--host {host}: not an address of this machine ({error.strerror})") from None
+        except OSError as error:
+            hint = "another process listens there: stop it, or choose another --port"
+            if error.errno != errno.EADDRINUSE:
+                hint = "choose another --port or --host"
+            raise OSError(f"--port {port}: cannot listen on {host}:{port} ({error.strerror}); {hint}") from None
+
+
 def serve(
     model: str,
     host: str = "127.0.0.1",
@@ -620,6 +651,7 @@ def serve(
     review_below: float | None = None,
 ) -> None:
     """Run the service until interrupted. One worker loads the pipeline here; N workers load it in each process."""
+    check_address(host, port)
     import uvicorn
 
     path = Path(model)

@@ -10,9 +10,10 @@ idle (docs/gpu.md). What spacy-transformers does well is kept: the encoder is wr
 the pipeline and loaded back without the source), so mixed precision, gradient scaling and GPU placement are
 theirs.
 
-Shipped inside the trf wheels with `spacy package --code`, so this module must be self-contained: it imports
-spaCy, thinc and (inside functions, so importing it stays cheap) torch, transformers and spacy-transformers,
-never the rest of titlecat. Every function that is pickled (nlp.pipe with n_process under spawn) is defined at
+Shipped inside the trf wheels with `spacy package --code`, beside titlecat/components.py, so this module must be
+self-contained: it imports spaCy, thinc, (inside functions, so importing it stays cheap) torch, transformers and
+spacy-transformers, never the rest of titlecat (components.py's `unscored_if_blank`, shipped beside it, is found
+through spaCy's registry). Every function that is pickled (nlp.pipe with n_process under spawn) is defined at
 module level.
 """
 
@@ -104,7 +105,8 @@ def build_transformer_title_classifier(
     model.set_ref("encoder", encoder)
     model.attrs["multi_label"] = False
     model.attrs["resize_output"] = partial(resize_and_set_ref, resizable_layer=resizable_layer)
-    return model
+    # titlecat.components.unscored_if_blank: a title with no text scores 0.0 for every label, alone and in a batch
+    return registry.misc.get("titlecat.unscored_if_blank.v1")(model)
 
 
 def title_encoder(

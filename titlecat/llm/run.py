@@ -36,7 +36,9 @@ class Progress:
     failure shows at once in the postfix (count and last cause), not only when spacy-llm hands back the batch."""
 
     def __init__(self, total: int, enabled: bool):
-        self.bar = tqdm(total=total, unit="title", disable=not enabled, mininterval=0.5, dynamic_ncols=True)
+        # disable=None: no bar where stderr is no terminal (a log file or pipe would get its carriage returns).
+        disable = None if enabled else True
+        self.bar = tqdm(total=total, unit="title", disable=disable, mininterval=0.5, dynamic_ncols=True)
         self.counts: Counter = Counter({key: 0 for key in COUNT_KEYS})
         self.retries = 0
         self.failed = 0
