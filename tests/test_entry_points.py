@@ -18,7 +18,10 @@ def test_pyproject_declares_every_name_titlecat_registers_and_no_other():
     assert found["spacy_architectures"]["titlecat.TitleNgramClassifier.v2"] == (
         "titlecat.components:build_title_ngram_classifier"
     )
-    assert found["spacy_factories"] == {"titlecat_answers": "titlecat.combined:make_title_answers"}
+    assert found["spacy_factories"] == {
+        "titlecat_answers": "titlecat.combined:make_title_answers",
+        "titlecat_title_encoder": "titlecat.multilingual:make_title_encoder",
+    }
     assert declared == found
 
 
