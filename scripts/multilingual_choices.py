@@ -39,7 +39,7 @@ def main(
 ):
     nlp = make_nlp()
     sets: dict[str, dict[str, tuple[list[str], list[str]]]] = {}
-    for task in TASKS:
+    for task in tasks.split(","):
         sets[task] = {
             name: read_docbin(corpus_dir / task / f"{name}.spacy", nlp) for name in ("train_augmented", "cv_dev")
         }
