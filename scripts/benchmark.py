@@ -280,8 +280,8 @@ def render_speed(result: dict) -> list[str]:
         f"{SPEED_FILE_TITLES:,} distinct titles of the corpora, one process. `nlp.pipe`: batches of 1,000; "
         "`titlecat predict`: a fresh process labelling a CSV of them, by its own timer (after loading). The title "
         f"encoder alone, on the first {ENCODER_TITLES} of them: its int8 ONNX layers as the pipeline runs them, and a "
-        "plain fp32 torch forward of the same encoder (same titles, same length-sorted chunks). Agreement: the share of answers that the int8 and the "
-        "fp32 encoder give alike.",
+        "plain fp32 torch forward of the same encoder (same titles, same length-sorted chunks). Agreement: the share "
+        "of answers that the int8 and the fp32 encoder give alike.",
         "",
         "| pipeline | size MB | nlp.pipe titles/s | titlecat predict titles/s | encoder int8 titles/s "
         "| encoder fp32 torch titles/s | int8 / fp32 | answers agree |",
