@@ -35,6 +35,9 @@ def main(
     prefixes: str = typer.Option("query: ,", help="Comma-separated; an empty item is no prefix"),
     C: float = typer.Option(10.0),
     tasks: str = typer.Option("seniority,department", help="Tasks to fit; rule 1's score needs both"),
+    fp32: bool = typer.Option(
+        False, "--fp32", help="Vectors from the encoder's fp32 torch forward, not its int8 layers"
+    ),
     seed: int = typer.Option(42),
 ):
     nlp = make_nlp()
@@ -50,7 +53,7 @@ def main(
     vectors_by_prefix = {}
     for prefix in prefixes.split(","):
         start = time.perf_counter()
-        vectors = runtime.encode(texts, prefix, 64, 64)
+        vectors = runtime.encode(texts, prefix, 64, 64, torch_device="cpu" if fp32 else None)
         msg.info(f"{len(texts):,} titles encoded with prefix {prefix!r} in {time.perf_counter() - start:.0f} s")
         vectors_by_prefix[prefix] = dict(zip(texts, vectors, strict=True))
     extract = extract_title_features(2, 5)
