@@ -340,11 +340,10 @@ def embedding_name(state_dict: dict) -> str:
 
 def build_runtime(folder: Path, threads: int = 0) -> EncoderRuntime:
     """Load a Hugging Face encoder folder, round its weights to fp16 (what the pipeline saves) and compile its layers
-    to an int8 ONNX graph (dynamic quantisation, per-channel weights). Needs torch, transformers and onnx."""
+    to an int8 ONNX graph (`quantize_blockwise_int8`). Needs torch, transformers and onnx."""
     import tempfile
 
     import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
     from transformers import AutoConfig, AutoModel
 
     config = AutoConfig.from_pretrained(folder).to_dict()
@@ -359,15 +358,32 @@ def build_runtime(folder: Path, threads: int = 0) -> EncoderRuntime:
     # The fp32 graph is built from the fp16-rounded weights, so that the saved weights reproduce it.
     torch_model = build_torch_encoder(config, state_dict, "cpu")
     with tempfile.TemporaryDirectory() as tmp, quiet_export():
-        fp32_path, int8_path = Path(tmp) / "layers.onnx", Path(tmp) / "layers-int8.onnx"
+        fp32_path = Path(tmp) / "layers.onnx"
         export_body(torch_model, fp32_path)
-        quantize_dynamic(fp32_path, int8_path, weight_type=QuantType.QInt8, per_channel=True)
-        body_onnx = int8_path.read_bytes()
+        body_onnx = quantize_blockwise_int8(fp32_path)
     embeddings = embedding_name(state_dict)
     layers = {name: array for name, array in state_dict.items() if name != embeddings}
     return EncoderRuntime(
         config, tokenizer_json, state_dict[embeddings], body_onnx, threads, layers=layers, embedding_name=embeddings
     )
+
+
+def quantize_blockwise_int8(fp32_path: Path) -> bytes:
+    """The layers' MatMuls as ONNX Runtime's MatMulNBits: int8 weights in blocks of 32 along the input, activations
+    quantised to int8 per row and block while computing (accuracy level 4: VNNI kernels).
+
+    Per row, so a title's vector never depends on the other titles of its batch: dynamic quantisation
+    (`quantize_dynamic`) scales each activation matrix as a whole, and changed answers with the batch (3% of them,
+    up to 0.12 in a score), and agreed with fp32 on 95% of department answers against 99.99% cosine here.
+    """
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(
+        onnx.load(str(fp32_path)), bits=8, block_size=32, is_symmetric=True, accuracy_level=4
+    )
+    quantizer.process()
+    return quantizer.model.model.SerializeToString()
 
 
 @contextlib.contextmanager
@@ -377,15 +393,17 @@ def quiet_export():
     import logging
     import warnings
 
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(), logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        root.setLevel(level)
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
 
 
 def read_tokenizer_json(folder: Path) -> str:
