@@ -159,8 +159,12 @@ def test_predict_reads_jsonl_and_text_and_writes_every_score(tiny, tmp_path):
     result = run_predict(str(text), str(tmp_path / "out.tsv"), "-m", str(tiny / "seniority" / "model-best"))
     assert result.returncode == 0, result.stderr
     lines = (tmp_path / "out.tsv").read_text().splitlines()
-    assert lines[0] == "line\tstatus\tseniority\tseniority_score"  # a one-task pipeline answers its task only
-    assert [line.split("\t")[:2] for line in lines[1:]] == [["1", "ok"], ["2", "empty"], ["3", "ok"]]
+    assert lines[0] == "line\ttitle\tstatus\tseniority\tseniority_score"  # a one-task pipeline: its task only
+    assert [line.split("\t")[:3] for line in lines[1:]] == [
+        ["1", "Head of Sales", "ok"],
+        ["2", "", "empty"],
+        ["3", "Einkäufer", "ok"],
+    ]
 
 
 @pytest.mark.parametrize(
