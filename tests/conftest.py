@@ -303,9 +303,9 @@ RELOAD_USERS_PIPELINE = (
 def users_pipeline_reloads(folder: Path, wheels: Sequence[Path], pipes: list[list[str]], titles: list[str]) -> dict:
     """Install `wheels` side by side into a venv without titlecat, build a user's pipeline sourcing `pipes`
     ([package, component, name]) from them and save it; load it in new processes that import nothing of titlecat or
-    the packages: in that venv, and where titlecat is installed too (this environment, the venv's packages on
-    PYTHONPATH: both declare the same entry points). Each loads, answering as the saved pipeline did; returns those
-    answers (see ANSWERS)."""
+    the packages: in that venv, and where titlecat is installed too (this environment with the venv's packages on
+    sys.path, before and after its own: both declare the same entry points). Each loads, answering as the saved
+    pipeline did; returns those answers (see ANSWERS)."""
     python, site = venv_without_titlecat(folder)
     install_wheels(python, wheels)
     args = [json.dumps(pipes), json.dumps(titles), str(folder / "mine")]
