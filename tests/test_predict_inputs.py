@@ -677,7 +677,7 @@ def test_an_excel_output_holds_the_rows_of_the_csv_one_with_numbers_as_numbers(n
 
 def test_help_texts_print_what_the_source_says():
     result = CliRunner().invoke(app, ["--help"], terminal_width=200)
-    assert "line, [id], [title, kept" in result.stdout
+    assert "line, [id], title, [kept" in result.stdout
     result = CliRunner().invoke(app, ["predict-ray", "--help"])
     assert "'titlecat[distributed]'" in " ".join(result.stdout.split())
 
