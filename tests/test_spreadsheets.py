@@ -248,14 +248,19 @@ def test_the_service_neutralises_the_cells_of_a_labelled_upload(model, tmp_path)
     assert response.content == (tmp_path / "want.csv").read_bytes()
     rows = list(csv.DictReader(io.StringIO(response.text, newline="")))
     assert [row["id"] for row in rows] == [shown(source["id"]) for source in source_rows]
-    assert response.headers["x-titlecat-summary"].endswith(f"; {len(HOSTILE)} formula-like cells neutralised")
+    # The title is written by default too (as predict writes it), neutralised as the ids are.
+    assert [row["title"] for row in rows] == [shown(source["title"]) for source in source_rows]
+    pairs = zip(rows, source_rows, strict=True)
+    neutralised = sum(row[name] != source[name] for row, source in pairs for name in ("id", "title"))
+    assert neutralised >= len(HOSTILE)
+    assert response.headers["x-titlecat-summary"].endswith(f"; {neutralised} formula-like cells neutralised")
     response = asyncio.run(upload(neutralise_formulas="false"))
     assert [row["id"] for row in csv.DictReader(io.StringIO(response.text, newline=""))] == [
         source["id"] for source in source_rows
     ]
     assert "neutralised" not in response.headers["x-titlecat-summary"]
     response = asyncio.run(upload(excel="true", output_delimiter=";"))
-    assert response.content.startswith(b"\xef\xbb\xbfline;id;status;")
+    assert response.content.startswith(b"\xef\xbb\xbfline;id;title;status;")
     response = asyncio.run(upload(output="xlsx"))
     (tmp_path / "answer.xlsx").write_bytes(response.content)
     cells = [cell for row in load_workbook(tmp_path / "answer.xlsx")["labels"].iter_rows() for cell in row]
