@@ -32,6 +32,9 @@ def main(
         0.0, help="Multilingual configs: the title vector's weight beside the n-grams; 0 = the config's own"
     ),
     class_weight: str = typer.Option("", help="Multilingual configs: 'balanced' or 'none'; empty = the config's own"),
+    inverse_l2: float = typer.Option(
+        0.0, "--C", help="Multilingual configs: the fit's inverse L2 strength C; 0 = the config's own"
+    ),
     encoder: Path = typer.Option(
         Path("assets/encoder"), help="The frozen encoder's folder (configs with a title encoder: multilingual)"
     ),
@@ -71,6 +74,8 @@ def main(
         overrides["components.textcat.model.width"] = hidden_size
         if vector_weight > 0:
             overrides["components.textcat.model.vector_weight"] = vector_weight
+        if inverse_l2 > 0:
+            overrides["initialize.after_init.C"] = inverse_l2
         if class_weight:
             overrides["initialize.after_init.class_weight"] = None if class_weight == "none" else class_weight
     if oversample is not None:

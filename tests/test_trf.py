@@ -13,7 +13,9 @@ import numpy
 import pytest
 from conftest import (
     REPO,
+    SMALL_RUN,
     assert_blank_titles_unscored,
+    asset_mirror,
     curated_examples,
     load_wheel_in_fresh_venv,
     minor_series_of,
@@ -181,7 +183,7 @@ def test_preflight_script(tiny_xlmr_dir):
     assert "vars.transformer" in bad.stdout + bad.stderr
 
 
-def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_path):
+def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tiny_encoder_dir, data_dir, tmp_path):
     """The real project commands with --vars.config trf on the tiny model, beside the CPU results."""
     project = tmp_path / "project"
     shutil.copytree(small_project, project, symlinks=True)  # corpora and CPU results are up to date there
@@ -189,6 +191,12 @@ def test_trf_project_train_evaluate_package(small_project, tiny_xlmr_dir, tmp_pa
         project,
         "all",
         ".",
+        # small_project's own vars, so that only the steps of the trf config run again
+        "--vars.asset_mirror",
+        asset_mirror(data_dir),
+        "--vars.encoder",
+        str(tiny_encoder_dir),
+        *SMALL_RUN,
         "--vars.config",
         "trf",
         "--vars.transformer",
