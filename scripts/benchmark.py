@@ -14,12 +14,14 @@ import spacy
 import typer
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
+import titlecat.piece_vectors  # noqa: F401
 import titlecat.trf_textcat  # noqa: F401
 from titlecat.baseline import train_reference_bow, train_tfidf_logreg
 from titlecat.confidence import BINS, benchmark_confidence, plot_coverage
 from titlecat.corpus import CV_SETS, TRAIN_FILES, casefold_set, curated_splits, oversample_to_largest, read_docbin
 from titlecat.labels import TASKS
 from titlecat.metrics import HEADLINE, bootstrap_intervals, classification_metrics, predict_labels, seen_unseen_metrics
+from titlecat.multilingual import ENCODER_FACTORY
 from titlecat.predict import freeze_long_lived_objects
 from titlecat.preflight import system_name
 from titlecat.readers import read_pseudo_labels
@@ -233,7 +235,7 @@ def pipeline_speed(model_dir: Path, config: str, titles: list[str], corpus_dir: 
         if done.returncode != 0 or rate is None:
             raise RuntimeError(f"titlecat predict failed on {model_dir}: {done.stderr[-2000:]}")
         row["predict_titles_per_second"] = float(rate.group(1).replace(",", ""))
-    if "title_encoder" in nlp.pipe_names:
+    if "title_encoder" in nlp.pipe_names and nlp.get_pipe_meta("title_encoder").factory == ENCODER_FACTORY:
         encoder = nlp.get_pipe("title_encoder")
         chunk_size = encoder.cfg["chunk_size"]
         settings = (encoder.cfg["prefix"], encoder.cfg["max_length"], chunk_size)

@@ -1,4 +1,5 @@
-"""The multilingual pipeline's fit settings, compared on cv-dev and the Dutch dev set (docs/multilingual.md, rule 1).
+"""The multilingual pipeline's fit settings, compared on cv-dev and the Dutch dev set (docs/multilingual.md, rule 1);
+with --piece-widths, the fast pipeline's static piece vectors instead of the encoder's (rule 6).
 
 Fits the pipeline's own model (hashed n-grams beside the encoder's title vector, logistic regression) for every
 combination of vector weight, class weight and prefix on each task's augmented train, and writes a table. It reads
@@ -21,6 +22,7 @@ from titlecat.corpus import make_nlp
 from titlecat.esco import read_esco_dev
 from titlecat.labels import TASKS
 from titlecat.multilingual import build_runtime, fit_ngrams_and_vectors
+from titlecat.piece_vectors import piece_table
 
 LENGTH = 2**18
 
@@ -38,6 +40,9 @@ def main(
     fp32: bool = typer.Option(
         False, "--fp32", help="Vectors from the encoder's fp32 torch forward, not its int8 layers"
     ),
+    piece_widths: str = typer.Option(
+        "", help="Comma-separated widths: the fast pipeline's piece vectors (rule 6) in place of the encoder's"
+    ),
     seed: int = typer.Option(42),
 ):
     nlp = make_nlp()
@@ -49,18 +54,25 @@ def main(
     esco, _ = read_esco_dev(esco_path, seed)
     sets["department"]["dutch_dev"] = ([e.text for e in esco], [e.label for e in esco])
     texts = sorted({text for task_sets in sets.values() for texts, _ in task_sets.values() for text in texts})
-    runtime = build_runtime(encoder_dir)
     vectors_by_prefix = {}
-    for prefix in prefixes.split(","):
+    if piece_widths:
+        # The column "prefix" then names the piece table: the pieces carry no prefix.
+        prefixes = ",".join(f"pieces-{width}" for width in piece_widths.split(","))
+        for width in piece_widths.split(","):
+            vectors = piece_table(encoder_dir, int(width)).vectors(texts)
+            vectors_by_prefix[f"pieces-{width}"] = dict(zip(texts, vectors, strict=True))
+    runtime = None if piece_widths else build_runtime(encoder_dir)
+    for prefix in [] if piece_widths else prefixes.split(","):
         start = time.perf_counter()
         vectors = runtime.encode(texts, prefix, 64, 64, torch_device="cpu" if fp32 else None)
         msg.info(f"{len(texts):,} titles encoded with prefix {prefix!r} in {time.perf_counter() - start:.0f} s")
         vectors_by_prefix[prefix] = dict(zip(texts, vectors, strict=True))
     extract = extract_title_features(2, 5)
     rows = []
-    for prefix, C, weight, class_weight in itertools.product(
+    settings = itertools.product(
         prefixes.split(","), map(float, Cs.split(",")), map(float, vector_weights.split(",")), class_weights.split(",")
-    ):
+    )
+    for prefix, C, weight, class_weight in settings:
         row = {"prefix": prefix, "C": C, "vector_weight": weight, "class_weight": class_weight}
         for task, task_sets in sets.items():
             matrices = {

@@ -33,6 +33,8 @@ TRANSFORMER_REQUIREMENT = "spacy-transformers>=1.3,<1.5"
 # What the multilingual pipelines' title encoder loads and runs with on a CPU (a GPU also needs torch and
 # transformers, as their error says).
 ENCODER_REQUIREMENTS = ["onnxruntime>=1.17", "tokenizers>=0.19", "safetensors>=0.4"]
+# What the fast pipelines' piece vectors load with.
+PIECE_VECTOR_REQUIREMENTS = ["tokenizers>=0.19"]
 
 
 def uses_title_transformer(model_path: Path) -> bool:
@@ -43,9 +45,15 @@ def uses_title_encoder(model_path: Path) -> bool:
     return 'factory = "titlecat_title_encoder"' in (model_path / "config.cfg").read_text(encoding="utf-8")
 
 
+def uses_piece_vectors(model_path: Path) -> bool:
+    return 'factory = "titlecat_piece_vectors"' in (model_path / "config.cfg").read_text(encoding="utf-8")
+
+
 def extra_requirements(model_path: Path) -> list[str]:
-    return [TRANSFORMER_REQUIREMENT] * uses_title_transformer(model_path) + ENCODER_REQUIREMENTS * uses_title_encoder(
-        model_path
+    return (
+        [TRANSFORMER_REQUIREMENT] * uses_title_transformer(model_path)
+        + ENCODER_REQUIREMENTS * uses_title_encoder(model_path)
+        + PIECE_VECTOR_REQUIREMENTS * uses_piece_vectors(model_path)
     )
 
 

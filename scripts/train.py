@@ -6,12 +6,16 @@ from pathlib import Path
 
 import typer
 from spacy.cli.train import train
+from spacy.util import load_config
+from wasabi import msg
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
 import titlecat.multilingual  # noqa: F401
 import titlecat.trf_textcat  # noqa: F401
 from titlecat.corpus import BALANCED_READER, TRAIN_FILES
 from titlecat.labels import get_task
+from titlecat.multilingual import ENCODER_FACTORY
+from titlecat.piece_vectors import PIECE_FACTORY
 from titlecat.preflight import PreflightError, config_file, preflight, transformer_block
 
 
@@ -29,14 +33,17 @@ def main(
     eval_frequency: int = typer.Option(0),
     transformer: str = typer.Option("xlm-roberta-base", help="Hub name or local folder (transformer configs only)"),
     vector_weight: float = typer.Option(
-        0.0, help="Multilingual configs: the title vector's weight beside the n-grams; 0 = the config's own"
+        -1.0, help="Configs with title vectors: their weight beside the n-grams; negative = the config's own"
     ),
-    class_weight: str = typer.Option("", help="Multilingual configs: 'balanced' or 'none'; empty = the config's own"),
+    class_weight: str = typer.Option(
+        "", help="Configs with title vectors: 'balanced' or 'none'; empty = the config's own"
+    ),
     inverse_l2: float = typer.Option(
-        0.0, "--C", help="Multilingual configs: the fit's inverse L2 strength C; 0 = the config's own"
+        0.0, "--C", help="Configs with title vectors: the fit's inverse L2 strength C; 0 = the config's own"
     ),
     encoder: Path = typer.Option(
-        Path("assets/encoder"), help="The frozen encoder's folder (configs with a title encoder: multilingual)"
+        Path("assets/encoder"),
+        help="The frozen encoder's folder (configs with title vectors: multilingual, cpu's piece vectors)",
     ),
     name: str = typer.Option("", help="Folder under training_dir; default: the config's name"),
     learn_rate: float = typer.Option(0.0, help="Peak learning rate; 0 = the config's own"),
@@ -69,10 +76,20 @@ def main(
         if not (encoder / "config.json").exists():
             raise typer.BadParameter(f"{encoder} holds no encoder: spacy project run encoder", param_hint="--encoder")
         overrides["paths.encoder"] = str(encoder)
-        # The classifier's vector layer is as wide as the encoder's output.
         hidden_size = json.loads((encoder / "config.json").read_text())["hidden_size"]
-        overrides["components.textcat.model.width"] = hidden_size
-        if vector_weight > 0:
+        if f'factory = "{ENCODER_FACTORY}"' in config_text:
+            # The classifier's vector layer is as wide as the encoder's output.
+            overrides["components.textcat.model.width"] = hidden_size
+        elif f'factory = "{PIECE_FACTORY}"' in config_text:
+            # Piece vectors are at most as wide as the encoder's embeddings (the tests' tiny encoder: 64); the
+            # classifier's vector layer follows the component's width.
+            width = load_config(config_path)["components"]["title_encoder"]["width"]
+            if hidden_size < width:
+                msg.warn(
+                    f"{encoder}: embeddings {hidden_size} wide, narrower than the piece vectors' {width}: {hidden_size}"
+                )
+                overrides["components.title_encoder.width"] = hidden_size
+        if vector_weight >= 0:
             overrides["components.textcat.model.vector_weight"] = vector_weight
         if inverse_l2 > 0:
             overrides["initialize.after_init.C"] = inverse_l2

@@ -329,9 +329,14 @@ def users_pipeline_reloads(folder: Path, wheels: Sequence[Path], pipes: list[lis
     return outputs["saved"]
 
 
-def train_small_pipelines(folder: Path) -> Path:
-    """A seniority and a department CPU pipeline trained on 300 curated titles each (folder/<task>/model-best),
-    and their combination (folder/combined)."""
+def piece_vectors_of(encoder_dir: Path) -> dict:
+    """configs/cpu.cfg's overrides for piece vectors from a tiny encoder: as wide as its embeddings (64)."""
+    return {"paths.encoder": str(encoder_dir), "components.title_encoder.width": 64}
+
+
+def train_small_pipelines(folder: Path, encoder_dir: Path) -> Path:
+    """A seniority and a department CPU pipeline trained on 300 curated titles each (folder/<task>/model-best), their
+    piece vectors from encoder_dir, and their combination (folder/combined)."""
     import spacy
     from spacy.cli.train import train
 
@@ -341,7 +346,7 @@ def train_small_pipelines(folder: Path) -> Path:
 
     for task in TASKS:
         train_path, dev_path = write_docbins(folder / "corpus" / task, task, 300, 60)
-        overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path)}
+        overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path), **piece_vectors_of(encoder_dir)}
         train(REPO / "configs" / "cpu.cfg", folder / task, overrides=overrides)
     combine({task: spacy.load(folder / task / "model-best") for task in TASKS}).to_disk(folder / "combined")
     return folder

@@ -1,12 +1,14 @@
-"""The CPU pipeline's registered architecture, titlecat.TitleNgramClassifier.v2: its features and how it is fitted."""
+"""The CPU pipeline's registered architectures (titlecat.TitleNgramClassifier.v2, and the n-grams beside piece vectors
+of titlecat.MultilingualTitleClassifier.v1): their features and how they are fitted."""
 
 import math
 from collections import Counter
 
 import numpy as np
 import pytest
+import scipy.sparse
 import spacy
-from conftest import REPO, assert_blank_titles_unscored, write_docbins
+from conftest import REPO, assert_blank_titles_unscored, piece_vectors_of, write_docbins
 from sklearn.linear_model import LogisticRegression
 from spacy.cli.train import train
 from spacy.strings import hash_string
@@ -140,27 +142,33 @@ def test_a_title_with_no_text_gets_no_score_alone_and_in_a_batch():
     assert_blank_titles_unscored(nlp, "Senior Software Engineer")
 
 
-def fit_cpu_pipeline(train_path, dev_path):
-    """The CPU config initialised (that is: fitted) on train_path."""
-    overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path)}
+def fit_cpu_pipeline(train_path, dev_path, encoder_dir):
+    """The CPU config initialised (that is: fitted) on train_path, its piece vectors from encoder_dir."""
+    overrides = {"paths.train": str(train_path), "paths.dev": str(dev_path), **piece_vectors_of(encoder_dir)}
     config = load_config(REPO / "configs" / "cpu.cfg", overrides=overrides, interpolate=False)
     return init_nlp(config), config, overrides
 
 
 @pytest.mark.parametrize("labels", [None, ("Sales", "Marketing")], ids=["11 departments", "two labels"])
-def test_the_cpu_pipeline_is_logistic_regression_on_its_own_features(tmp_path, data_dir, labels):
+def test_the_cpu_pipeline_is_logistic_regression_on_its_own_features(tmp_path, data_dir, tiny_encoder_dir, labels):
     train_path, dev_path = write_docbins(tmp_path, "department", 300, 100, labels=labels)
-    fitted, config, _ = fit_cpu_pipeline(train_path, dev_path)
-    textcat = fitted.get_pipe("textcat")
+    fitted, config, _ = fit_cpu_pipeline(train_path, dev_path, tiny_encoder_dir)
+    assert fitted.pipe_names == ["title_encoder", "textcat"]
+    textcat, pieces = fitted.get_pipe("textcat"), fitted.get_pipe("title_encoder")
     task = get_task("department")
     train_titles, gold = read_docbin(train_path, task)
     titles = train_titles + read_docbin(dev_path, task)[0]
 
-    # The definition, computed apart from the callback: scikit-learn on the rows the linear layer sees.
+    # The definition, computed apart from the callback: scikit-learn on the rows the two linear layers see, the
+    # n-grams and the weighted piece vectors (centred on the train titles' mean, which the intercept absorbs).
     extract_layer = next(layer for layer in textcat.model.walk() if layer.name == "extract_title_features")
     length = textcat.model.get_ref("output_layer").get_dim("length")
-    rows = hashed_design_matrix(*extract_layer.predict([fitted.make_doc(t) for t in titles]), length)
-    reference = LogisticRegression(C=config["initialize"]["after_init"]["C"], max_iter=3000)
+    ngrams = hashed_design_matrix(*extract_layer.predict([fitted.make_doc(t) for t in titles]), length)
+    weight = config["components"]["textcat"]["model"]["vector_weight"]
+    vectors = pieces.table.vectors(titles) * weight
+    rows = scipy.sparse.hstack([ngrams, vectors - vectors[:300].mean(axis=0)], format="csr")
+    fit = config["initialize"]["after_init"]
+    reference = LogisticRegression(C=fit["C"], class_weight=fit["class_weight"], max_iter=3000)
     reference.fit(rows[:300], gold)
     assert np.mean(reference.predict(rows[:300]) == np.array(gold)) > 0.9
     expected = reference.predict_proba(rows)
@@ -168,9 +176,9 @@ def test_the_cpu_pipeline_is_logistic_regression_on_its_own_features(tmp_path, d
     assert np.allclose(probabilities, expected, atol=1e-4)
 
 
-def test_spacy_train_keeps_the_fitted_cpu_pipeline(tmp_path, data_dir):
+def test_spacy_train_keeps_the_fitted_cpu_pipeline(tmp_path, data_dir, tiny_encoder_dir):
     train_path, dev_path = write_docbins(tmp_path, "department", 300, 100)
-    fitted, _, overrides = fit_cpu_pipeline(train_path, dev_path)
+    fitted, _, overrides = fit_cpu_pipeline(train_path, dev_path, tiny_encoder_dir)
     train(REPO / "configs" / "cpu.cfg", tmp_path / "model", overrides=overrides)
     trained = spacy.load(tmp_path / "model" / "model-best")
     titles, _ = read_docbin(dev_path, get_task("department"))

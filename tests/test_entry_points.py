@@ -20,6 +20,7 @@ def test_pyproject_declares_every_name_titlecat_registers_and_no_other():
     )
     assert found["spacy_factories"] == {
         "titlecat_answers": "titlecat.combined:make_title_answers",
+        "titlecat_piece_vectors": "titlecat.piece_vectors:make_piece_vectors",
         "titlecat_title_encoder": "titlecat.multilingual:make_title_encoder",
     }
     assert declared == found

@@ -191,13 +191,15 @@ def test_a_users_pipeline_with_titlecat_components_reloads_wherever_the_wheels_a
         for name in ("department_augmented", "seniority_base", "combined")
     ]
     pipes = [
+        # The textcats read the piece vectors their title_encoder sets; both wheels' are the same.
+        ["xx_titlecat_department_augmented_cpu", "title_encoder", "title_encoder"],
         ["xx_titlecat_department_augmented_cpu", "textcat", "department"],
         ["xx_titlecat_seniority_base_cpu", "textcat", "seniority"],
         ["xx_titlecat_combined_cpu", "titlecat_answers", "titlecat_answers"],
     ]
     titles = ["Leiterin Vertrieb DACH", "", "   ", "Head of Marketing"]
     answers = users_pipeline_reloads(tmp_path, wheels, pipes, titles)
-    assert answers["pipe_names"] == ["sentencizer", "department", "seniority", "titlecat_answers"]
+    assert answers["pipe_names"] == ["sentencizer", "title_encoder", "department", "seniority", "titlecat_answers"]
     department = spacy.load(small_project / "training" / "cpu" / "department" / "augmented" / "model-best")
     expected = department(titles[0]).cats
     no_answer = {"cats": dict.fromkeys([*TASKS["department"].labels, *TASKS["seniority"].labels], 0.0)}

