@@ -118,3 +118,13 @@ def test_the_compact_normaliser_gives_the_tokenizers_own_pieces(tiny_encoder_dir
         for text in (original, compact)
     ]
     assert pieces[0] == pieces[1]
+
+
+def test_combining_pipelines_with_and_without_a_title_encoder_is_refused(tiny_encoder_dir):
+    from titlecat.combined import combine
+
+    with_pieces = spacy.blank("xx")
+    with_pieces.add_pipe("titlecat_piece_vectors", name="title_encoder", config={"width": 16})
+    with_pieces.get_pipe("title_encoder").initialize(encoder_path=str(tiny_encoder_dir))
+    with pytest.raises(ValueError, match=r"only \['seniority'\] of \['department', 'seniority'\] have a title_encoder"):
+        combine({"seniority": with_pieces, "department": spacy.blank("xx")})

@@ -129,11 +129,11 @@ def test_rerun_skips_what_is_up_to_date(small_project, data_dir, tiny_encoder_di
     assert result.stdout.count("Skipping") >= 9, result.stdout
 
 
-def test_same_seed_same_corpora_and_metrics(small_project, tmp_path, data_dir):
+def test_same_seed_same_corpora_and_metrics(small_project, tmp_path, data_dir, tiny_encoder_dir):
     again = copy_project(tmp_path / "again")
     run_project(again, "assets", ".", "--vars.asset_mirror", asset_mirror(data_dir))
-    for command in ("corpora", "pseudo-label", "augment", "train-department-base"):
-        run_project(again, command, ".", *SMALL_RUN)
+    for command in ("corpora", "pseudo-label", "augment", "encoder", "train-department-base"):
+        run_project(again, command, ".", *SMALL_RUN, "--vars.encoder", str(tiny_encoder_dir))
     for name in ("train", "dev", "test", "cv_dev", "ood", "train_augmented"):
         assert filecmp.cmp(
             small_project / "corpus" / "seniority" / f"{name}.spacy",
