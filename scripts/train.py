@@ -86,7 +86,7 @@ def main(
             width = load_config(config_path)["components"]["title_encoder"]["width"]
             if hidden_size < width:
                 msg.warn(
-                    f"{encoder}: embeddings {hidden_size} wide, narrower than the piece vectors' {width}: {hidden_size}"
+                    f"{encoder}: embeddings {hidden_size} wide, under the piece vectors' {width}: {hidden_size} used"
                 )
                 overrides["components.title_encoder.width"] = hidden_size
         if vector_weight >= 0:
