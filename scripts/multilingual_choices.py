@@ -61,12 +61,13 @@ def main(
         for width in piece_widths.split(","):
             vectors = piece_table(encoder_dir, int(width)).vectors(texts)
             vectors_by_prefix[f"pieces-{width}"] = dict(zip(texts, vectors, strict=True))
-    runtime = None if piece_widths else build_runtime(encoder_dir)
-    for prefix in [] if piece_widths else prefixes.split(","):
-        start = time.perf_counter()
-        vectors = runtime.encode(texts, prefix, 64, 64, torch_device="cpu" if fp32 else None)
-        msg.info(f"{len(texts):,} titles encoded with prefix {prefix!r} in {time.perf_counter() - start:.0f} s")
-        vectors_by_prefix[prefix] = dict(zip(texts, vectors, strict=True))
+    else:
+        runtime = build_runtime(encoder_dir)
+        for prefix in prefixes.split(","):
+            start = time.perf_counter()
+            vectors = runtime.encode(texts, prefix, 64, 64, torch_device="cpu" if fp32 else None)
+            msg.info(f"{len(texts):,} titles encoded with prefix {prefix!r} in {time.perf_counter() - start:.0f} s")
+            vectors_by_prefix[prefix] = dict(zip(texts, vectors, strict=True))
     extract = extract_title_features(2, 5)
     rows = []
     settings = itertools.product(
