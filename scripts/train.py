@@ -53,6 +53,11 @@ def main(
         help="Class balance: every label drawn up to the largest's size (seeded); default: the config's "
         "corpora.train.oversample_tasks (titlecat.ClassBalancedCorpus.v1)",
     ),
+    freeze_embeddings: bool | None = typer.Option(
+        None,
+        "--freeze-embeddings/--train-embeddings",
+        help="Transformer configs: keep the encoder's wordpiece embeddings as pretrained; default: the config's",
+    ),
 ):
     task = get_task(task_name)
     train_file = TRAIN_FILES.get(variant)
@@ -104,6 +109,10 @@ def main(
         overrides[f"{block}.name"] = transformer
         # Mixed precision is a GPU feature: thinc's gradient scaler refuses CPU tensors.
         overrides[f"{block}.mixed_precision"] = gpu_id >= 0
+        if freeze_embeddings is not None:
+            overrides[f"{block}.freeze_embeddings"] = freeze_embeddings
+    elif freeze_embeddings is not None:
+        raise typer.BadParameter(f"the {config} config fine-tunes no transformer", param_hint="--freeze-embeddings")
     try:
         preflight(config, gpu_id, transformer)
     except PreflightError as error:
