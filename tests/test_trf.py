@@ -24,9 +24,17 @@ from conftest import (
     wheel_requirements,
     write_docbins,
 )
+from spacy.util import load_config
 
 from titlecat.labels import get_task
-from titlecat.preflight import PreflightError, check_gpu, check_mixed_precision, check_transformer, preflight
+from titlecat.preflight import (
+    PreflightError,
+    check_gpu,
+    check_mixed_precision,
+    check_transformer,
+    preflight,
+    standin_model_folder,
+)
 
 TRF_CONFIG = REPO / "configs" / "trf.cfg"
 
@@ -640,3 +648,33 @@ def test_attention_on_a_gpu_leaves_cudnn_out_and_the_cpu_alone():
     assert (torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.flash_sdp_enabled()) == before
     with attention_kernels(torch.device("cpu")):
         assert torch.backends.cuda.cudnn_sdp_enabled() == before[0]
+
+
+def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_path):
+    """trf-check's default stand-in is the project's encoder asset (here the tiny one small_project converted); its
+    department row is scored on the Dutch dev set too, and reports name it as a stand-in."""
+    project = tmp_path / "project"
+    shutil.copytree(small_project, project, symlinks=True)
+    caps = ["--max-steps", "2", "--eval-frequency", "2", "--patience", "2", "--freeze-embeddings"]
+    checked = subprocess.run(
+        [sys.executable, "scripts/trf_check.py", "--task", "department", *caps],
+        cwd=project, capture_output=True, text=True, env=offline_env(),
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
+    assert "stand-in encoder: multilingual-e5-small" in checked.stdout
+    metrics = json.loads((project / "metrics" / "trf-e5" / "department_augmented.json").read_text())
+    assert {"test", "cv_dev", "ood", "dutch_dev"} <= set(metrics)
+    assert metrics["dutch_dev"]["n"] > 0
+    model = project / "training" / "trf-e5" / "department" / "augmented" / "model-best"
+    encoder = load_config(model / "config.cfg")["components"]["textcat"]["model"]
+    assert encoder["name"] == "assets/encoder" and encoder["freeze_embeddings"] is True
+    subprocess.run([sys.executable, "scripts/summarize.py", "metrics", "assets", "metrics/summary.md"], cwd=project)
+    summary = (project / "metrics" / "summary.md").read_text()
+    assert "titlecat trf, multilingual-e5-small stand-in (XLM-R's vocabulary, not xlm-roberta-base)" in summary
+
+
+def test_trf_check_names_a_missing_stand_in(tmp_path):
+    with pytest.raises(PreflightError, match="run `spacy project run encoder` first"):
+        standin_model_folder("e5", tmp_path / "encoder")
+    with pytest.raises(PreflightError, match="no stand-in encoder 'xlmr'"):
+        standin_model_folder("xlmr", tmp_path)

