@@ -45,7 +45,7 @@ def run_cli(args: list[str], cwd: Path, env: dict | None = None, **kwargs) -> su
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,  # generous: a loaded 2-core machine slows these runs several-fold
         **kwargs,
     )
 
