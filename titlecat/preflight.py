@@ -187,7 +187,7 @@ def system_name(config: str) -> str:
     return f"titlecat {config}"
 
 
-def standin_model_folder(standin: str = "minilm", encoder: Path = Path("assets/encoder")) -> Path:
+def standin_model_folder(standin: str, encoder: Path = Path("assets/encoder")) -> Path:
     """A stand-in encoder's model folder: e5 is the project's `encoder` asset (`encoder`), MiniLM lives inside its
     installed package (found by import, never a fixed path)."""
     import importlib.util
