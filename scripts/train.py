@@ -58,6 +58,9 @@ def main(
         "--freeze-embeddings/--train-embeddings",
         help="Transformer configs: keep the encoder's wordpiece embeddings as pretrained; default: the config's",
     ),
+    encoder_rate_scale: float = typer.Option(
+        0.0, help="Transformer configs: the encoder's rate as a share of the head's (--learn-rate); 0 = the config's"
+    ),
 ):
     task = get_task(task_name)
     train_file = TRAIN_FILES.get(variant)
@@ -111,8 +114,11 @@ def main(
         overrides[f"{block}.mixed_precision"] = gpu_id >= 0
         if freeze_embeddings is not None:
             overrides[f"{block}.freeze_embeddings"] = freeze_embeddings
-    elif freeze_embeddings is not None:
-        raise typer.BadParameter(f"the {config} config fine-tunes no transformer", param_hint="--freeze-embeddings")
+        if encoder_rate_scale > 0:
+            overrides[f"{block}.encoder_rate_scale"] = encoder_rate_scale
+    elif freeze_embeddings is not None or encoder_rate_scale > 0:
+        option = "--freeze-embeddings" if freeze_embeddings is not None else "--encoder-rate-scale"
+        raise typer.BadParameter(f"the {config} config fine-tunes no transformer", param_hint=option)
     try:
         preflight(config, gpu_id, transformer)
     except PreflightError as error:

@@ -389,6 +389,47 @@ def test_trf_freeze_embeddings(tiny_xlmr_dir, freeze):
     ).all()
 
 
+def test_encoder_rate_scale_slows_the_encoder_and_not_the_head(tiny_xlmr_dir):
+    """encoder_rate_scale = 0.5 halves the encoder's Adam steps while the output layer takes the optimizer's rate
+    (its first step, the same in both); thinc's own steps (torch_adam = false) cannot scale, so they refuse."""
+    import spacy
+    from spacy.training import Example
+    from thinc.api import Adam, fix_random_seed
+
+    config = load_config(TRF_CONFIG)
+    task = get_task("department")
+    layer = "encoder.layer.0.attention.self.query.weight"
+
+    def train(**settings) -> tuple[float, numpy.ndarray]:
+        """The largest move of one encoder weight array over two steps, and the head after the first."""
+        fix_random_seed(0)
+        model_config = {**config["components"]["textcat"]["model"], "name": str(tiny_xlmr_dir), **settings}
+        nlp = spacy.blank("xx")
+        nlp.add_pipe("textcat", config={"model": model_config})
+        examples = [
+            Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
+            for e in curated_examples(task.name, 16, seed=7)
+        ]
+        nlp.initialize(lambda: examples)
+        model = nlp.get_pipe("textcat").model
+        weights = dict(model.get_ref("encoder").shims[0]._model.named_parameters())
+        before = weights[layer].detach().clone()
+        optimizer = Adam(1e-3, L2=0.0)
+        nlp.update(examples, sgd=optimizer, drop=0.0)
+        head = model.get_ref("output_layer").get_param("W").copy()
+        # The head starts at zero, so the encoder's first gradient is zero: it moves on the second step.
+        nlp.update(examples, sgd=optimizer, drop=0.0)
+        return float((weights[layer].detach() - before).abs().max()), head
+
+    plain_move, plain_head = train()
+    scaled_move, scaled_head = train(encoder_rate_scale=0.5)
+    assert plain_move > 1e-4 and numpy.abs(plain_head).max() > 0
+    assert numpy.allclose(scaled_head, plain_head)
+    assert scaled_move / plain_move == pytest.approx(0.5, abs=0.05)
+    with pytest.raises(ValueError, match="encoder_rate_scale = 0.5 needs torch_adam = true"):
+        train(encoder_rate_scale=0.5, torch_adam=False)
+
+
 def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir):
     """On a GPU spaCy builds every layer with cupy ops, and the textcat reads each score with float(scores[i, j]):
     on cupy a device sync per score (185 µs a title on an H200 machine). The encoder keeps the current ops; the head
@@ -656,6 +697,7 @@ def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_
     project = tmp_path / "project"
     shutil.copytree(small_project, project, symlinks=True)
     caps = ["--max-steps", "2", "--eval-frequency", "2", "--patience", "2", "--freeze-embeddings"]
+    caps += ["--learn-rate", "0.0001", "--task-learn-rate", "department=0.0003"]
     checked = subprocess.run(
         [sys.executable, "scripts/trf_check.py", "--task", "department", *caps],
         cwd=project, capture_output=True, text=True, env=offline_env(),
@@ -668,9 +710,20 @@ def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_
     model = project / "training" / "trf-e5" / "department" / "augmented" / "model-best"
     encoder = load_config(model / "config.cfg")["components"]["textcat"]["model"]
     assert encoder["name"] == "assets/encoder" and encoder["freeze_embeddings"] is True
+    config = load_config(model / "config.cfg")
+    assert config["training"]["optimizer"]["learn_rate"]["initial_rate"] == 0.0003
     subprocess.run([sys.executable, "scripts/summarize.py", "metrics", "assets", "metrics/summary.md"], cwd=project)
     summary = (project / "metrics" / "summary.md").read_text()
     assert "titlecat trf, multilingual-e5-small stand-in (XLM-R's vocabulary, not xlm-roberta-base)" in summary
+
+
+def test_trf_check_refuses_a_task_rate_it_cannot_read(tmp_path):
+    refused = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "trf_check.py"), "--task-learn-rate", "seniority:5e-5"],
+        cwd=tmp_path, capture_output=True, text=True, env=offline_env(),
+    )  # fmt: skip
+    assert refused.returncode == 2
+    assert "--task-learn-rate" in refused.stderr and "'seniority:5e-5' is not TASK=RATE" in refused.stderr
 
 
 def test_trf_check_names_a_missing_stand_in(tmp_path):

@@ -58,6 +58,7 @@ def build_transformer_title_classifier(
     torch_adam: bool = True,
     static_shapes: bool = False,
     torch_compile: dict = {},  # noqa: B006
+    encoder_rate_scale: float = 1.0,
     nO: int | None = None,
 ) -> Model[list[Doc], Floats2d]:
     """Exclusive classes from a Hugging Face encoder (`name`: Hub id or local folder) fine-tuned end to end.
@@ -76,6 +77,9 @@ def build_transformer_title_classifier(
         wordpieces up to a multiple of 4), so that a compiled encoder meets few shapes (CUDA graphs need them).
     torch_compile: keyword arguments of `torch.compile` for the encoder's training passes (e.g.
         {"mode": "reduce-overhead"}: CUDA graphs on a GPU); empty: none. Prediction runs it uncompiled.
+    encoder_rate_scale: the encoder's learning rate as a share of the training optimizer's, which the output layer
+        takes as it is: below 1, a head that starts from zero moves faster than the pretrained body under it
+        (needs `torch_adam`).
     """
     encoder = title_encoder(
         name,
@@ -91,6 +95,7 @@ def build_transformer_title_classifier(
         torch_adam,
         static_shapes,
         torch_compile,
+        encoder_rate_scale,
     )
     # The head (dropout, softmax) runs on the CPU even when the encoder is on a GPU: the textcat reads every score
     # one by one (`float(scores[i, j])` in `set_annotations`), and on cupy each read is a device sync (185 µs a
@@ -123,6 +128,7 @@ def title_encoder(
     torch_adam: bool = True,
     static_shapes: bool = False,
     torch_compile: dict | None = None,
+    encoder_rate_scale: float = 1.0,
 ) -> Model[list[Doc], Floats2d]:
     """Docs → one pooled vector per title (hidden size wide, a numpy array wherever the encoder runs); the encoder
     lives in spacy-transformers' HFShim (`TitleEncoderShim`, which adds the torch Adam step)."""
@@ -137,6 +143,7 @@ def title_encoder(
         grad_scaler_config=dict(grad_scaler_config or {}),
         torch_adam=torch_adam,
         compiled=bool(torch_compile),
+        rate_scale=encoder_rate_scale,
     )
     return Model(
         "title_encoder",
@@ -172,10 +179,11 @@ def title_encoder_shim_class() -> type:
     class TitleEncoderShim(HFShim):
         """spacy-transformers' HFShim whose update of the encoder's weights is one torch Adam step (`torch_adam`)."""
 
-        def __init__(self, *args, torch_adam: bool = True, compiled: bool = False, **kwargs):
+        def __init__(self, *args, torch_adam: bool = True, compiled: bool = False, rate_scale: float = 1.0, **kwargs):
             super().__init__(*args, **kwargs)
             self.torch_adam = torch_adam
             self.compiled = compiled
+            self.rate_scale = rate_scale
             self._torch_optimizer = None  # [the thinc optimizer it mirrors, the torch AdamW (moments), steps taken]
 
         def finish_update(self, optimizer) -> None:
@@ -188,6 +196,14 @@ def title_encoder_shim_class() -> type:
                     "titlecat.TransformerTitleClassifier.v1: torch_compile needs torch_adam = true and thinc's Adam "
                     f"optimizer (the training optimizer is {type(optimizer).__name__} with "
                     f"use_radam={optimizer.use_radam}, b1={optimizer.b1}; torch_adam={self.torch_adam})"
+                )
+            elif getattr(self, "rate_scale", 1.0) != 1.0:
+                # thinc's optimizer takes one rate for every weight it steps
+                raise ValueError(
+                    f"titlecat.TransformerTitleClassifier.v1: encoder_rate_scale = {self.rate_scale} needs "
+                    f"torch_adam = true and thinc's Adam optimizer (the training optimizer is "
+                    f"{type(optimizer).__name__} with use_radam={optimizer.use_radam}, b1={optimizer.b1}; "
+                    f"torch_adam={self.torch_adam})"
                 )
             else:
                 super().finish_update(optimizer)
@@ -220,6 +236,7 @@ def torch_adam_step(shim, optimizer) -> None:
         # Moments belong to the thinc optimizer (a new one, e.g. a new training run, starts from zero, as thinc's).
         params = [param for param in shim._model.parameters() if param.requires_grad]
         shim._torch_optimizer = [optimizer, torch.optim.AdamW(params, lr=optimizer.learn_rate, fused=True), 0]
+    rate_scale = getattr(shim, "rate_scale", 1.0)  # shims unpickled from before the setting have none
     adam, steps_taken = shim._torch_optimizer[1:]
     params = [param for param in shim._model.parameters() if param.grad is not None]
     grads = [param.grad for param in params]
@@ -230,7 +247,7 @@ def torch_adam_step(shim, optimizer) -> None:
             norms = torch.stack(torch._foreach_norm(grads))
             torch._foreach_mul_(grads, list((optimizer.grad_clip / norms.clamp(min=optimizer.grad_clip)).unbind()))
         adam.param_groups[0].update(
-            lr=optimizer.learn_rate,
+            lr=optimizer.learn_rate * rate_scale,
             betas=(optimizer.b1, optimizer.b2),
             eps=optimizer.eps / (1.0 - optimizer.b2 ** (steps_taken + 1)) ** 0.5,
             weight_decay=optimizer.L2 if optimizer.L2_is_weight_decay else 0.0,
