@@ -27,18 +27,6 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True)
 
 
-def parse_task_rates(values: list[str]) -> dict[str, float]:
-    """`--task-learn-rate seniority=5e-5` → {"seniority": 5e-05}; a bad value is named with the option."""
-    rates = {}
-    for value in values:
-        task_name, _, rate = value.partition("=")
-        try:
-            rates[get_task(task_name.strip()).name] = float(rate)
-        except (KeyError, ValueError):
-            raise typer.BadParameter(f"{value!r} is not TASK=RATE", param_hint="--task-learn-rate") from None
-    return rates
-
-
 def main(
     tasks: list[str] = typer.Option(["seniority", "department"], "--task"),
     variants: list[str] = typer.Option(["augmented"], "--variant"),
@@ -51,9 +39,6 @@ def main(
     patience: int = typer.Option(0),
     eval_frequency: int = typer.Option(0),
     learn_rate: float = typer.Option(0.0, help="Peak learning rate; 0 = the config's own"),
-    task_learn_rates: list[str] = typer.Option(
-        [], "--task-learn-rate", help="TASK=RATE: one task's peak rate in place of --learn-rate (repeatable)"
-    ),
     freeze_embeddings: bool | None = typer.Option(
         None, "--freeze-embeddings/--train-embeddings", help="The encoder's piece embeddings; default: the config's"
     ),
@@ -62,7 +47,6 @@ def main(
     ),
     encoder_rate_scale: float = typer.Option(0.0, help="The encoder's rate as a share of the head's; 0 = config's"),
 ):
-    rates = parse_task_rates(task_learn_rates)
     try:
         folder = standin_model_folder(standin, encoder)
     except PreflightError as error:
@@ -72,7 +56,8 @@ def main(
     model_name = E5_STANDIN_NAME if standin == "e5" else STANDIN_NAME
     typer.echo(f"stand-in encoder: {model_name} from {folder} (not xlm-roberta-base)")
     caps = ["--max-steps", str(max_steps), "--max-epochs", str(max_epochs), "--patience", str(patience)]
-    caps += ["--eval-frequency", str(eval_frequency), "--encoder-rate-scale", str(encoder_rate_scale)]
+    caps += ["--eval-frequency", str(eval_frequency), "--learn-rate", str(learn_rate)]
+    caps += ["--encoder-rate-scale", str(encoder_rate_scale)]
     caps += [] if oversample is None else ["--oversample" if oversample else "--no-oversample"]
     caps += [] if freeze_embeddings is None else ["--freeze-embeddings" if freeze_embeddings else "--train-embeddings"]
     for task_name in tasks:
@@ -82,7 +67,6 @@ def main(
             run(
                 [sys.executable, "scripts/train.py", task.name, variant, "--config", "trf", "--name", name]
                 + ["--transformer", str(folder), "--seed", str(seed), *caps]
-                + ["--learn-rate", str(rates.get(task.name, learn_rate))]
             )
             model = Path("training") / name / task.name / variant / "model-best"
             corpus = Path("corpus") / task.name
