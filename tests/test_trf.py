@@ -363,19 +363,13 @@ def test_length_chunks_are_the_cheapest_cut(seed):
 @pytest.mark.parametrize("freeze", [True, False])
 def test_trf_freeze_embeddings(tiny_xlmr_dir, freeze):
     """freeze_embeddings keeps the wordpiece embeddings as pretrained while the layers above them train."""
-    import spacy
-    from spacy.training import Example
     from spacy.util import load_config
 
     config = load_config(TRF_CONFIG)
     config["components"]["textcat"]["model"].update({"name": str(tiny_xlmr_dir), "freeze_embeddings": freeze})
-    nlp = spacy.blank("xx")
-    nlp.add_pipe("textcat", config={"model": config["components"]["textcat"]["model"]})
+    nlp = textcat_pipeline(config["components"]["textcat"]["model"])
     task = get_task("department")
-    examples = [
-        Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
-        for e in curated_examples(task.name, 32, seed=3)
-    ]
+    examples = labelled_examples(nlp, task, 32, seed=3)
     optimizer = nlp.initialize(lambda: examples)
     encoder = nlp.get_pipe("textcat").model.get_ref("encoder").shims[0]._model
     before = {name: param.detach().clone() for name, param in encoder.named_parameters()}
@@ -392,8 +386,6 @@ def test_trf_freeze_embeddings(tiny_xlmr_dir, freeze):
 def test_encoder_rate_scale_slows_the_encoder_and_not_the_head(tiny_xlmr_dir):
     """encoder_rate_scale = 0.5 halves the encoder's Adam steps while the output layer takes the optimizer's rate
     (its first step, the same in both); thinc's own steps (torch_adam = false) cannot scale, so they refuse."""
-    import spacy
-    from spacy.training import Example
     from thinc.api import Adam, fix_random_seed
 
     config = load_config(TRF_CONFIG)
@@ -404,12 +396,8 @@ def test_encoder_rate_scale_slows_the_encoder_and_not_the_head(tiny_xlmr_dir):
         """The largest move of one encoder weight array over two steps, and the head after the first."""
         fix_random_seed(0)
         model_config = {**config["components"]["textcat"]["model"], "name": str(tiny_xlmr_dir), **settings}
-        nlp = spacy.blank("xx")
-        nlp.add_pipe("textcat", config={"model": model_config})
-        examples = [
-            Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
-            for e in curated_examples(task.name, 16, seed=7)
-        ]
+        nlp = textcat_pipeline(model_config)
+        examples = labelled_examples(nlp, task, 16, seed=7)
         nlp.initialize(lambda: examples)
         model = nlp.get_pipe("textcat").model
         weights = dict(model.get_ref("encoder").shims[0]._model.named_parameters())
@@ -430,12 +418,29 @@ def test_encoder_rate_scale_slows_the_encoder_and_not_the_head(tiny_xlmr_dir):
         train(encoder_rate_scale=0.5, torch_adam=False)
 
 
+def textcat_pipeline(model_config: dict):
+    """A blank multilingual pipeline holding one textcat built from `model_config`."""
+    import spacy
+
+    nlp = spacy.blank("xx")
+    nlp.add_pipe("textcat", config={"model": model_config})
+    return nlp
+
+
+def labelled_examples(nlp, task, n: int, seed: int) -> list:
+    """`n` curated titles of `task` as textcat examples for `nlp` (one-hot cats)."""
+    from spacy.training import Example
+
+    return [
+        Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
+        for e in curated_examples(task.name, n, seed=seed)
+    ]
+
+
 def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir):
     """On a GPU spaCy builds every layer with cupy ops, and the textcat reads each score with float(scores[i, j]):
     on cupy a device sync per score (185 µs a title on an H200 machine). The encoder keeps the current ops; the head
     is built on numpy and gets numpy vectors, in training and predicting."""
-    import spacy
-    from spacy.training import Example
     from spacy.util import load_config
     from thinc.api import NumpyOps, get_current_ops, set_current_ops
 
@@ -447,18 +452,14 @@ def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir):
     previous = get_current_ops()
     set_current_ops(DeviceOps())
     try:
-        nlp = spacy.blank("xx")
-        nlp.add_pipe("textcat", config={"model": config["components"]["textcat"]["model"]})
+        nlp = textcat_pipeline(config["components"]["textcat"]["model"])
     finally:
         set_current_ops(previous)
     model = nlp.get_pipe("textcat").model
     assert type(model.get_ref("encoder").ops) is DeviceOps
     assert {type(node.ops) for node in model.walk() if node is not model.get_ref("encoder")} == {NumpyOps}
     task = get_task("department")
-    examples = [
-        Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
-        for e in curated_examples(task.name, 16, seed=4)
-    ]
+    examples = labelled_examples(nlp, task, 16, seed=4)
     optimizer = nlp.initialize(lambda: examples)
     pooled, _ = model.get_ref("encoder").begin_update([eg.predicted for eg in examples])
     assert type(pooled) is numpy.ndarray and pooled.shape == (16, model.get_ref("encoder").get_dim("nO"))
@@ -471,14 +472,12 @@ def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir):
 def test_trf_title_with_no_text_gets_no_score_alone_and_in_a_batch(tiny_xlmr_dir):
     """An empty title in a batch would be scored by its <s></s> pieces, "   " likewise: every label gets 0.0 instead,
     as spaCy's textcat gives a batch with no token; a blank title in training passes no gradient."""
-    import spacy
     from spacy.training import Example
     from spacy.util import load_config
 
     config = load_config(TRF_CONFIG)
     config["components"]["textcat"]["model"]["name"] = str(tiny_xlmr_dir)
-    nlp = spacy.blank("xx")
-    nlp.add_pipe("textcat", config={"model": config["components"]["textcat"]["model"]})
+    nlp = textcat_pipeline(config["components"]["textcat"]["model"])
     task = get_task("seniority")
     titles = [(e.text, e.label) for e in curated_examples(task.name, 8, seed=5)] + [("", "Junior"), ("  ", "Lead")]
     examples = [
@@ -547,8 +546,6 @@ def test_class_balanced_corpus_oversamples_the_listed_tasks_only(tmp_path):
 def test_torch_adam_takes_the_steps_thincs_adam_takes(tiny_xlmr_dir, grad_clip, L2_is_weight_decay):
     """`torch_adam` (torch's fused AdamW with per-array clipping) leaves the encoder's weights where thinc's Adam
     leaves them, clipping and either kind of L2 included, under a warmup schedule; with SGD thinc steps either way."""
-    import spacy
-    from spacy.training import Example
     from spacy.util import load_config
     from thinc.api import SGD, Adam, fix_random_seed, warmup_linear
 
@@ -558,12 +555,8 @@ def test_torch_adam_takes_the_steps_thincs_adam_takes(tiny_xlmr_dir, grad_clip, 
     def train(torch_adam: bool, optimizer) -> dict:
         fix_random_seed(0)
         model_config = {**config["components"]["textcat"]["model"], "name": str(tiny_xlmr_dir)}
-        nlp = spacy.blank("xx")
-        nlp.add_pipe("textcat", config={"model": {**model_config, "torch_adam": torch_adam}})
-        examples = [
-            Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
-            for e in curated_examples(task.name, 24, seed=5)
-        ]
+        nlp = textcat_pipeline({**model_config, "torch_adam": torch_adam})
+        examples = labelled_examples(nlp, task, 24, seed=5)
         nlp.initialize(lambda: examples)
         shim = nlp.get_pipe("textcat").model.get_ref("encoder").shims[0]
         start = {name: param.detach().clone() for name, param in shim._model.named_parameters()}
@@ -621,7 +614,6 @@ def test_a_compiled_encoder_on_static_shapes_trains_as_the_plain_one(tiny_xlmr_d
     the pipeline saves and loads as before. An optimizer that torch's Adam step does not mirror is refused."""
     import spacy
     import torch
-    from spacy.training import Example
     from spacy.util import load_config
     from thinc.api import SGD, Adam, fix_random_seed
     from torch._dynamo.utils import counters
@@ -641,12 +633,8 @@ def test_a_compiled_encoder_on_static_shapes_trains_as_the_plain_one(tiny_xlmr_d
             "dropout": 0.0,
             "transformer_config": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
         }
-        nlp = spacy.blank("xx")
-        nlp.add_pipe("textcat", config={"model": model_config})
-        examples = [
-            Example.from_dict(nlp.make_doc(e.text), {"cats": {label: float(label == e.label) for label in task.labels}})
-            for e in curated_examples(task.name, 40, seed=9)
-        ]
+        nlp = textcat_pipeline(model_config)
+        examples = labelled_examples(nlp, task, 40, seed=9)
         nlp.initialize(lambda: examples)
         optimizer = Adam(learn_rate=1e-3, use_averages=False)
         graphs_before = counters["stats"]["unique_graphs"]
