@@ -197,7 +197,7 @@ def title_encoder_shim_class() -> type:
                     f"optimizer (the training optimizer is {type(optimizer).__name__} with "
                     f"use_radam={optimizer.use_radam}, b1={optimizer.b1}; torch_adam={self.torch_adam})"
                 )
-            elif getattr(self, "rate_scale", 1.0) != 1.0:
+            elif self.rate_scale != 1.0:
                 # thinc's optimizer takes one rate for every weight it steps
                 raise ValueError(
                     f"titlecat.TransformerTitleClassifier.v1: encoder_rate_scale = {self.rate_scale} needs "
@@ -236,7 +236,6 @@ def torch_adam_step(shim, optimizer) -> None:
         # Moments belong to the thinc optimizer (a new one, e.g. a new training run, starts from zero, as thinc's).
         params = [param for param in shim._model.parameters() if param.requires_grad]
         shim._torch_optimizer = [optimizer, torch.optim.AdamW(params, lr=optimizer.learn_rate, fused=True), 0]
-    rate_scale = getattr(shim, "rate_scale", 1.0)  # shims unpickled from before the setting have none
     adam, steps_taken = shim._torch_optimizer[1:]
     params = [param for param in shim._model.parameters() if param.grad is not None]
     grads = [param.grad for param in params]
@@ -247,7 +246,7 @@ def torch_adam_step(shim, optimizer) -> None:
             norms = torch.stack(torch._foreach_norm(grads))
             torch._foreach_mul_(grads, list((optimizer.grad_clip / norms.clamp(min=optimizer.grad_clip)).unbind()))
         adam.param_groups[0].update(
-            lr=optimizer.learn_rate * rate_scale,
+            lr=optimizer.learn_rate * shim.rate_scale,
             betas=(optimizer.b1, optimizer.b2),
             eps=optimizer.eps / (1.0 - optimizer.b2 ** (steps_taken + 1)) ** 0.5,
             weight_decay=optimizer.L2 if optimizer.L2_is_weight_decay else 0.0,
