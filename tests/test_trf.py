@@ -696,9 +696,9 @@ def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_
     assert {"test", "cv_dev", "ood", "dutch_dev"} <= set(metrics)
     assert metrics["dutch_dev"]["n"] > 0
     model = project / "training" / "trf-e5" / "department" / "augmented" / "model-best"
-    encoder = load_config(model / "config.cfg")["components"]["textcat"]["model"]
-    assert encoder["name"] == "assets/encoder" and encoder["freeze_embeddings"] is True
     config = load_config(model / "config.cfg")
+    encoder = config["components"]["textcat"]["model"]
+    assert encoder["name"] == "assets/encoder" and encoder["freeze_embeddings"] is True
     assert config["training"]["optimizer"]["learn_rate"]["initial_rate"] == 0.0003
     assert encoder["encoder_rate_scale"] == 0.1
     subprocess.run([sys.executable, "scripts/summarize.py", "metrics", "assets", "metrics/summary.md"], cwd=project)

@@ -189,21 +189,15 @@ def title_encoder_shim_class() -> type:
         def finish_update(self, optimizer) -> None:
             if self.torch_adam and is_plain_adam(optimizer):
                 torch_adam_step(self, optimizer)
-            elif getattr(self, "compiled", False):
-                # thinc's steps give each weight new memory, and a CUDA graph reads its weights where it recorded
-                # them: it would be recorded anew every step (torch gives up after 128), training silently slow.
+            elif self.compiled or self.rate_scale != 1.0:
+                # Only torch's step serves these. A CUDA graph reads its weights where it recorded them, and thinc's
+                # steps give each weight new memory: it would be recorded anew every step (torch gives up after
+                # 128), training silently slow. thinc's optimizer takes one rate for every weight it steps.
+                setting = "torch_compile" if self.compiled else f"encoder_rate_scale = {self.rate_scale}"
                 raise ValueError(
-                    "titlecat.TransformerTitleClassifier.v1: torch_compile needs torch_adam = true and thinc's Adam "
+                    f"titlecat.TransformerTitleClassifier.v1: {setting} needs torch_adam = true and thinc's Adam "
                     f"optimizer (the training optimizer is {type(optimizer).__name__} with "
                     f"use_radam={optimizer.use_radam}, b1={optimizer.b1}; torch_adam={self.torch_adam})"
-                )
-            elif self.rate_scale != 1.0:
-                # thinc's optimizer takes one rate for every weight it steps
-                raise ValueError(
-                    f"titlecat.TransformerTitleClassifier.v1: encoder_rate_scale = {self.rate_scale} needs "
-                    f"torch_adam = true and thinc's Adam optimizer (the training optimizer is "
-                    f"{type(optimizer).__name__} with use_radam={optimizer.use_radam}, b1={optimizer.b1}; "
-                    f"torch_adam={self.torch_adam})"
                 )
             else:
                 super().finish_update(optimizer)
