@@ -61,6 +61,12 @@ def main(
     encoder_rate_scale: float = typer.Option(
         0.0, help="Transformer configs: the encoder's rate as a share of the head's (--learn-rate); 0 = the config's"
     ),
+    encoder_layer_decay: float = typer.Option(
+        0.0, help="Transformer configs: each encoder layer's rate as a share of the one above's; 0 = the config's"
+    ),
+    prefix: str | None = typer.Option(
+        None, help="Transformer configs: text put before every title (e5: 'query: '); default: the config's"
+    ),
 ):
     task = get_task(task_name)
     train_file = TRAIN_FILES.get(variant)
@@ -116,9 +122,20 @@ def main(
             overrides[f"{block}.freeze_embeddings"] = freeze_embeddings
         if encoder_rate_scale > 0:
             overrides[f"{block}.encoder_rate_scale"] = encoder_rate_scale
-    elif freeze_embeddings is not None or encoder_rate_scale > 0:
-        option = "--freeze-embeddings" if freeze_embeddings is not None else "--encoder-rate-scale"
-        raise typer.BadParameter(f"the {config} config fine-tunes no transformer", param_hint=option)
+        if encoder_layer_decay > 0:
+            overrides[f"{block}.encoder_layer_decay"] = encoder_layer_decay
+        if prefix is not None:
+            overrides[f"{block}.prefix"] = prefix
+    else:
+        transformer_options = {
+            "--freeze-embeddings": freeze_embeddings is not None,
+            "--encoder-rate-scale": encoder_rate_scale > 0,
+            "--encoder-layer-decay": encoder_layer_decay > 0,
+            "--prefix": prefix is not None,
+        }
+        for option, given in transformer_options.items():
+            if given:
+                raise typer.BadParameter(f"the {config} config fine-tunes no transformer", param_hint=option)
     try:
         preflight(config, gpu_id, transformer)
     except PreflightError as error:

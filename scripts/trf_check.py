@@ -46,6 +46,10 @@ def main(
         None, "--oversample/--no-oversample", help="Class balance for every task; default: the config's"
     ),
     encoder_rate_scale: float = typer.Option(0.0, help="The encoder's rate as a share of the head's; 0 = config's"),
+    encoder_layer_decay: float = typer.Option(
+        0.0, help="Each encoder layer's rate as a share of the one above's; 0 = config's"
+    ),
+    prefix: str | None = typer.Option(None, help="Text put before every title (e5: 'query: '); default: config's"),
 ):
     try:
         folder = standin_model_folder(standin, encoder)
@@ -57,7 +61,8 @@ def main(
     typer.echo(f"stand-in encoder: {model_name} from {folder} (not xlm-roberta-base)")
     caps = ["--max-steps", str(max_steps), "--max-epochs", str(max_epochs), "--patience", str(patience)]
     caps += ["--eval-frequency", str(eval_frequency), "--learn-rate", str(learn_rate)]
-    caps += ["--encoder-rate-scale", str(encoder_rate_scale)]
+    caps += ["--encoder-rate-scale", str(encoder_rate_scale), "--encoder-layer-decay", str(encoder_layer_decay)]
+    caps += [] if prefix is None else [f"--prefix={prefix}"]
     caps += [] if oversample is None else ["--oversample" if oversample else "--no-oversample"]
     caps += [] if freeze_embeddings is None else ["--freeze-embeddings" if freeze_embeddings else "--train-embeddings"]
     for task_name in tasks:

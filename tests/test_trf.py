@@ -383,17 +383,24 @@ def test_trf_freeze_embeddings(tiny_xlmr_dir, freeze):
     ).all()
 
 
-def test_encoder_rate_scale_slows_the_encoder_and_not_the_head(tiny_xlmr_dir):
+def test_encoder_rate_scale_and_layer_decay_slow_the_encoder_and_not_the_head(tiny_xlmr_dir):
     """encoder_rate_scale = 0.5 halves the encoder's Adam steps while the output layer takes the optimizer's rate
-    (its first step, the same in both); thinc's own steps (torch_adam = false) cannot scale, so they refuse."""
+    (its first step, the same in both); encoder_layer_decay = 0.5 leaves the top layer's steps as they were, halves
+    the layer below's and quarters the embeddings'. thinc's own steps (torch_adam = false) cannot scale: they
+    refuse."""
     from thinc.api import Adam, fix_random_seed
 
     config = load_config(TRF_CONFIG)
     task = get_task("department")
-    layer = "encoder.layer.0.attention.self.query.weight"
+    # The tiny XLM-R has two layers: 1 on top, 0 under it.
+    arrays = {
+        "top": "encoder.layer.1.attention.self.query.weight",
+        "lower": "encoder.layer.0.attention.self.query.weight",
+        "embeddings": "embeddings.word_embeddings.weight",
+    }
 
-    def train(**settings) -> tuple[float, numpy.ndarray]:
-        """The largest move of one encoder weight array over two steps, and the head after the first."""
+    def train(**settings) -> tuple[dict[str, float], numpy.ndarray]:
+        """The largest move of each of `arrays` over two steps, and the head after the first."""
         fix_random_seed(0)
         model_config = {**config["components"]["textcat"]["model"], "name": str(tiny_xlmr_dir), **settings}
         nlp = textcat_pipeline(model_config)
@@ -401,21 +408,54 @@ def test_encoder_rate_scale_slows_the_encoder_and_not_the_head(tiny_xlmr_dir):
         nlp.initialize(lambda: examples)
         model = nlp.get_pipe("textcat").model
         weights = dict(model.get_ref("encoder").shims[0]._model.named_parameters())
-        before = weights[layer].detach().clone()
+        before = {part: weights[name].detach().clone() for part, name in arrays.items()}
         optimizer = Adam(1e-3, L2=0.0)
         nlp.update(examples, sgd=optimizer, drop=0.0)
         head = model.get_ref("output_layer").get_param("W").copy()
         # The head starts at zero, so the encoder's first gradient is zero: it moves on the second step.
         nlp.update(examples, sgd=optimizer, drop=0.0)
-        return float((weights[layer].detach() - before).abs().max()), head
+        moves = {part: float((weights[name].detach() - before[part]).abs().max()) for part, name in arrays.items()}
+        return moves, head
 
-    plain_move, plain_head = train()
-    scaled_move, scaled_head = train(encoder_rate_scale=0.5)
-    assert plain_move > 1e-4 and numpy.abs(plain_head).max() > 0
+    plain_moves, plain_head = train()
+    assert min(plain_moves.values()) > 1e-4 and numpy.abs(plain_head).max() > 0
+    scaled_moves, scaled_head = train(encoder_rate_scale=0.5)
     assert numpy.allclose(scaled_head, plain_head)
-    assert scaled_move / plain_move == pytest.approx(0.5, abs=0.05)
+    for part in arrays:
+        assert scaled_moves[part] / plain_moves[part] == pytest.approx(0.5, abs=0.05), part
+    decayed_moves, decayed_head = train(encoder_layer_decay=0.5)
+    assert numpy.allclose(decayed_head, plain_head)
+    for part, share in {"top": 1.0, "lower": 0.5, "embeddings": 0.25}.items():
+        assert decayed_moves[part] / plain_moves[part] == pytest.approx(share, abs=0.05), part
     with pytest.raises(ValueError, match="encoder_rate_scale = 0.5 needs torch_adam = true"):
         train(encoder_rate_scale=0.5, torch_adam=False)
+    with pytest.raises(ValueError, match="encoder_layer_decay = 0.5 needs torch_adam = true"):
+        train(encoder_layer_decay=0.5, torch_adam=False)
+
+
+def test_prefix_is_read_before_every_title(tiny_xlmr_dir, tmp_path):
+    """prefix = "query: " (what e5 was trained on): the encoder reads "query: " + the title, and the setting
+    travels with the saved pipeline."""
+    import spacy
+
+    config = load_config(TRF_CONFIG)
+    model_config = {**config["components"]["textcat"]["model"], "name": str(tiny_xlmr_dir)}
+    task = get_task("department")
+    pipelines = {}
+    for prefix in ("", "query: "):
+        nlp = textcat_pipeline({**model_config, "prefix": prefix})
+        nlp.initialize(lambda nlp=nlp: labelled_examples(nlp, task, 8, seed=3))
+        pipelines[prefix] = nlp
+
+    def pooled(nlp, texts: list[str]) -> numpy.ndarray:
+        return nlp.get_pipe("textcat").model.get_ref("encoder").predict([nlp.make_doc(text) for text in texts])
+
+    titles = ["Leiter Einkauf", "Medewerker klantenservice"]
+    prefixed = pooled(pipelines["query: "], titles)
+    assert numpy.allclose(prefixed, pooled(pipelines[""], [f"query: {title}" for title in titles]), atol=1e-5)
+    assert not numpy.allclose(prefixed, pooled(pipelines[""], titles), atol=1e-3)
+    pipelines["query: "].to_disk(tmp_path / "prefixed")
+    assert numpy.allclose(pooled(spacy.load(tmp_path / "prefixed"), titles), prefixed, atol=1e-5)
 
 
 def textcat_pipeline(model_config: dict):
@@ -685,7 +725,8 @@ def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_
     project = tmp_path / "project"
     shutil.copytree(small_project, project, symlinks=True)
     caps = ["--max-steps", "2", "--eval-frequency", "2", "--patience", "2", "--freeze-embeddings"]
-    caps += ["--learn-rate", "0.0003", "--encoder-rate-scale", "0.1"]
+    caps += ["--learn-rate", "0.0003", "--encoder-rate-scale", "0.1", "--encoder-layer-decay", "0.8"]
+    caps += ["--prefix", "query: "]
     checked = subprocess.run(
         [sys.executable, "scripts/trf_check.py", "--task", "department", *caps],
         cwd=project, capture_output=True, text=True, env=offline_env(),
@@ -700,7 +741,7 @@ def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_
     encoder = config["components"]["textcat"]["model"]
     assert encoder["name"] == "assets/encoder" and encoder["freeze_embeddings"] is True
     assert config["training"]["optimizer"]["learn_rate"]["initial_rate"] == 0.0003
-    assert encoder["encoder_rate_scale"] == 0.1
+    assert (encoder["encoder_rate_scale"], encoder["encoder_layer_decay"], encoder["prefix"]) == (0.1, 0.8, "query: ")
     subprocess.run([sys.executable, "scripts/summarize.py", "metrics", "assets", "metrics/summary.md"], cwd=project)
     summary = (project / "metrics" / "summary.md").read_text()
     assert "titlecat trf, multilingual-e5-small stand-in (XLM-R's vocabulary, not xlm-roberta-base)" in summary

@@ -23,6 +23,7 @@ import contextlib
 import functools
 import itertools
 import json
+import re
 import types
 from functools import partial
 from weakref import WeakKeyDictionary
@@ -59,6 +60,8 @@ def build_transformer_title_classifier(
     static_shapes: bool = False,
     torch_compile: dict = {},  # noqa: B006
     encoder_rate_scale: float = 1.0,
+    encoder_layer_decay: float = 1.0,
+    prefix: str = "",
     nO: int | None = None,
 ) -> Model[list[Doc], Floats2d]:
     """Exclusive classes from a Hugging Face encoder (`name`: Hub id or local folder) fine-tuned end to end.
@@ -80,6 +83,10 @@ def build_transformer_title_classifier(
     encoder_rate_scale: the encoder's learning rate as a share of the training optimizer's, which the output layer
         takes as it is: below 1, a head that starts from zero moves faster than the pretrained body under it
         (needs `torch_adam`).
+    encoder_layer_decay: layer-wise rate decay: the encoder's top layer takes its rate, each layer below
+        `encoder_layer_decay` times the one above, the embeddings that times the lowest layer's; 1: one rate for
+        all (needs `torch_adam`). Below 1, the lower layers keep more of what pretraining taught them.
+    prefix: put before every title, training and predicting (e5 encoders were trained on "query: " + text).
     """
     encoder = title_encoder(
         name,
@@ -96,6 +103,8 @@ def build_transformer_title_classifier(
         static_shapes,
         torch_compile,
         encoder_rate_scale,
+        encoder_layer_decay,
+        prefix,
     )
     # The head (dropout, softmax) runs on the CPU even when the encoder is on a GPU: the textcat reads every score
     # one by one (`float(scores[i, j])` in `set_annotations`), and on cupy each read is a device sync (185 µs a
@@ -129,6 +138,8 @@ def title_encoder(
     static_shapes: bool = False,
     torch_compile: dict | None = None,
     encoder_rate_scale: float = 1.0,
+    encoder_layer_decay: float = 1.0,
+    prefix: str = "",
 ) -> Model[list[Doc], Floats2d]:
     """Docs → one pooled vector per title (hidden size wide, a numpy array wherever the encoder runs); the encoder
     lives in spacy-transformers' HFShim (`TitleEncoderShim`, which adds the torch Adam step)."""
@@ -144,6 +155,7 @@ def title_encoder(
         torch_adam=torch_adam,
         compiled=bool(torch_compile),
         rate_scale=encoder_rate_scale,
+        layer_decay=encoder_layer_decay,
     )
     return Model(
         "title_encoder",
@@ -160,6 +172,7 @@ def title_encoder(
             "freeze_embeddings": freeze_embeddings,
             "static_shapes": static_shapes,
             "torch_compile": dict(torch_compile or {}),
+            "prefix": prefix,
         },
     )
 
@@ -179,21 +192,35 @@ def title_encoder_shim_class() -> type:
     class TitleEncoderShim(HFShim):
         """spacy-transformers' HFShim whose update of the encoder's weights is one torch Adam step (`torch_adam`)."""
 
-        def __init__(self, *args, torch_adam: bool = True, compiled: bool = False, rate_scale: float = 1.0, **kwargs):
+        def __init__(
+            self,
+            *args,
+            torch_adam: bool = True,
+            compiled: bool = False,
+            rate_scale: float = 1.0,
+            layer_decay: float = 1.0,
+            **kwargs,
+        ):
             super().__init__(*args, **kwargs)
             self.torch_adam = torch_adam
             self.compiled = compiled
             self.rate_scale = rate_scale
+            self.layer_decay = layer_decay
             self._torch_optimizer = None  # [the thinc optimizer it mirrors, the torch AdamW (moments), steps taken]
 
         def finish_update(self, optimizer) -> None:
             if self.torch_adam and is_plain_adam(optimizer):
                 torch_adam_step(self, optimizer)
-            elif self.compiled or self.rate_scale != 1.0:
+            elif self.compiled or self.rate_scale != 1.0 or self.layer_decay != 1.0:
                 # Only torch's step serves these. A CUDA graph reads its weights where it recorded them, and thinc's
                 # steps give each weight new memory: it would be recorded anew every step (torch gives up after
                 # 128), training silently slow. thinc's optimizer takes one rate for every weight it steps.
-                setting = "torch_compile" if self.compiled else f"encoder_rate_scale = {self.rate_scale}"
+                if self.compiled:
+                    setting = "torch_compile"
+                elif self.rate_scale != 1.0:
+                    setting = f"encoder_rate_scale = {self.rate_scale}"
+                else:
+                    setting = f"encoder_layer_decay = {self.layer_decay}"
                 raise ValueError(
                     f"titlecat.TransformerTitleClassifier.v1: {setting} needs torch_adam = true and thinc's Adam "
                     f"optimizer (the training optimizer is {type(optimizer).__name__} with "
@@ -228,8 +255,8 @@ def torch_adam_step(shim, optimizer) -> None:
 
     if shim._torch_optimizer is None or shim._torch_optimizer[0] is not optimizer:
         # Moments belong to the thinc optimizer (a new one, e.g. a new training run, starts from zero, as thinc's).
-        params = [param for param in shim._model.parameters() if param.requires_grad]
-        shim._torch_optimizer = [optimizer, torch.optim.AdamW(params, lr=optimizer.learn_rate, fused=True), 0]
+        groups = layer_rate_groups(shim._model, shim.layer_decay)
+        shim._torch_optimizer = [optimizer, torch.optim.AdamW(groups, lr=optimizer.learn_rate, fused=True), 0]
     adam, steps_taken = shim._torch_optimizer[1:]
     params = [param for param in shim._model.parameters() if param.grad is not None]
     grads = [param.grad for param in params]
@@ -239,17 +266,38 @@ def torch_adam_step(shim, optimizer) -> None:
         if optimizer.grad_clip:
             norms = torch.stack(torch._foreach_norm(grads))
             torch._foreach_mul_(grads, list((optimizer.grad_clip / norms.clamp(min=optimizer.grad_clip)).unbind()))
-        adam.param_groups[0].update(
-            lr=optimizer.learn_rate * shim.rate_scale,
-            betas=(optimizer.b1, optimizer.b2),
-            eps=optimizer.eps / (1.0 - optimizer.b2 ** (steps_taken + 1)) ** 0.5,
-            weight_decay=optimizer.L2 if optimizer.L2_is_weight_decay else 0.0,
-        )
+        for group in adam.param_groups:
+            group.update(
+                lr=optimizer.learn_rate * shim.rate_scale * group["rate_factor"],
+                betas=(optimizer.b1, optimizer.b2),
+                eps=optimizer.eps / (1.0 - optimizer.b2 ** (steps_taken + 1)) ** 0.5,
+                weight_decay=optimizer.L2 if optimizer.L2_is_weight_decay else 0.0,
+            )
         adam.step()  # weights whose gradient is None (frozen embeddings, the unused pooler) are left alone
         shim._torch_optimizer[2] = steps_taken + 1
     # Zeros, as thinc leaves them: the gradients stay allocated from step to step.
     shim._model.zero_grad(set_to_none=False)
     shim._grad_scaler.update()
+
+
+def layer_rate_groups(encoder, layer_decay: float) -> list[dict]:
+    """The encoder's trainable weights as AdamW parameter groups, each with its `rate_factor`: 1 for the top layer
+    (and anything above it: the pooler), `layer_decay` ** k for the layer k below the top, the embeddings one step
+    further down. Layers are read from the weights' names (`...layer.<i>....`, `...embeddings...`: BERT, XLM-R)."""
+    n_layers = encoder.config.num_hidden_layers
+    factors: dict[float, list] = {}
+    for name, param in encoder.named_parameters():
+        if not param.requires_grad:
+            continue
+        layer = re.search(r"\blayer\.(\d+)\.", name)
+        if layer:
+            depth = n_layers - 1 - int(layer.group(1))
+        elif "embeddings" in name:
+            depth = n_layers
+        else:
+            depth = 0
+        factors.setdefault(layer_decay**depth, []).append(param)
+    return [{"params": params, "rate_factor": factor} for factor, params in factors.items()]
 
 
 def init_encoder(model: Model, X=None, Y=None) -> None:
@@ -291,7 +339,8 @@ def encoder_forward(model: Model, docs: list[Doc], is_train: bool):
     shim = model.shims[0]
     if not docs:
         return numpy.zeros((0, model.get_dim("nO")), dtype="float32"), no_gradient
-    ids, mask = wordpiece_ids(shim._hfmodel.tokenizer, [doc.text for doc in docs], model.attrs["max_length"])
+    texts = [model.attrs["prefix"] + doc.text for doc in docs]
+    ids, mask = wordpiece_ids(shim._hfmodel.tokenizer, texts, model.attrs["max_length"])
     if is_train:
         if model.attrs["freeze_embeddings"]:
             # Wordpieces of titles in languages the training data barely has keep their pretrained vectors; and
