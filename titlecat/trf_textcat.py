@@ -211,23 +211,26 @@ def title_encoder_shim_class() -> type:
         def finish_update(self, optimizer) -> None:
             if self.torch_adam and is_plain_adam(optimizer):
                 torch_adam_step(self, optimizer)
-            elif self.compiled or self.rate_scale != 1.0 or self.layer_decay != 1.0:
+            elif unserved := self.torch_only_settings():
                 # Only torch's step serves these. A CUDA graph reads its weights where it recorded them, and thinc's
                 # steps give each weight new memory: it would be recorded anew every step (torch gives up after
                 # 128), training silently slow. thinc's optimizer takes one rate for every weight it steps.
-                if self.compiled:
-                    setting = "torch_compile"
-                elif self.rate_scale != 1.0:
-                    setting = f"encoder_rate_scale = {self.rate_scale}"
-                else:
-                    setting = f"encoder_layer_decay = {self.layer_decay}"
                 raise ValueError(
-                    f"titlecat.TransformerTitleClassifier.v1: {setting} needs torch_adam = true and thinc's Adam "
-                    f"optimizer (the training optimizer is {type(optimizer).__name__} with "
+                    f"titlecat.TransformerTitleClassifier.v1: {', '.join(unserved)} needs torch_adam = true and "
+                    f"thinc's Adam optimizer (the training optimizer is {type(optimizer).__name__} with "
                     f"use_radam={optimizer.use_radam}, b1={optimizer.b1}; torch_adam={self.torch_adam})"
                 )
             else:
                 super().finish_update(optimizer)
+
+        def torch_only_settings(self) -> list[str]:
+            """The settings in use that only `torch_adam_step` serves, as the config writes them."""
+            settings = {
+                "torch_compile": self.compiled,
+                f"encoder_rate_scale = {self.rate_scale}": self.rate_scale != 1.0,
+                f"encoder_layer_decay = {self.layer_decay}": self.layer_decay != 1.0,
+            }
+            return [setting for setting, in_use in settings.items() if in_use]
 
     TitleEncoderShim.__qualname__ = TitleEncoderShim.__name__
     return TitleEncoderShim
