@@ -4,7 +4,7 @@ title) at a time, so that a title's vector never depends on the other titles of 
 For each MatMul X @ W with W a weight:
   X / s                   smoothing (SmoothQuant): per input channel s = max|X|^a / max|W|^(1-a), measured on
                           calibration titles, moves the activations' outlier channels into the weights
-  q = round(X / r) + 128  r = max|row| / 127, one scale per row: QuantizeLinear along axis 0 of the 2-D view
+  q = round(X / r) + 128  r = max|row| / 127, one scale per row: QuantizeLinear with one block per row
   Y = r * (q - 128) @ Wq * w   MatMulIntegerToFloat (u8 x s8 kernels: VNNI / AMX), w per output column
 ONNX Runtime's own schemes do not fit: `quantize_dynamic` scales the whole activation matrix at once (answers
 changed with the batch), and `MatMulNBits` with int8 activations ran slower than fp32 here (docs/multilingual.md).
@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 SMOOTHING_ALPHA = 0.5
+# QuantizeLinear's block along the last axis: longer than any row, so one scale per row (opset 21 blocks).
+BLOCK_OF_ROW = 1 << 30
 # Titles the smoothing is measured on: written for it, in the languages titlecat meets, none from any data set.
 CALIBRATION_TITLES = (
     "Senior Software Engineer",
@@ -94,20 +96,15 @@ def rowwise_int8(model, activation_maxima: dict[str, np.ndarray], alpha: float =
             numpy_helper.from_array(np.round(weight / column_scale).astype(np.int8), prefix + "w_int8"),
             numpy_helper.from_array(column_scale, prefix + "w_scale"),
         ]
-        nodes += quantise_rows(helper, x, prefix)
+        nodes += quantise_rows(helper, x, prefix, first=rewritten == 1)
         nodes += [
             helper.make_node(
                 "MatMulIntegerToFloat",
                 [prefix + "x_uint8", prefix + "w_int8", "rowq_one", prefix + "w_scale", "rowq_zero_point"],
-                [prefix + "y_2d"],
+                [prefix + "y_unscaled"],
                 domain="com.microsoft",
             ),
-            helper.make_node("Mul", [prefix + "y_2d", prefix + "row_scale_column"], [prefix + "y_scaled"]),
-            # Back to X's leading shape with the weight's output width.
-            helper.make_node("Shape", [x], [prefix + "leading_shape"], end=-1),
-            helper.make_node("Shape", [prefix + "w_int8"], [prefix + "width"], start=1),
-            helper.make_node("Concat", [prefix + "leading_shape", prefix + "width"], [prefix + "shape"], axis=0),
-            helper.make_node("Reshape", [prefix + "y_scaled", prefix + "shape"], [y]),
+            helper.make_node("Mul", [prefix + "y_unscaled", prefix + "row_scale"], [y]),
         ]
     used = {name for node in nodes for name in node.input}
     kept = [tensor for tensor in graph.initializer if tensor.name in used]
@@ -117,38 +114,46 @@ def rowwise_int8(model, activation_maxima: dict[str, np.ndarray], alpha: float =
     graph.initializer.extend(kept + new_initializers)
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx"):
-            opset.version = max(opset.version, 18)  # ReduceMax with its axes as an input
+            opset.version = max(opset.version, 21)  # blocked QuantizeLinear
     if not any(opset.domain == "com.microsoft" for opset in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return model
 
 
-def quantise_rows(helper, x: str, prefix: str) -> list:
-    """Nodes: X smoothed, seen as 2-D, quantised to uint8 (zero point 128) with one scale per row."""
+def quantise_rows(helper, x: str, prefix: str, first: bool) -> list:
+    """Nodes: X smoothed and quantised to uint8 (zero point 128) with one scale per row: max |X| of the row as
+    the larger of its max and -min (two reads, no |X| written)."""
     from onnx import TensorProto
 
-    return [
+    nodes = [
         helper.make_node("Mul", [x, prefix + "inv_smoothing"], [prefix + "x_smoothed"]),
-        helper.make_node("Flatten", [prefix + "x_smoothed"], [prefix + "x_2d"], axis=-1),
-        helper.make_node("Abs", [prefix + "x_2d"], [prefix + "x_abs"]),
-        helper.make_node("ReduceMax", [prefix + "x_abs", "rowq_last_axis"], [prefix + "row_max"], keepdims=0),
+        helper.make_node("ReduceMax", [prefix + "x_smoothed", "rowq_last_axis"], [prefix + "row_high"], keepdims=1),
+        helper.make_node("ReduceMin", [prefix + "x_smoothed", "rowq_last_axis"], [prefix + "row_low"], keepdims=1),
+        helper.make_node("Neg", [prefix + "row_low"], [prefix + "row_low_negated"]),
+        helper.make_node("Max", [prefix + "row_high", prefix + "row_low_negated"], [prefix + "row_max"]),
         helper.make_node("Max", [prefix + "row_max", "rowq_tiny"], [prefix + "row_max_positive"]),
         helper.make_node("Mul", [prefix + "row_max_positive", "rowq_inv127"], [prefix + "row_scale"]),
-        # QuantizeLinear along axis 0 wants one zero point per row: 128 each, shaped like the scales.
-        helper.make_node("Shape", [prefix + "row_scale"], [prefix + "rows"]),
-        helper.make_node(
-            "ConstantOfShape",
-            [prefix + "rows"],
-            [prefix + "row_zero_point"],
-            value=helper.make_tensor("", TensorProto.UINT8, [1], [128]),
-        ),
+    ]
+    if first:
+        # QuantizeLinear wants one zero point per row, shaped like the scales: 128 each. Every X of the graph has
+        # the same rows (titles x pieces, in the encoder's layers), so the first MatMul's serve all.
+        nodes += [
+            helper.make_node("Shape", [prefix + "row_scale"], ["rowq_rows"]),
+            helper.make_node(
+                "ConstantOfShape",
+                ["rowq_rows"],
+                ["rowq_row_zero_point"],
+                value=helper.make_tensor("", TensorProto.UINT8, [1], [128]),
+            ),
+        ]
+    return nodes + [
         helper.make_node(
             "QuantizeLinear",
-            [prefix + "x_2d", prefix + "row_scale", prefix + "row_zero_point"],
+            [prefix + "x_smoothed", prefix + "row_scale", "rowq_row_zero_point"],
             [prefix + "x_uint8"],
-            axis=0,
+            axis=-1,
+            block_size=BLOCK_OF_ROW,
         ),
-        helper.make_node("Unsqueeze", [prefix + "row_scale", "rowq_last_axis"], [prefix + "row_scale_column"]),
     ]
 
 
