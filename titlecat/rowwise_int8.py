@@ -182,6 +182,5 @@ def activation_maxima_of(model, feeds: list[dict[str, np.ndarray]], masks: list[
     maxima: dict[str, np.ndarray] = {}
     for feed, mask in zip(feeds, masks, strict=True):
         for name, value in zip(names, session.run(names, feed), strict=True):
-            rows = value[mask.astype(bool)] if value.ndim == mask.ndim + 1 else value.reshape(-1, value.shape[-1])
-            maxima[name] = np.maximum(maxima.get(name, 0), np.abs(rows).max(axis=0))
+            maxima[name] = np.maximum(maxima.get(name, 0), np.abs(value[mask.astype(bool)]).max(axis=0))
     return maxima
