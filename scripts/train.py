@@ -67,6 +67,11 @@ def main(
     prefix: str | None = typer.Option(
         None, help="Transformer configs: text put before every title (e5: 'query: '); default: the config's"
     ),
+    title_ngrams: bool | None = typer.Option(
+        None,
+        "--title-ngrams/--no-title-ngrams",
+        help="Transformer configs: the title's n-grams, a linear layer beside the pooled vector; default: the config's",
+    ),
 ):
     task = get_task(task_name)
     train_file = TRAIN_FILES.get(variant)
@@ -126,12 +131,15 @@ def main(
             overrides[f"{block}.encoder_layer_decay"] = encoder_layer_decay
         if prefix is not None:
             overrides[f"{block}.prefix"] = prefix
+        if title_ngrams is not None:
+            overrides[f"{block}.title_ngrams"] = title_ngrams
     else:
         transformer_options = {
             "--freeze-embeddings": freeze_embeddings is not None,
             "--encoder-rate-scale": encoder_rate_scale > 0,
             "--encoder-layer-decay": encoder_layer_decay > 0,
             "--prefix": prefix is not None,
+            "--title-ngrams": title_ngrams is not None,
         }
         for option, given in transformer_options.items():
             if given:

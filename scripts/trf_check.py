@@ -50,6 +50,9 @@ def main(
         0.0, help="Each encoder layer's rate as a share of the one above's; 0 = config's"
     ),
     prefix: str | None = typer.Option(None, help="Text put before every title (e5: 'query: '); default: config's"),
+    title_ngrams: bool | None = typer.Option(
+        None, "--title-ngrams/--no-title-ngrams", help="The title's n-grams beside the pooled vector; default: config's"
+    ),
 ):
     try:
         folder = standin_model_folder(standin, encoder)
@@ -63,6 +66,7 @@ def main(
     caps += ["--eval-frequency", str(eval_frequency), "--learn-rate", str(learn_rate)]
     caps += ["--encoder-rate-scale", str(encoder_rate_scale), "--encoder-layer-decay", str(encoder_layer_decay)]
     caps += [] if prefix is None else [f"--prefix={prefix}"]
+    caps += [] if title_ngrams is None else ["--title-ngrams" if title_ngrams else "--no-title-ngrams"]
     caps += [] if oversample is None else ["--oversample" if oversample else "--no-oversample"]
     caps += [] if freeze_embeddings is None else ["--freeze-embeddings" if freeze_embeddings else "--train-embeddings"]
     for task_name in tasks:

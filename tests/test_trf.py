@@ -458,6 +458,43 @@ def test_prefix_is_read_before_every_title(tiny_xlmr_dir, tmp_path):
     assert numpy.allclose(pooled(spacy.load(tmp_path / "prefixed"), titles), prefixed, atol=1e-5)
 
 
+def test_title_ngrams_sit_beside_the_pooled_vector(tiny_xlmr_dir, tmp_path):
+    """title_ngrams = true: the scores are softmax(n-gram layer(the title's n-grams) + vector layer(pooled vector)),
+    both layers learn from the same updates, calibration scales both, and the pipeline saves and loads."""
+    import spacy
+    from thinc.api import fix_random_seed
+
+    from titlecat.combined import set_temperature
+
+    config = load_config(TRF_CONFIG)
+    model_config = {**config["components"]["textcat"]["model"], "name": str(tiny_xlmr_dir), "title_ngrams": True}
+    task = get_task("department")
+    fix_random_seed(0)
+    nlp = textcat_pipeline(model_config)
+    examples = labelled_examples(nlp, task, 24, seed=6)
+    optimizer = nlp.initialize(lambda: examples)
+    model = nlp.get_pipe("textcat").model
+    ngram_linear, vector_linear = model.get_ref("output_layer"), model.get_ref("vector_output_layer")
+    assert not ngram_linear.get_param("W").any() and not vector_linear.get_param("W").any()
+    for _ in range(3):
+        assert nlp.update(examples, sgd=optimizer)["textcat"] > 0
+    assert ngram_linear.get_param("W").any() and vector_linear.get_param("W").any()
+
+    docs = [nlp.make_doc(text) for text in ("Leiter Einkauf", "Medewerker klantenservice", "Key Account Manager")]
+    features = next(node for node in model.walk() if node.name == "extract_title_features")
+    logits = ngram_linear.predict(features.predict(docs))
+    logits = logits + vector_linear.predict(model.get_ref("encoder").predict(docs))
+    expected = numpy.exp(logits - logits.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    scores = nlp.get_pipe("textcat").predict(docs)
+    assert numpy.allclose(scores, expected, atol=1e-5)
+
+    nlp.to_disk(tmp_path / "ngrams")
+    assert numpy.allclose(spacy.load(tmp_path / "ngrams").get_pipe("textcat").predict(docs), scores, atol=1e-6)
+    set_temperature(nlp, "textcat", 2.0)  # checks softmax(logits / 2) itself, or refuses
+    assert not numpy.allclose(nlp.get_pipe("textcat").predict(docs), scores, atol=1e-4)
+
+
 def textcat_pipeline(model_config: dict):
     """A blank multilingual pipeline holding one textcat built from `model_config`."""
     import spacy
@@ -727,7 +764,7 @@ def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_
     shutil.copytree(small_project, project, symlinks=True)
     caps = ["--max-steps", "2", "--eval-frequency", "2", "--patience", "2", "--freeze-embeddings"]
     caps += ["--learn-rate", "0.0003", "--encoder-rate-scale", "0.1", "--encoder-layer-decay", "0.8"]
-    caps += ["--prefix", "query: "]
+    caps += ["--prefix", "query: ", "--title-ngrams"]
     checked = subprocess.run(
         [sys.executable, "scripts/trf_check.py", "--task", "department", *caps],
         cwd=project, capture_output=True, text=True, env=offline_env(),
@@ -745,6 +782,7 @@ def test_trf_check_fine_tunes_the_multilingual_encoder_asset(small_project, tmp_
     assert encoder["name"] == "assets/encoder" and encoder["freeze_embeddings"] is True
     assert config["training"]["optimizer"]["learn_rate"]["initial_rate"] == 0.0003
     assert (encoder["encoder_rate_scale"], encoder["encoder_layer_decay"], encoder["prefix"]) == (0.1, 0.8, "query: ")
+    assert encoder["title_ngrams"] is True
     subprocess.run([sys.executable, "scripts/summarize.py", "metrics", "assets", "metrics/summary.md"], cwd=project)
     summary = (project / "metrics" / "summary.md").read_text()
     assert f"titlecat trf, {source['name']} stand-in (the encoder asset, not xlm-roberta-base)" in summary

@@ -174,6 +174,12 @@ def extract_title_features(min_n: int, max_n: int, max_keys: int = 2**19) -> Mod
     )
 
 
+@registry.layers("titlecat.title_features.v1")
+def title_features_layer(min_n: int, max_n: int) -> Model[list[Doc], tuple]:
+    """`extract_title_features` by name: how titlecat/trf_textcat.py, shipped as a file of its own, finds them."""
+    return extract_title_features(min_n, max_n)
+
+
 # The name other shipped modules find `unscored_if_blank` by (see there).
 UNSCORED_IF_BLANK = "titlecat.unscored_if_blank.v1"
 

@@ -32,7 +32,7 @@ import numpy
 from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
 from spacy.tokens import Doc
 from spacy.util import registry
-from thinc.api import Dropout, Model, Softmax_v2, chain, resizable, use_ops
+from thinc.api import Dropout, Linear, Model, Softmax_v2, SparseLinear_v2, chain, resizable, use_ops, zero_init
 from thinc.types import ArgsKwargs, Floats2d
 
 # Bias of a label that the output layer gains on resizing: such a label starts out improbable (as in spaCy).
@@ -41,6 +41,9 @@ POOLINGS = ("mean", "first")
 # A forward pass's fixed CPU cost, in padded wordpieces: ~1 ms a pass and ~1 µs a wordpiece for the tests' tiny
 # XLM-R on 2 cores (docs/gpu.md); for larger encoders wordpieces cost more, and less padding pays more.
 CPU_PASS_COST = 1024
+# titlecat/components.py registers the hashed word and character n-grams of the CPU pipeline under this name; this
+# module finds them through spaCy's registry (it must not import the rest of titlecat, see above).
+TITLE_FEATURES = "titlecat.title_features.v1"
 
 
 @registry.architectures("titlecat.TransformerTitleClassifier.v1")
@@ -62,6 +65,10 @@ def build_transformer_title_classifier(
     encoder_rate_scale: float = 1.0,
     encoder_layer_decay: float = 1.0,
     prefix: str = "",
+    title_ngrams: bool = False,
+    ngram_min_n: int = 2,
+    ngram_max_n: int = 5,
+    ngram_length: int = 2**18,
     nO: int | None = None,
 ) -> Model[list[Doc], Floats2d]:
     """Exclusive classes from a Hugging Face encoder (`name`: Hub id or local folder) fine-tuned end to end.
@@ -87,6 +94,10 @@ def build_transformer_title_classifier(
         `encoder_layer_decay` times the one above, the embeddings that times the lowest layer's; 1: one rate for
         all (needs `torch_adam`). Below 1, the lower layers keep more of what pretraining taught them.
     prefix: put before every title, training and predicting (e5 encoders were trained on "query: " + text).
+    title_ngrams: the softmax reads, beside the pooled vector, the title's hashed word and character n-grams
+        (`ngram_min_n` to `ngram_max_n` characters, `ngram_length` weights a label: the CPU pipeline's features),
+        one linear layer each, trained together at the head's rate, as spaCy's TextCatEnsemble puts a bag of words
+        beside its neural model.
     """
     encoder = title_encoder(
         name,
@@ -109,6 +120,8 @@ def build_transformer_title_classifier(
     # The head (dropout, softmax) runs on the CPU even when the encoder is on a GPU: the textcat reads every score
     # one by one (`float(scores[i, j])` in `set_annotations`), and on cupy each read is a device sync (185 µs a
     # title on an H200 machine, more than all the rest). One copy of the pooled vectors per batch replaces them.
+    if title_ngrams:
+        return ngrams_and_encoder_classifier(encoder, dropout, ngram_min_n, ngram_max_n, ngram_length, nO)
     with use_ops("numpy"):
         output_layer = Softmax_v2(nO=nO)
         resizable_layer = resizable(
@@ -121,6 +134,73 @@ def build_transformer_title_classifier(
     model.attrs["resize_output"] = partial(resize_and_set_ref, resizable_layer=resizable_layer)
     # titlecat.components.unscored_if_blank: a title with no text scores 0.0 for every label, alone and in a batch
     return registry.misc.get("titlecat.unscored_if_blank.v1")(model)
+
+
+def ngrams_and_encoder_classifier(
+    encoder: Model, dropout: float, min_n: int, max_n: int, length: int, nO: int | None
+) -> Model[list[Doc], Floats2d]:
+    """softmax(n-gram layer(the title's n-grams) + vector layer(dropout(the encoder's pooled vector))).
+
+    One node over both branches, as titlecat's multilingual classifier: thinc's chain/add would initialise the
+    vector layer before the encoder has a width. The linear layers are `output_layer` (n-grams) and
+    `vector_output_layer`, the references calibration (titlecat.combined) scales.
+    """
+    with use_ops("numpy"):
+        features = registry.layers.get(TITLE_FEATURES)(min_n, max_n)
+        ngram_linear = SparseLinear_v2(nO=nO, length=length)
+        vector_linear = Linear(nO=nO, init_W=zero_init)
+        scores = Model(
+            "ngrams_and_encoder_scores",
+            ngrams_and_encoder_forward,
+            init=ngrams_and_encoder_init,
+            layers=[features, ngram_linear, encoder, Dropout(dropout), vector_linear],
+            dims={"nO": nO},
+        )
+    scores.set_ref("output_layer", ngram_linear)
+    scores.set_ref("vector_output_layer", vector_linear)
+    scores.set_ref("encoder", encoder)
+    scores.attrs["multi_label"] = False
+    scores.attrs["resize_output"] = resize_ngrams_and_encoder
+    return registry.misc.get("titlecat.unscored_if_blank.v1")(scores)
+
+
+def ngrams_and_encoder_forward(model: Model, docs: list[Doc], is_train: bool):
+    features, ngram_linear, encoder, dropout, vector_linear = model.layers
+    ngram_logits, backprop_ngrams = ngram_linear(features.predict(docs), is_train)
+    pooled, backprop_encoder = encoder(docs, is_train)
+    dropped, backprop_dropout = dropout(pooled, is_train)
+    vector_logits, backprop_vector = vector_linear(dropped, is_train)
+    scores = model.ops.softmax(ngram_logits + vector_logits)
+
+    def backprop(d_scores):
+        # As thinc's Softmax_v2: the textcat's (scores - truth) is cross-entropy's gradient at the logits.
+        backprop_ngrams(d_scores)
+        backprop_encoder(backprop_dropout(backprop_vector(d_scores)))
+        return []
+
+    return scores, backprop
+
+
+def ngrams_and_encoder_init(model: Model, X=None, Y=None) -> None:
+    features, ngram_linear, encoder, dropout, vector_linear = model.layers
+    if Y is not None:
+        model.set_dim("nO", Y.shape[1], force=True)
+    n_labels = model.get_dim("nO")
+    encoder.initialize()
+    for layer in (ngram_linear, vector_linear):
+        layer.set_dim("nO", n_labels, force=True)
+    vector_linear.set_dim("nI", encoder.get_dim("nO"), force=True)
+    ngram_linear.initialize()
+    vector_linear.initialize()
+
+
+def resize_ngrams_and_encoder(model: Model, new_nO: int) -> Model:
+    vector_linear = model.get_ref("vector_output_layer")
+    if vector_linear.has_param("W") and vector_linear.get_param("W") is not None:
+        raise ValueError("a trained titlecat transformer classifier with title n-grams cannot take new labels")
+    for layer in (model, model.get_ref("output_layer"), vector_linear):
+        layer.set_dim("nO", new_nO, force=True)
+    return model
 
 
 def title_encoder(
