@@ -1,7 +1,12 @@
 import pytest
 
 from titlecat.labels import TASKS
-from titlecat.metrics import bootstrap_intervals, classification_metrics, seen_unseen_metrics
+from titlecat.metrics import (
+    bootstrap_intervals,
+    classification_metrics,
+    paired_difference_intervals,
+    seen_unseen_metrics,
+)
 
 
 def test_metrics_on_a_hand_checked_example():
@@ -40,3 +45,24 @@ def test_seen_unseen_split_and_bootstrap_intervals():
     low, high = intervals["accuracy"]
     assert 0.6 < low < 0.75 < high < 0.9  # around the point estimate 0.75
     assert intervals == bootstrap_intervals(gold * 25, predicted * 25, task, resamples=200)  # seeded
+
+
+def test_paired_differences_are_zero_for_the_same_answers_and_certain_for_a_strictly_better_pipeline():
+    from conftest import curated_examples
+
+    gold = [example.label for example in curated_examples("department", 200, seed=7)]
+    labels = sorted(set(gold))
+    # A is wrong on every fourth title, B on every eighth of those: B is right wherever A is, and on more.
+    a = [labels[(labels.index(g) + 1) % len(labels)] if i % 4 == 0 else g for i, g in enumerate(gold)]
+    b = [wrong if i % 8 == 0 else g for i, (g, wrong) in enumerate(zip(gold, a, strict=True))]
+    same = paired_difference_intervals(gold, a, a, resamples=200)
+    assert same["accuracy"] == same["macro_f1"] == {"difference": 0.0, "interval": (0.0, 0.0), "b_ahead": 0.0}
+    better = paired_difference_intervals(gold, a, b, resamples=200)
+    assert better["accuracy"]["difference"] == pytest.approx(25 / 200)
+    assert better["accuracy"]["interval"][0] > 0 and better["accuracy"]["b_ahead"] == 1.0
+    assert better["macro_f1"]["difference"] > 0 and better["macro_f1"]["interval"][0] > 0
+    # swapped: the same figures with the sign turned
+    worse = paired_difference_intervals(gold, b, a, resamples=200)
+    assert worse["accuracy"]["difference"] == pytest.approx(-25 / 200) and worse["accuracy"]["b_ahead"] == 0.0
+    with pytest.raises(ValueError, match="200 gold labels, 200 and 199 predictions"):
+        paired_difference_intervals(gold, a, b[:-1])
