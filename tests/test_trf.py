@@ -514,10 +514,11 @@ def labelled_examples(nlp, task, n: int, seed: int) -> list:
     ]
 
 
-def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir):
+@pytest.mark.parametrize("title_ngrams", [False, True])
+def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir, title_ngrams):
     """On a GPU spaCy builds every layer with cupy ops, and the textcat reads each score with float(scores[i, j]):
     on cupy a device sync per score (185 µs a title on an H200 machine). The encoder keeps the current ops; the head
-    is built on numpy and gets numpy vectors, in training and predicting."""
+    (with the n-gram layer, if any) is built on numpy and gets numpy vectors, in training and predicting."""
     from spacy.util import load_config
     from thinc.api import NumpyOps, get_current_ops, set_current_ops
 
@@ -526,6 +527,7 @@ def test_trf_head_runs_on_numpy_whatever_ops_are_current(tiny_xlmr_dir):
 
     config = load_config(TRF_CONFIG)
     config["components"]["textcat"]["model"]["name"] = str(tiny_xlmr_dir)
+    config["components"]["textcat"]["model"]["title_ngrams"] = title_ngrams
     previous = get_current_ops()
     set_current_ops(DeviceOps())
     try:
