@@ -27,7 +27,7 @@ def main(
     seed: int = typer.Option(42),
 ):
     task = get_task(task_name)
-    names = [split.strip() for split in splits.split(",") if (corpus_dir / f"{split.strip()}.spacy").exists()]
+    names = [name for name in (split.strip() for split in splits.split(",")) if (corpus_dir / f"{name}.spacy").exists()]
     if not names:
         raise typer.BadParameter(f"none of {splits!r} is a corpus file in {corpus_dir}", param_hint="--splits")
     pipelines = {"a": spacy.load(model_a), "b": spacy.load(model_b)}

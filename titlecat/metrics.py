@@ -80,6 +80,18 @@ def predict_labels(nlp, texts: Sequence[str], batch_size: int | None = None) -> 
     return [max(doc.cats, key=doc.cats.get) for doc in nlp.pipe(texts, batch_size=batch_size)]
 
 
+def resampled_indices(n: int, resamples: int, seed: int):
+    """`resamples` bootstrap samples of the indices 0..n-1 (with replacement), seeded: one draw per resample."""
+    rng = np.random.RandomState(seed)
+    for _ in range(resamples):
+        yield rng.randint(0, n, n)
+
+
+def percentile_interval(values, level: float) -> tuple[float, float]:
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
 def bootstrap_intervals(
     gold: Sequence[str],
     predicted: Sequence[str],
@@ -90,24 +102,18 @@ def bootstrap_intervals(
 ) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap confidence intervals of accuracy, macro-F1 (and MAE) over resampled titles."""
     gold_array, predicted_array = np.asarray(gold), np.asarray(predicted)
-    rng = np.random.RandomState(seed)
     samples: dict[str, list[float]] = {"accuracy": [], "macro_f1": []}
     if task.ordinal:
         samples["mae"] = []
         gold_ordinal = np.array([SENIORITY_ORDINAL[g] for g in gold])
         predicted_ordinal = np.array([SENIORITY_ORDINAL[p] for p in predicted])
-    for _ in range(resamples):
-        index = rng.randint(0, len(gold_array), len(gold_array))
+    for index in resampled_indices(len(gold_array), resamples, seed):
         g, p = gold_array[index], predicted_array[index]
         samples["accuracy"].append(float(np.mean(g == p)))
         samples["macro_f1"].append(float(f1_score(g, p, average="macro", zero_division=0)))
         if task.ordinal:
             samples["mae"].append(float(np.mean(np.abs(gold_ordinal[index] - predicted_ordinal[index]))))
-    tail = (1 - level) / 2 * 100
-    return {
-        name: (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail)))
-        for name, values in samples.items()
-    }
+    return {name: percentile_interval(values, level) for name, values in samples.items()}
 
 
 def paired_difference_intervals(
@@ -133,15 +139,13 @@ def paired_difference_intervals(
             ),
         }
 
-    rng = np.random.RandomState(seed)
-    samples = [scores(rng.randint(0, len(gold_array), len(gold_array))) for _ in range(resamples)]
-    tail = (1 - level) / 2 * 100
+    samples = [scores(index) for index in resampled_indices(len(gold_array), resamples, seed)]
     result = {}
     for name, difference in scores(np.arange(len(gold_array))).items():
         values = np.array([sample[name] for sample in samples])
         result[name] = {
             "difference": difference,
-            "interval": (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))),
+            "interval": percentile_interval(values, level),
             "b_ahead": float(np.mean(values > 0)),
         }
     return result
