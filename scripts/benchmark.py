@@ -18,9 +18,25 @@ import titlecat.piece_vectors  # noqa: F401
 import titlecat.trf_textcat  # noqa: F401
 from titlecat.baseline import train_reference_bow, train_tfidf_logreg
 from titlecat.confidence import BINS, benchmark_confidence, plot_coverage
-from titlecat.corpus import CV_SETS, TRAIN_FILES, casefold_set, curated_splits, oversample_to_largest, read_docbin
+from titlecat.corpus import (
+    CV_SETS,
+    LANG_KEY,
+    TRAIN_FILES,
+    casefold_set,
+    curated_splits,
+    oversample_to_largest,
+    read_docbin,
+    read_user_data,
+)
 from titlecat.labels import TASKS
-from titlecat.metrics import HEADLINE, bootstrap_intervals, classification_metrics, predict_labels, seen_unseen_metrics
+from titlecat.metrics import (
+    HEADLINE,
+    bootstrap_intervals,
+    classification_metrics,
+    per_language_metrics,
+    predict_labels,
+    seen_unseen_metrics,
+)
 from titlecat.multilingual import ENCODER_FACTORY
 from titlecat.predict import freeze_long_lived_objects
 from titlecat.preflight import system_name
@@ -29,6 +45,7 @@ from titlecat.reference import read_reference_results, read_zero_shot_answers, r
 
 SPEED_TITLES = 20_000  # enough titles that start-up costs vanish from titles/second
 DUTCH_DEV = "dutch_dev.spacy"
+MULTILINGUAL_DEV = "multilingual_dev.spacy"
 
 
 def score(gold, predicted, task, texts, train_titles, seed) -> dict:
@@ -102,6 +119,11 @@ def main(
         eval_sets = {name: read_docbin(corpus_dir / task.name / file, task) for name, file in CV_SETS.items()}
         if (corpus_dir / task.name / DUTCH_DEV).exists():
             eval_sets["dutch_dev"] = read_docbin(corpus_dir / task.name / DUTCH_DEV, task)
+        confidence_sets = dict(eval_sets)
+        languages = []
+        if (corpus_dir / task.name / MULTILINGUAL_DEV).exists():
+            eval_sets["multilingual_dev"] = read_docbin(corpus_dir / task.name / MULTILINGUAL_DEV, task)
+            languages = read_user_data(corpus_dir / task.name / MULTILINGUAL_DEV, LANG_KEY, "?")
         # 1,000+ distinct titles to time with: OOD's 623, then test's.
         speed_texts = eval_sets["ood"][0] + read_docbin(corpus_dir / task.name / "test.spacy", task)[0]
         for variant, train_file in TRAIN_FILES.items():
@@ -113,12 +135,18 @@ def main(
                     continue  # trf-check trains the augmented variants only
                 nlp = spacy.load(model_dir / "model-best")
                 predict = partial(predict_labels, nlp)
+                scores = score_sets(predict, eval_sets, task, train_titles, seed)
+                if languages:
+                    texts, gold = eval_sets["multilingual_dev"]
+                    scores["multilingual_dev"]["per_language"] = per_language_metrics(
+                        gold, predict(texts), languages, task
+                    )
                 rows.append(
                     {
                         "system": system_name(config),
                         "task": task.name,
                         "variant": variant,
-                        **score_sets(predict, eval_sets, task, train_titles, seed),
+                        **scores,
                         "train_seconds": json.loads((model_dir / "train_time.json").read_text())["seconds"],
                         "titles_per_second": titles_per_second(predict, speed_texts),
                     }
@@ -127,7 +155,7 @@ def main(
                     temperature = calibration[config].get(task.name, {}).get("temperature", 1.0)
                     llm_answers = read_zero_shot_answers(assets_dir / "gemini_results.csv", task)
                     confidence[config][task.name] = benchmark_confidence(
-                        nlp, task, eval_sets, temperature, llm_answers, seed
+                        nlp, task, confidence_sets, temperature, llm_answers, seed
                     )
                 typer.echo(f"✔ {rows[-1]['system']} {task.name} {variant}")
             baselines = [("TF-IDF + logistic regression", train_tfidf_logreg, train_texts, train_gold)]
@@ -334,7 +362,9 @@ def render(result: dict) -> str:
         "",
         "cv-dev = the 217 positions of the annotated CVs with no ACTIVE position (made every choice; never trained "
         "on): accuracy / macro-F1 (/ MAE). Dutch dev = 257 ESCO occupation titles in Dutch (department only; for "
-        "choices, never trained on). OOD = the 623 ACTIVE positions (evaluation only; decided nothing). "
+        "choices, never trained on). Multilingual dev = 420 hand-labelled CV-style titles in 7 languages (for "
+        "choices, never trained on; by language below). OOD = the 623 ACTIVE positions (evaluation only; decided "
+        "nothing). "
         "95% bootstrap intervals (1,000 resamples) in brackets. Seen/unseen: OOD titles that do / do not occur "
         "verbatim (ignoring case) in that system's training data. Wall time and speed measured in this run on "
         f"{result['machine']}; speed = titles/second predicting batches of 1,000 distinct titles (up to "
@@ -348,9 +378,9 @@ def render(result: dict) -> str:
         lines += [
             f"## {task}",
             "",
-            "| system | variant | cv-dev | Dutch dev | OOD accuracy | OOD macro-F1 | OOD MAE | seen acc (n) "
-            "| unseen acc (n) | train s (×) | titles/s (×) |",
-            "|---|---|---|---|---|---|---|---|---|---:|---:|",
+            "| system | variant | cv-dev | Dutch dev | multilingual dev | OOD accuracy | OOD macro-F1 | OOD MAE "
+            "| seen acc (n) | unseen acc (n) | train s (×) | titles/s (×) |",
+            "|---|---|---|---|---|---|---|---|---|---|---:|---:|",
         ]
         task_rows = [r for r in result["rows"] if r["task"] == task]
         tfidf = {r["variant"]: r for r in task_rows if r["system"] == "TF-IDF + logistic regression"}
@@ -358,7 +388,9 @@ def render(result: dict) -> str:
             ood, base = row["ood"], tfidf.get(row["variant"], row)
             lines.append(
                 f"| {row['system']} | {row['variant']} | {_cv_dev(row['cv_dev'])} | "
-                f"{_cv_dev(row['dutch_dev']) if 'dutch_dev' in row else ''} | {_metric(ood, 'accuracy')} | "
+                f"{_cv_dev(row['dutch_dev']) if 'dutch_dev' in row else ''} | "
+                f"{_cv_dev(row['multilingual_dev']) if 'multilingual_dev' in row else ''} | "
+                f"{_metric(ood, 'accuracy')} | "
                 f"{_metric(ood, 'macro_f1')} | {_metric(ood, 'mae')} | "
                 f"{_subset(ood['seen_in_train'])} | {_subset(ood['unseen_in_train'])} | "
                 f"{row['train_seconds']:.0f} ({row['train_seconds'] / base['train_seconds']:.1f}×) | "
@@ -367,10 +399,28 @@ def render(result: dict) -> str:
         for ref in (r for r in result["reference"] if r["target"] == task):
             mae = f"{ref['mae']:.3f}" if ref["mae"] is not None else ""
             lines.append(
-                f"| {reference_label(ref)} | | | | {ref['accuracy']:.3f} | {ref['macro_f1']:.3f} | {mae} | | | | |"
+                f"| {reference_label(ref)} | | | | | {ref['accuracy']:.3f} | {ref['macro_f1']:.3f} | {mae} | | | | |"
             )
-        lines.append("")
+        lines += ["", *render_languages(task_rows)]
     return "\n".join(lines + render_speed(result) + render_confidence(result))
+
+
+def render_languages(rows: list[dict]) -> list[str]:
+    """The multilingual dev set by language (accuracy / macro-F1), each augmented pipeline a row."""
+    rows = [r for r in rows if r["variant"] == "augmented" and "per_language" in r.get("multilingual_dev", {})]
+    if not rows:
+        return []
+    languages = sorted({lang for row in rows for lang in row["multilingual_dev"]["per_language"]})
+    lines = [
+        "Multilingual dev set by language (augmented; accuracy / macro-F1):",
+        "",
+        "| system | " + " | ".join(languages) + " |",
+        "|---|" + "---|" * len(languages),
+    ]
+    for row in rows:
+        per_language = row["multilingual_dev"]["per_language"]
+        lines.append(f"| {row['system']} | " + " | ".join(_headline(per_language[lang]) for lang in languages) + " |")
+    return lines + [""]
 
 
 def _headline(row: dict) -> str:

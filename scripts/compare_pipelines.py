@@ -22,7 +22,9 @@ def main(
     model_b: Path = typer.Argument(..., exists=True, file_okay=False, help="Pipeline B (compared with A)"),
     corpus_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="The task's corpus folder"),
     output_path: Path = typer.Argument(..., dir_okay=False, help="Markdown table; a JSON of the same beside it"),
-    splits: str = typer.Option("cv_dev,dutch_dev", help="Comma-separated corpus files; those missing are skipped"),
+    splits: str = typer.Option(
+        "cv_dev,dutch_dev,multilingual_dev", help="Comma-separated corpus files; those missing are skipped"
+    ),
     resamples: int = typer.Option(1000),
     seed: int = typer.Option(42),
 ):

@@ -9,9 +9,15 @@ import typer
 
 import titlecat.components  # noqa: F401  (registers the architectures the pipelines use)
 import titlecat.trf_textcat  # noqa: F401
-from titlecat.corpus import CV_SETS, casefold_set, read_docbin
+from titlecat.corpus import CV_SETS, LANG_KEY, casefold_set, read_docbin, read_user_data
 from titlecat.labels import get_task
-from titlecat.metrics import classification_metrics, plot_confusion, predict_labels, seen_unseen_metrics
+from titlecat.metrics import (
+    classification_metrics,
+    per_language_metrics,
+    plot_confusion,
+    predict_labels,
+    seen_unseen_metrics,
+)
 
 
 def main(
@@ -53,6 +59,9 @@ def main(
         scores = classification_metrics(gold, predicted, task)
         scores["titles_per_second"] = len(texts) / seconds if seconds else None
         scores.update(seen_unseen_metrics(gold, predicted, texts, train_titles, task))
+        languages = read_user_data(corpus_dir / f"{split}.spacy", LANG_KEY, None, nlp)
+        if any(languages):  # the multilingual and Dutch dev sets: each title's language rides with it
+            scores["per_language"] = per_language_metrics(gold, predicted, languages, task)
         result[split] = scores
         plot_confusion(
             scores["confusion"], task.labels, f"{name} on {split}", output_path.parent / f"{name}_{split}_confusion.png"

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import typer
 
-from titlecat.corpus import casefold_set, curated_splits, harmonise, label_counts, make_nlp, to_docbin
+from titlecat.corpus import LANG_KEY, casefold_set, curated_splits, harmonise, label_counts, make_nlp, to_docbin
 from titlecat.esco import read_esco_dev
 from titlecat.labels import get_task
-from titlecat.readers import DataError, as_dicts, read_cv_dev, read_ood
+from titlecat.readers import DataError, as_dicts, read_cv_dev, read_multilingual_dev, read_ood
 
 
 def main(
@@ -20,6 +20,9 @@ def main(
     max_per_label: int = typer.Option(0, help="Keep at most this many curated titles per label (0 = all)"),
     dutch_dev: Path | None = typer.Option(
         None, exists=True, dir_okay=False, help="ESCO occupations_nl.csv: also write the Dutch dev set (department)"
+    ),
+    multilingual_dev: Path | None = typer.Option(
+        None, exists=True, dir_okay=False, help="data/multilingual_dev.csv: also write the multilingual dev set"
     ),
     harmonise_labels: bool = typer.Option(
         True, "--harmonise/--no-harmonise", help="Curated labels in the annotators' convention (docs/labels.md)"
@@ -35,6 +38,9 @@ def main(
                 raise typer.BadParameter("the Dutch dev set has department labels only", param_hint="--dutch-dev")
             dutch, dutch_skipped = read_esco_dev(dutch_dev, seed)
             cv_dev_skipped += dutch_skipped
+        if multilingual_dev is not None:
+            multilingual, languages, multilingual_skipped = read_multilingual_dev(multilingual_dev, task)
+            cv_dev_skipped += multilingual_skipped
     except DataError as error:
         typer.secho(f"✘ {error}", fg="red", err=True)
         raise typer.Exit(1) from None
@@ -48,11 +54,16 @@ def main(
     splits["ood"] = ood
     if dutch_dev is not None:
         splits["dutch_dev"] = dutch
+    # Each title's language rides with it (doc.user_data), for the per-language figures.
+    user_data = {"dutch_dev": [{LANG_KEY: "nl"}] * len(splits.get("dutch_dev", []))}
+    if multilingual_dev is not None:
+        splits["multilingual_dev"] = multilingual
+        user_data["multilingual_dev"] = [{LANG_KEY: lang} for lang in languages]
 
     output_dir.mkdir(parents=True, exist_ok=True)
     nlp = make_nlp()
     for name, examples in splits.items():
-        to_docbin(examples, task, nlp).to_disk(output_dir / f"{name}.spacy")
+        to_docbin(examples, task, nlp, user_data.get(name)).to_disk(output_dir / f"{name}.spacy")
 
     text_counts = Counter(example.text.casefold() for example in curated)
     ood_titles = casefold_set(example.text for example in ood)
@@ -66,6 +77,11 @@ def main(
             "cv_dev": "linkedin-cvs-annotated.json (every position of the CVs with no ACTIVE position)",
             "ood": "linkedin-cvs-annotated.json (ACTIVE positions)",
             **({"dutch_dev": f"{dutch_dev.name} (ESCO occupations in Dutch, titlecat/esco.py)"} if dutch_dev else {}),
+            **(
+                {"multilingual_dev": f"{multilingual_dev.name} (CV-style titles in 7 languages, data/README.md)"}
+                if multilingual_dev
+                else {}
+            ),
         },
         "relabelled_to_annotators_convention": relabelled,
         "counts": {name: len(examples) for name, examples in splits.items()},

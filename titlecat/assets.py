@@ -27,18 +27,22 @@ def sha256_of(path: Path) -> str:
 def fetch_asset(dest: Path, url: str, sha256: str, mirror: Path | list[Path] | None) -> str:
     """Make `dest` hold the verified asset; return what was done ('kept', 'copied', 'downloaded').
 
-    `mirror`: a folder, or folders searched in order, holding the file under its name (no download then)."""
+    `mirror`: a folder, or folders searched in order, holding the file under its name, or in a subfolder named as
+    dest's own folder (the MELO mirror keeps one folder a language: melo/deu_q_de_c_de/corpus_elements.tsv)."""
     if dest.exists() and sha256_of(dest) == sha256:
         return "kept"
     dest.parent.mkdir(parents=True, exist_ok=True)
     partial = dest.with_name(dest.name + ".partial")
     mirrors = [mirror] if isinstance(mirror, Path) else list(mirror or [])
     if mirrors:
-        source = next((folder / dest.name for folder in mirrors if (folder / dest.name).exists()), None)
+        candidates = [
+            path for folder in mirrors for path in (folder / dest.name, folder / dest.parent.name / dest.name)
+        ]
+        source = next((path for path in candidates if path.exists()), None)
         if source is None:
             folders = ", ".join(str(folder) for folder in mirrors)
             raise AssetError(f"{dest.name}: not found in the asset mirror ({folders}); add the folder that holds it")
-        mirror = source.parent
+        mirror = source
         shutil.copyfile(source, partial)
         action = "copied"
     else:
@@ -49,7 +53,8 @@ def fetch_asset(dest: Path, url: str, sha256: str, mirror: Path | list[Path] | N
             partial.unlink(missing_ok=True)
             raise AssetError(
                 f"{dest.name}: download from {url} failed ({error}); without internet, "
-                "set the asset mirror (--vars.asset_mirror ../shared/data/snapaddy,../shared/data/esco)"
+                "set the asset mirror (--vars.asset_mirror "
+                "../shared/data/snapaddy,../shared/data/esco,../shared/data/melo)"
             ) from error
         action = "downloaded"
     found = sha256_of(partial)

@@ -101,11 +101,15 @@ def combine(
     # The largest batch of the sources (trf: 4000, sorted by length into few passes; cpu: 1000).
     batch_size = max(source.batch_size for source in sources.values())
     nlp = spacy.blank(lang or next(iter(sources.values())).lang, config={"nlp": {"batch_size": batch_size}})
-    add_shared_encoder(nlp, sources)
+    shared = add_shared_encoder(nlp, sources)
     for task, source in sources.items():
         for name, pipe in source.pipeline:
             if "textcat" in getattr(pipe, "listening_components", []):
                 source.replace_listeners(name, "textcat", ["model.tok2vec"])
+        if not shared and ENCODER_PIPE in source.pipe_names:
+            # Vector components of different kinds (the fast pipeline's piece vectors, the encoder): each sets
+            # doc._.title_vector just before the textcat that reads it, so each task reads its own.
+            nlp.add_pipe(ENCODER_PIPE, name=f"{ENCODER_PIPE}_{task}", source=source)
         nlp.add_pipe("textcat", name=task, source=source)
     nlp.add_pipe(FACTORY, config={"tasks": list(sources)})
     for task, temperature in (temperatures or {}).items():
@@ -116,20 +120,22 @@ def combine(
 ENCODER_PIPE = "title_encoder"
 
 
-def add_shared_encoder(nlp: Language, sources: dict[str, Language]) -> None:
-    """The multilingual pipelines' frozen title encoder, once: every textcat reads its `doc._.title_vector`, so the
-    encoder runs once per title. Sources whose encoders differ (another model, another prefix) are refused."""
+def add_shared_encoder(nlp: Language, sources: dict[str, Language]) -> bool:
+    """The sources' title vector component, once, when they all have the same one (the same encoder or piece table,
+    the same prefix): every textcat reads its `doc._.title_vector`, so it runs once per title. False when they
+    differ: `combine` then puts each source's own before its textcat. A source without one is refused."""
     with_encoder = {task: source for task, source in sources.items() if ENCODER_PIPE in source.pipe_names}
     if not with_encoder:
-        return
+        return False
     if len(with_encoder) < len(sources):
         raise ValueError(
             f"only {sorted(with_encoder)} of {sorted(sources)} have a {ENCODER_PIPE}: combine like with like"
         )
     signatures = {task: source.get_pipe(ENCODER_PIPE).signature() for task, source in with_encoder.items()}
     if len(set(signatures.values())) > 1:
-        raise ValueError(f"the sources' title encoders differ ({signatures}): one encoder must serve every task")
+        return False
     nlp.add_pipe(ENCODER_PIPE, source=next(iter(with_encoder.values())))
+    return True
 
 
 # Titles the temperature is checked on: any will do, the check is about the architecture, not the data.

@@ -299,12 +299,17 @@ def make_fit_title_classifier(path: str, component: str = "textcat", C: float = 
     return fit
 
 
+# A training doc's weight in the fit (doc.user_data; ESCO names weigh less than a curated title: docs/labels.md).
+SAMPLE_WEIGHT_KEY = "titlecat_weight"
+
+
 def fit_linear_by_logistic_regression(
     matrix, docs: list[Doc], labels: list[str], what: str, C: float, class_weight: str | None, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weights [n_labels, n_columns] and biases of L2-regularised logistic regression (L-BFGS) of the docs' labels
     (their best `doc.cats`) on the rows of `matrix`, in the order of `labels`; a label no doc has gets bias
-    NEG_VALUE, so it is never chosen. `what` names the fit in errors."""
+    NEG_VALUE, so it is never chosen. A doc's `user_data["titlecat_weight"]` (ESCO names) is its sample weight.
+    `what` names the fit in errors."""
     from sklearn.linear_model import LogisticRegression
 
     gold = [max(doc.cats, key=doc.cats.get) for doc in docs if any(doc.cats.values())]
@@ -313,7 +318,18 @@ def fit_linear_by_logistic_regression(
             f"{what} needs a label (doc.cats) on every title and 2+ labels; "
             f"{len(gold)} of {len(docs)} titles have one, labels: {sorted(set(gold))}"
         )
-    classifier = LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter).fit(matrix, gold)
+    weights = np.asarray([float(doc.user_data.get(SAMPLE_WEIGHT_KEY, 1.0)) for doc in docs])
+    sample_weight = None
+    if not np.all(weights == 1.0):
+        sample_weight = weights
+        if class_weight == "balanced":
+            # scikit-learn balances by counts; with sample weights, each class's total weight is what is balanced
+            # (the same as "balanced" when every weight is 1): n / (k * the class's weight).
+            totals = {label: weights[[g == label for g in gold]].sum() for label in sorted(set(gold))}
+            class_weight = {label: weights.sum() / (len(totals) * total) for label, total in totals.items()}
+    classifier = LogisticRegression(C=C, class_weight=class_weight, max_iter=max_iter).fit(
+        matrix, gold, sample_weight=sample_weight
+    )
     coef, intercept = classifier.coef_, classifier.intercept_
     if len(classifier.classes_) == 2:
         # scikit-learn keeps one row for two labels: the softmax of (-z/2, z/2) is its sigmoid of z.

@@ -17,6 +17,7 @@ from spacy.tokens import DocBin
 from spacy.training import Corpus
 from spacy.training import Example as SpacyExample
 
+from .components import SAMPLE_WEIGHT_KEY
 from .labels import TASKS, Task, one_hot
 from .readers import Example, read_curated_csv
 
@@ -87,12 +88,27 @@ def make_nlp(lang: str = "xx") -> spacy.Language:
     return spacy.blank(lang)
 
 
-def to_docbin(examples: Iterable[Example], task: Task, nlp: spacy.Language | None = None) -> DocBin:
+# doc.user_data keys a corpus may carry: a training example's weight in the fit (SAMPLE_WEIGHT_KEY; ESCO names weigh
+# less than a curated title), and a title's language (the multilingual dev set, ESCO names: per-language figures).
+WEIGHT_KEY = SAMPLE_WEIGHT_KEY
+LANG_KEY = "titlecat_lang"
+
+
+def to_docbin(
+    examples: Iterable[Example],
+    task: Task,
+    nlp: spacy.Language | None = None,
+    user_data: Iterable[dict] | None = None,
+) -> DocBin:
+    """A task's corpus; `user_data`, one dict per example (WEIGHT_KEY, LANG_KEY), is stored with the docs."""
     nlp = nlp or make_nlp()
-    docbin = DocBin(attrs=["ORTH"], store_user_data=False)
-    for example in examples:
+    extras = list(user_data) if user_data is not None else None
+    docbin = DocBin(attrs=["ORTH"], store_user_data=extras is not None)
+    for index, example in enumerate(examples):
         doc = nlp.make_doc(example.text)
         doc.cats = one_hot(example.label, task.labels)
+        if extras is not None:
+            doc.user_data.update(extras[index])
         docbin.add(doc)
     return docbin
 
@@ -105,6 +121,12 @@ def read_docbin(path: Path | str, task: Task, nlp: spacy.Language | None = None)
         texts.append(doc.text)
         labels.append(max(task.labels, key=lambda label: doc.cats.get(label, 0.0)))
     return texts, labels
+
+
+def read_user_data(path: Path | str, key: str, default=None, nlp: spacy.Language | None = None) -> list:
+    """Each doc's `doc.user_data[key]` of a corpus file (default where it has none), in the corpus's order."""
+    nlp = nlp or make_nlp()
+    return [doc.user_data.get(key, default) for doc in DocBin().from_disk(path).get_docs(nlp.vocab)]
 
 
 def corpus_task(cats: dict[str, float], path: Path | str) -> Task:
@@ -125,11 +147,20 @@ def create_class_balanced_corpus(
     if unknown:
         raise ValueError(f"corpora.train.oversample_tasks: {unknown[0]!r} is no task ({', '.join(TASKS)})")
     corpus = Corpus(path)
+    epochs = iter(range(1 << 30))
 
     def read(nlp: Language) -> list[SpacyExample]:
         examples = list(corpus(nlp))
         if not examples:
             return examples
+        # An example of weight w < 1 (ESCO names) is kept with probability w, drawn anew each epoch (seeded): a
+        # gradient loop has no sample weights, and this gives it w of the example in expectation.
+        draws = np.random.RandomState(seed + next(epochs)).random_sample(len(examples))
+        examples = [
+            example
+            for example, draw in zip(examples, draws, strict=True)
+            if draw < float(example.reference.user_data.get(WEIGHT_KEY, 1.0))
+        ]
         task = corpus_task(examples[0].reference.cats, path)
         if task.name not in oversample_tasks:
             return examples

@@ -169,3 +169,13 @@ def seen_unseen_metrics(
             scores = classification_metrics([gold[i] for i in indices], [predicted[i] for i in indices], task)
             result[subset] = {k: scores[k] for k in HEADLINE if k in scores}
     return result
+
+
+def per_language_metrics(gold: Sequence[str], predicted: Sequence[str], languages: Sequence[str], task: Task) -> dict:
+    """Accuracy, macro-F1 (and MAE) of each language's titles: {lang: {n, accuracy, macro_f1[, mae]}}."""
+    result = {}
+    for lang in sorted(set(languages)):
+        rows = [i for i, code in enumerate(languages) if code == lang]
+        scores = classification_metrics([gold[i] for i in rows], [predicted[i] for i in rows], task)
+        result[lang] = {key: scores[key] for key in ("n", "accuracy", "macro_f1", "mae") if key in scores}
+    return result

@@ -799,3 +799,35 @@ __all__ = [
     "write_jsonl",
     "seniority_from_ordinal",
 ]
+
+
+MULTILINGUAL_DEV_COLUMNS = ("title", "lang", "seniority", "department")
+
+
+def read_multilingual_dev(path: Path | str, task: Task) -> tuple[list[Example], list[str], list[Skipped]]:
+    """The multilingual dev set (data/multilingual_dev.csv): each title with its `task` label, its language, and the
+    rows skipped (an empty title). An unknown label or a missing column stops with the file, line and field."""
+    path = Path(path)
+    examples: list[Example] = []
+    languages: list[str] = []
+    skipped: list[Skipped] = []
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file, strict=True)
+            missing = [column for column in MULTILINGUAL_DEV_COLUMNS if column not in (reader.fieldnames or [])]
+            if missing:
+                raise DataError(path, "line 1", f"columns {missing} missing; header: {reader.fieldnames}")
+            for row in reader:
+                line = reader.line_num
+                text = normalise_title(row["title"])
+                if not text:
+                    skipped.append(Skipped(path.name, line, "empty title"))
+                    continue
+                label = _check_label((row[task.name] or "").strip(), task, path, f"line {line}, field {task.name!r}")
+                examples.append(Example(text, label, path.name, line))
+                languages.append((row["lang"] or "").strip() or "?")
+    except csv.Error as error:
+        raise DataError(path, f"line {reader.line_num}", f"malformed CSV: {error}") from error
+    except UnicodeDecodeError as error:
+        raise DataError(path, f"byte {error.start}", "not UTF-8 text") from error
+    return examples, languages, skipped
