@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 import re
+import secrets
 import socket
 import subprocess
 import sys
@@ -20,7 +22,7 @@ from conftest import curated_examples, train_small_pipelines
 
 from titlecat.labels import TASKS
 from titlecat.predict import answers, check_title, load_pipeline, pipeline_tasks, predict_file
-from titlecat.serve import MAX_BODY_BYTES, MAX_TITLES, WARM_TITLES, Labeller, pipeline_metadata
+from titlecat.serve import API_KEY_ENV, MAX_BODY_BYTES, MAX_TITLES, WARM_TITLES, Labeller, pipeline_metadata
 
 # Good and bad titles of every status; the lone surrogate arrives as the JSON escape "\ud800".
 MIXED = ["Leiterin Vertrieb DACH", "", "   ", "12345", "Sales " * 100, "Sales \ud800", "Head\x00of\x1fSales", "CTO"]
@@ -42,13 +44,13 @@ def free_port() -> int:
 class Server:
     """`titlecat serve` in a subprocess on 127.0.0.1; its log goes to a file (a full pipe would block it)."""
 
-    def __init__(self, model: Path, log: Path, *args: str):
+    def __init__(self, model: Path, log: Path, *args: str, env: dict[str, str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         command = [sys.executable, "-m", "titlecat", "serve", "--model", str(model), "--port", str(self.port), *args]
         with log.open("w") as file:
-            self.process = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f"titlecat serve exited:\n{log.read_text()[-3000:]}"
@@ -587,3 +589,196 @@ def test_upload_after_upload_leaves_nothing_in_the_vocab(pipelines):
 
     sizes = asyncio.run(upload_three())
     assert sizes[1] == sizes[2] == sizes[0]
+
+
+# --api-key-env: the key lives in the server's environment only; `model` is conftest's random-weights pipeline.
+KEY_VARIABLE = "TITLECAT_TEST_API_KEY"
+KEY = f"tc-{secrets.token_hex(16)}"  # with a '-': no variable's name, so passed as one it is refused unrepeated
+WRONG_AUTHORIZATIONS = [
+    {},
+    {"Authorization": "Bearer not-the-key"},
+    {"Authorization": f"Bearer {KEY}x"},
+    {"Authorization": f"Bearer {KEY[:-1]}"},
+    {"Authorization": KEY},
+    {"Authorization": f"Basic {KEY}"},
+]
+# The page's API calls and the API's documentation: (method, path, request options)
+KEYED_CALLS = [
+    ("GET", "/v1/metadata", {}),
+    ("POST", "/v1/label", {"json": {"titles": ["Leiterin Vertrieb DACH", ""]}}),
+    ("POST", "/v1/label-file", {"files": {"file": ("titles.csv", b"text\nCTO\nHead of HR\n")}}),
+    ("GET", "/openapi.json", {}),
+    ("GET", "/docs", {}),
+]
+
+
+def assert_refused(response: httpx.Response) -> None:
+    assert response.status_code == 401, response.text
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.json()["detail"].startswith("authorization: "), response.json()  # the service's error shape
+    assert KEY not in response.text
+
+
+def process_argvs() -> list[str]:
+    """The command line of every process this user can read."""
+    argvs = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argvs.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # gone meanwhile
+            pass
+    return argvs
+
+
+def test_with_an_api_key_every_route_but_health_and_the_page_needs_the_bearer_key(model, tmp_path):
+    """Two workers: the key's variable name reaches them through the environment, the key through no argv or log."""
+    env = {**os.environ, KEY_VARIABLE: KEY}
+    args = ("--workers", "2", "--access-log", "--api-key-env", KEY_VARIABLE)
+    running = Server(model, tmp_path / "serve.log", *args, env=env)
+    try:
+        assert httpx.get(f"{running.url}/health").status_code == 200
+        page = httpx.get(f"{running.url}/")
+        assert page.status_code == 200 and "sessionStorage" in page.text and "Authorization" in page.text
+        with httpx.Client(base_url=running.url, timeout=30) as client:
+            for method, path, options in KEYED_CALLS:
+                for headers in WRONG_AUTHORIZATIONS:
+                    assert_refused(client.request(method, path, headers=headers, **options))
+                for scheme in ("Bearer", "bearer"):
+                    answer = client.request(method, path, headers={"Authorization": f"{scheme} {KEY}"}, **options)
+                    assert answer.status_code == 200, (path, answer.text)
+            keyed = {"Authorization": f"Bearer {KEY}"}
+            results = client.post("/v1/label", json={"titles": ["CTO", ""]}, headers=keyed).json()["results"]
+            assert [row["status"] for row in results] == ["ok", "empty"]
+            assert client.get("/v1/metadata", headers=keyed).json()["limits"]["max_titles"] == MAX_TITLES
+            if Path("/proc/self/cmdline").exists():
+                argvs = process_argvs()
+                assert any(KEY_VARIABLE in argv for argv in argvs)  # the server's own command line is read
+                assert not [argv for argv in argvs if KEY in argv]
+    finally:
+        running.stop()
+    log = running.log.read_text()
+    assert '"POST /v1/label HTTP/1.1" 401' in log and '"POST /v1/label HTTP/1.1" 200' in log  # the access log
+    assert KEY not in log and "⚠" not in log
+
+
+def test_the_key_is_checked_in_constant_time_before_the_body_is_read(model, monkeypatch):
+    """In-process (httpx's ASGI transport): hmac.compare_digest decides, and a request without the key gets 401
+    however large its body (not 413, and nothing parsed); /health and the page need no key."""
+    from titlecat import serve
+
+    compared = []
+
+    def compare_digest(given, expected):
+        compared.append((given, expected))
+        return hmac_compare_digest(given, expected)
+
+    hmac_compare_digest = serve.hmac.compare_digest
+    monkeypatch.setattr(serve.hmac, "compare_digest", compare_digest)
+    app = serve.create_app(model, api_key=KEY)
+
+    async def requests() -> dict[str, httpx.Response]:
+        transport = httpx.ASGITransport(app=app)  # runs no lifespan: entered here, it starts the labeller
+        client = httpx.AsyncClient(transport=transport, base_url="http://titlecat")
+        async with app.router.lifespan_context(app), client:
+            keyed = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+            too_large = b" " * (MAX_BODY_BYTES + 1)
+            return {
+                "health": await client.get("/health"),
+                "page": await client.get("/"),
+                "wrong": await client.post(
+                    "/v1/label", json={"titles": ["CTO"]}, headers={"Authorization": "Bearer x"}
+                ),
+                "large without": await client.post("/v1/label", content=too_large),
+                "large with": await client.post("/v1/label", content=too_large, headers=keyed),
+                "right": await client.post("/v1/label", content=b'{"titles": ["CTO"]}', headers=keyed),
+            }
+
+    answers = asyncio.run(requests())
+    assert answers["health"].status_code == 200 and answers["page"].status_code == 200
+    assert_refused(answers["wrong"])
+    assert answers["wrong"].json() == {"detail": "authorization: wrong key"}
+    assert_refused(answers["large without"])
+    assert answers["large without"].json()["detail"].startswith("authorization: missing")
+    assert answers["large with"].status_code == 413
+    assert answers["right"].status_code == 200 and answers["right"].json()["results"][0]["status"] == "ok"
+    assert compared[0] == (b"x", KEY.encode()) and (KEY.encode(), KEY.encode()) in compared
+    assert app.state.labeller.stats["requests"] == 1  # only the keyed request reached the pipeline
+    with pytest.raises(ValueError, match="api_key: empty"):
+        serve.create_app(model, api_key="")
+
+
+def serve_in_process(monkeypatch, *args: str, env: dict[str, str | None]):
+    """`titlecat serve ARGS` through the CLI in this process, with `env` (None: unset), uvicorn.run and create_app
+    replaced by recorders: (click's Result, uvicorn.run's calls, create_app's calls)."""
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from titlecat import serve
+    from titlecat.cli import app
+
+    runs, apps = [], []
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: runs.append((a, kw)))
+    monkeypatch.setattr(serve, "create_app", lambda *a, **kw: apps.append((a, kw)) or "app")
+    for name in (serve.MODEL_ENV, serve.METRICS_ENV, serve.REVIEW_ENV, API_KEY_ENV):
+        monkeypatch.delenv(name, raising=False)  # restored after the test: serve sets them for --workers
+    for name, value in env.items():
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    result = CliRunner().invoke(app, ["serve", *args])
+    return result, runs, apps
+
+
+@pytest.mark.parametrize(
+    "host, keyed, warned",
+    [("0.0.0.0", False, True), ("127.0.0.1", False, False), ("localhost", False, False), ("0.0.0.0", True, False)],
+)
+def test_listening_beyond_loopback_without_a_key_warns_once_on_stderr(model, monkeypatch, host, keyed, warned):
+    args = ["--model", str(model), "--host", host, "--port", str(free_port())]
+    args += ["--api-key-env", KEY_VARIABLE] if keyed else []
+    result, runs, apps = serve_in_process(monkeypatch, *args, env={KEY_VARIABLE: KEY})
+    assert result.exit_code == 0, result.output
+    assert len(runs) == 1 and apps[0][0][3] == (KEY if keyed else None)  # create_app's api_key
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("⚠")]
+    if warned:
+        assert len(warnings) == 1 and f"--host {host}: listening beyond this machine with no key" in warnings[0]
+        assert "--api-key-env NAME" in warnings[0]
+    else:
+        assert warnings == []
+    assert KEY not in result.output + result.stderr
+
+
+def test_workers_get_the_name_of_the_key_variable_never_the_key(model, monkeypatch):
+    args = ["--model", str(model), "--port", str(free_port()), "--workers", "2", "--api-key-env", KEY_VARIABLE]
+    result, runs, apps = serve_in_process(monkeypatch, *args, env={KEY_VARIABLE: KEY})
+    assert result.exit_code == 0, result.output
+    ((run_args, run_options),) = runs
+    assert run_args == ("titlecat.serve:app_from_env",) and run_options["workers"] == 2 and run_options["factory"]
+    assert KEY not in repr(runs) and apps == []  # the workers build the app
+    assert os.environ[API_KEY_ENV] == KEY_VARIABLE
+    assert [name for name, value in os.environ.items() if KEY in value] == [KEY_VARIABLE]
+    from titlecat import serve
+
+    monkeypatch.setenv(serve.MODEL_ENV, str(model))
+    assert serve.app_from_env() == "app" and apps[0][0][3] == KEY  # what a worker gives create_app
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        (KEY_VARIABLE, None, f"--api-key-env {KEY_VARIABLE}: the environment variable {KEY_VARIABLE} is unset"),
+        (KEY_VARIABLE, "", f"--api-key-env {KEY_VARIABLE}: the environment variable {KEY_VARIABLE} is empty"),
+        (KEY_VARIABLE, "two words", f"--api-key-env {KEY_VARIABLE}: the key holds a space"),
+        (KEY, None, "--api-key-env: expected the name of the environment variable that holds the key"),
+    ],
+    ids=["unset", "empty", "not a header's", "the key itself"],
+)
+def test_serve_with_no_key_in_the_variable_stops_naming_it(model, monkeypatch, name, value, message):
+    """Not an open server: nothing starts; the message names the variable, never a key."""
+    args = ["--model", str(model), "--host", "0.0.0.0", "--port", str(free_port()), "--api-key-env", name]
+    result, runs, apps = serve_in_process(monkeypatch, *args, env={KEY_VARIABLE: value})
+    assert result.exit_code == 1 and runs == [] and apps == []
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"✘ {message}"), result.stderr
+    assert KEY not in result.output + result.stderr and "two words" not in result.stderr

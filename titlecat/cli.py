@@ -322,6 +322,13 @@ def serve(
     review_below: float | None = typer.Option(
         None, min=0.0, max=1.0, help="Add needs_review to every answer: true where a score is below this"
     ),
+    api_key_env: str | None = typer.Option(
+        None,
+        "--api-key-env",
+        metavar="NAME",
+        help="The environment variable that holds an API key (the name, never the key): every route but /health "
+        "and the page then needs 'Authorization: Bearer <key>' (401 otherwise); the page asks for the key once",
+    ),
 ):
     """Label titles over HTTP (POST /v1/label, /v1/label-file) and on a web page at / (needs the 'serve' extra).
 
@@ -335,7 +342,7 @@ def serve(
     if not path.exists() and not spacy_package(model):
         fail(ValueError(f"--model {model}: no such folder or installed pipeline package"))
     try:
-        run_server(model, host, port, workers, metrics, access_log, review_below=review_below)
+        run_server(model, host, port, workers, metrics, access_log, review_below=review_below, api_key_env=api_key_env)
     except (OSError, ValueError) as error:
         fail(error)
 

@@ -8,7 +8,9 @@
 Requests from many clients wait together; a task takes what waits (up to `MAX_BATCH` titles, single titles
 first) and labels it in one `nlp.pipe` on a thread of its own, so the event loop keeps reading and answering
 requests while the pipeline runs, and a busy server labels many requests a batch. `--workers N` runs N such
-processes (uvicorn workers, each calling `app_from_env`). Needs the `serve` extra: pip install "titlecat[serve]".
+processes (uvicorn workers, each calling `app_from_env`). `--api-key-env NAME` names the environment variable that
+holds a key: then every route but `/health` and the page needs `Authorization: Bearer <key>` (`BearerKey`). Needs
+the `serve` extra: pip install "titlecat[serve]".
 """
 
 from __future__ import annotations
@@ -17,12 +19,15 @@ import asyncio
 import contextlib
 import errno
 import heapq
+import hmac
+import ipaddress
 import itertools
 import json
 import os
 import re
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -77,6 +82,12 @@ WARM_TITLES = 10_000
 MODEL_ENV = "TITLECAT_SERVE_MODEL"
 METRICS_ENV = "TITLECAT_SERVE_METRICS"
 REVIEW_ENV = "TITLECAT_SERVE_REVIEW_BELOW"
+# The NAME of the variable that holds the API key (--api-key-env), for the workers: the key itself stays where the
+# user put it, in that variable, and never travels in argv or in another variable.
+API_KEY_ENV = "TITLECAT_SERVE_API_KEY_ENV"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# What needs no key: the health check, and the page, which holds no data and asks for the key itself.
+OPEN_PATHS = frozenset({"/health", "/"})
 SPLITS = ("test", "cv_dev", "ood")
 ROW_FIELDS = ("line", "status")  # of predict's output rows: /v1/label answers in order, with no line
 METRIC_KEYS = ("n", "accuracy", "macro_f1", "mae")
@@ -381,6 +392,62 @@ class BodyLimit:
         await self.app(scope, limited_receive, send)
 
 
+def api_key_from_env(name: str) -> str:
+    """The API key held by the environment variable `name` (--api-key-env); ValueError naming the variable, never
+    the key, where `name` is not a variable's name (perhaps the key itself: not repeated) or the variable is unset,
+    empty, or holds what an Authorization header cannot carry as is."""
+    if not ENV_NAME.fullmatch(name):
+        raise ValueError(
+            "--api-key-env: expected the name of the environment variable that holds the key (letters, digits and "
+            "_, e.g. TITLECAT_API_KEY), not the key itself"
+        )
+    key = os.environ.get(name, "")
+    if not key:
+        raise ValueError(
+            f"--api-key-env {name}: the environment variable {name} is {'empty' if name in os.environ else 'unset'}; "
+            f'set it to the key (e.g. export {name}="$(openssl rand -hex 32)") or leave --api-key-env out'
+        )
+    if not all("!" <= character <= "~" for character in key):
+        raise ValueError(
+            f"--api-key-env {name}: the key holds a space, a control or a non-ASCII character, which an "
+            "Authorization header does not carry as is; use printable ASCII (e.g. openssl rand -hex 32)"
+        )
+    return key
+
+
+class BearerKey:
+    """ASGI middleware: every path but OPEN_PATHS needs `Authorization: Bearer <key>`, the key compared in constant
+    time (hmac.compare_digest); 401 otherwise, in the service's error shape, before the app reads the body."""
+
+    def __init__(self, app, key: str):
+        self.app = app
+        self.key = key.encode("ascii")
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization")
+        scheme, _, token = (header or b"").strip().partition(b" ")
+        if header is None:
+            message = "authorization: missing; this service needs the header 'Authorization: Bearer <key>'"
+        elif scheme.lower() != b"bearer":
+            message = "authorization: expected 'Bearer <key>'"
+        elif not hmac.compare_digest(token.strip(), self.key):
+            message = "authorization: wrong key"
+        else:
+            await self.app(scope, receive, send)
+            return
+        body = json.dumps({"detail": message}).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", b'Bearer realm="titlecat"'),
+        ]
+        await send({"type": "http.response.start", "status": 401, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
 class LabelRequest(BaseModel):
     """The body of POST /v1/label (documentation; the endpoint checks the body itself to name the bad field)."""
 
@@ -425,11 +492,17 @@ ERRORS = {status: {"model": ErrorResponse} for status in (400, 413, 422)}
 
 
 def create_app(
-    model: str | Path, metrics_paths: Sequence[Path | str] = (), review_below: float | None = None
+    model: str | Path,
+    metrics_paths: Sequence[Path | str] = (),
+    review_below: float | None = None,
+    api_key: str | None = None,
 ) -> FastAPI:
     """The service for one pipeline (a folder or an installed package name), loaded here, once. `review_below`
-    is the review threshold of requests that name none (None: no needs_review unless a request asks)."""
+    is the review threshold of requests that name none (None: no needs_review unless a request asks); `api_key`,
+    the key every route but /health and the page needs (None: none)."""
     check_review_below(review_below)
+    if api_key is not None and not api_key:  # "Bearer " with nothing after it would be the key
+        raise ValueError("api_key: empty; None serves with no key")
     default_review_below = review_below  # the upload handler's own `review_below` field shadows the name
     nlp = load_pipeline(model)
     labeller = Labeller(nlp)
@@ -455,6 +528,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, limits={"/v1/label-file": MAX_UPLOAD_BYTES}, default=MAX_BODY_BYTES)
+    if api_key is not None:  # added last, so it runs first: a request without the key learns nothing, not even 413
+        app.add_middleware(BearerKey, key=api_key)
 
     def error(status: int, message: str) -> Response:
         return Response(json.dumps({"detail": message}), status_code=status, media_type="application/json")
@@ -617,10 +692,22 @@ def in_form_terms(message: str) -> str:
 
 
 def app_from_env() -> FastAPI:
-    """The app factory of each `--workers` process: the model and metrics come from the environment."""
+    """The app factory of each `--workers` process: the model, metrics and the name of the key's variable come from
+    the environment."""
     metrics = [path for path in os.environ.get(METRICS_ENV, "").split(os.pathsep) if path]
     review_below = os.environ.get(REVIEW_ENV)
-    return create_app(os.environ[MODEL_ENV], metrics, float(review_below) if review_below else None)
+    key_env = os.environ.get(API_KEY_ENV)
+    api_key = api_key_from_env(key_env) if key_env else None
+    return create_app(os.environ[MODEL_ENV], metrics, float(review_below) if review_below else None, api_key)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` stands for is a loopback one (127.0.0.0/8, ::1; a name as it resolves)."""
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)}
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(addresses) and all(ipaddress.ip_address(address.split("%")[0]).is_loopback for address in addresses)
 
 
 def check_address(host: str, port: int) -> None:
@@ -649,9 +736,21 @@ def serve(
     access_log: bool = False,
     log_level: str = "info",
     review_below: float | None = None,
+    api_key_env: str | None = None,
 ) -> None:
-    """Run the service until interrupted. One worker loads the pipeline here; N workers load it in each process."""
+    """Run the service until interrupted. One worker loads the pipeline here; N workers load it in each process.
+    `api_key_env`: the name of the environment variable that holds the API key (None: no key; a warning on stderr
+    where the service listens on more than loopback)."""
+    api_key = None if api_key_env is None else api_key_from_env(api_key_env)
     check_address(host, port)
+    if api_key is None and not is_loopback(host):
+        print(
+            f"⚠ --host {host}: listening beyond this machine with no key, anyone who can reach port {port} can use "
+            "the service; --api-key-env NAME asks every request for the key held by the environment variable NAME "
+            "(or serve it behind a proxy that authenticates)",
+            file=sys.stderr,
+            flush=True,
+        )
     import uvicorn
 
     path = Path(model)
@@ -659,10 +758,11 @@ def serve(
     options = {"host": host, "port": port, "access_log": access_log, "log_level": log_level}
     check_review_below(review_below)
     if workers == 1:
-        uvicorn.run(create_app(model, metrics_paths, review_below), **options)
+        uvicorn.run(create_app(model, metrics_paths, review_below, api_key), **options)
         return
     os.environ[MODEL_ENV] = model
     os.environ[REVIEW_ENV] = "" if review_below is None else repr(review_below)
+    os.environ[API_KEY_ENV] = api_key_env or ""  # the variable's name: each worker reads the key from it
     os.environ[METRICS_ENV] = os.pathsep.join(str(Path(p).resolve()) for p in metrics_paths)
     uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
 
