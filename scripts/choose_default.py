@@ -114,6 +114,7 @@ def assemble_mixed(chosen: dict[str, str], metrics_dir: Path, training_dir: Path
             },
         }
     )
+    (training_dir / MIXED).mkdir(parents=True, exist_ok=True)
     nlp.to_disk(training_dir / MIXED / "combined")
 
 
