@@ -8,6 +8,7 @@ no OOD title. Not part of `all`: a check, run when the ESCO rule or the fit sett
 """
 
 import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -41,7 +42,8 @@ def main(
     caps: str = typer.Option("40,120"),
     weights: str = typer.Option("0.1,0.3,1.0"),
     department_rules: str = typer.Option("narrow,wide", help="Department's label rules (rule 7's addendum)"),
-    composed_share: float = typer.Option(0.5),
+    composed_share: float = typer.Option(0.5, help="Seniority's composed names (a share of the cap)"),
+    department_composed_shares: str = typer.Option("0", help="Department's composed names: shares of the cap"),
     assets_dir: Path = typer.Option(Path("assets"), exists=True, file_okay=False),
     encoder_dir: Path = typer.Option(Path("assets/encoder"), exists=True, file_okay=False),
     corpus_dir: Path = typer.Option(Path("corpus"), exists=True, file_okay=False),
@@ -67,13 +69,22 @@ def main(
         sets = {name: read_docbin(corpus_dir / task / f"{name}.spacy", TASKS[task], nlp) for name in CHOICE_SETS[task]}
         esco = {}
         rules = department_rules.split(",") if task == "department" else ["-"]
-        for rule in rules:
+        shares = [float(share) for share in department_composed_shares.split(",")] if task == "department" else [0.0]
+        for rule, share in itertools.product(rules, shares):
+            # A department setting with composed names is named by its rule: "narrow, composed 0.5".
+            name = rule if not share else f"{rule}, composed {share:g}"
             for cap in cap_list:
                 chosen, report = draw(
-                    source, TASKS[task], english, cap, composed_share, seed, rule.replace("-", "wide")
+                    source,
+                    TASKS[task],
+                    english,
+                    cap,
+                    share if task == "department" else composed_share,
+                    seed,
+                    rule.replace("-", "wide"),
                 )
-                esco[(rule, cap)] = ([name.text for name, _ in chosen], [label for _, label in chosen])
-                msg.info(f"{task}: rule {rule}, cap {cap}: {report['names']:,} ESCO names")
+                esco[(name, cap)] = ([n.text for n, _ in chosen], [label for _, label in chosen])
+                msg.info(f"{task}: rule {name}, cap {cap}: {report['names']:,} ESCO names")
         data[task] = {"train": train, "sets": sets, "esco": esco}
     texts = sorted(
         {t for d in data.values() for texts, _ in (d["train"], *d["sets"].values(), *d["esco"].values()) for t in texts}

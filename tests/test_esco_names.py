@@ -18,6 +18,7 @@ from titlecat.components import fit_linear_by_logistic_regression
 from titlecat.corpus import LANG_KEY, WEIGHT_KEY, create_class_balanced_corpus, read_docbin, read_user_data, to_docbin
 from titlecat.esco import read_esco_dev
 from titlecat.esco_names import (
+    DEPARTMENT_COMPOSED_WORDS,
     department_of,
     draw,
     dutch_dev_uris,
@@ -127,7 +128,16 @@ def test_draw_caps_each_language_and_label_and_is_seeded(source, esco_files):
     assert report["composed"] == len(composed) > 0
     assert {label for _, label in composed} <= {"Junior", "Senior"}
     assert all(seniority_of(name.text, name.lang, name.isco_group) == label for name, label in composed)
-    assert draw(source, TASKS["department"], english, 30, 0.5, 42)[1]["composed"] == 0
+    assert draw(source, TASKS["department"], english, 30, 0.0, 42)[1]["composed"] == 0
+    department, report = draw(source, TASKS["department"], english, 30, 0.5, 42, "narrow")
+    composed = [(name, label) for name, label in department if name.composed]
+    # Department's composed names: a level word before a name of the same department and language, its label kept.
+    plain = {(name.lang, name.uri): label for name, label in department if not name.composed}
+    assert report["composed"] == len(composed) > 0
+    assert max(Counter((n.lang, label) for n, label in composed).values()) <= 15
+    assert all(plain.get((name.lang, name.uri), label) == label for name, label in composed)
+    for name, _ in composed:  # the source's languages (de, fr, nl, pl) each have their own words
+        assert any(name.text.startswith(f"{word} ") for word in DEPARTMENT_COMPOSED_WORDS[name.lang]), name.text
 
 
 def test_a_melo_file_with_a_broken_line_is_named(tmp_path, esco_files):

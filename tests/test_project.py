@@ -24,6 +24,7 @@ from conftest import (
 from spacy.tokens import DocBin
 
 import titlecat.components  # noqa: F401  (registers the architecture the CPU pipelines use)
+from titlecat.corpus import WEIGHT_KEY
 from titlecat.labels import TASKS
 from titlecat.readers import normalise_title
 
@@ -65,12 +66,16 @@ def test_augmented_train_adds_every_pseudo_label_with_its_weight(small_project):
         base = len(DocBin().from_disk(small_project / "corpus" / name / "train.spacy"))
         augmented_path = small_project / "corpus" / name / "train_augmented.spacy"
         augmented = list(DocBin().from_disk(augmented_path).get_docs(spacy.blank("xx").vocab))
-        assert len(augmented) == base + weight * len(pseudo) > base
+        report = json.loads(augmented_path.with_suffix(".json").read_text())
+        # Then the ESCO names (docs/labels.md), each at its weight; curated titles and pseudo-labels weigh 1.
+        esco = len(DocBin().from_disk(small_project / "corpus" / name / "esco.spacy"))
+        assert report["esco_names"] == esco > 0 and len(augmented) == base + weight * len(pseudo) + esco
+        assert {doc.user_data.get(WEIGHT_KEY) for doc in augmented[-esco:]} == {report["esco_weight"]} != {None}
+        assert all(WEIGHT_KEY not in doc.user_data for doc in augmented[:-esco])
         # Each copy holds every pseudo-labelled title, in file order, with the same label.
         copies = [augmented[base + i * len(pseudo) : base + (i + 1) * len(pseudo)] for i in range(weight)]
         assert [(d.text, d.cats) for d in copies[0]] == [(d.text, d.cats) for d in copies[-1]]
         assert copies[0][0].text == normalise_title(json.loads(pseudo[0])["text"])
-        report = json.loads(augmented_path.with_suffix(".json").read_text())
         assert (report["curated_train"], report["pseudo_label_weight"]) == (base, weight)
         # Pseudo-labels go into train in the annotators' convention (docs/labels.md).
         assert report["pseudo_labels_relabelled_to_annotators_convention"] > 0
@@ -105,9 +110,10 @@ def test_every_pipeline_is_evaluated_and_summarised(small_project):
         assert row["train_seconds"] > 0 and row["titles_per_second"] > 0
     summary = (small_project / "metrics" / "summary.md").read_text()
     assert summary.count("| titlecat cpu:") == 4
-    assert "gemini-2.0-flash zero-shot, recomputed (622 of 623 answered) | | | | | 0.7961 |" in summary
-    # department's table has the Dutch dev set's column
-    assert "reference: Transformer-Fine-Tuned-augmented | | | | | 0.6886 | 0.6374" in summary
+    assert "gemini-2.0-flash zero-shot, recomputed (622 of 623 answered) | | | | | | 0.7961 |" in summary
+    # department's table has the Dutch and the multilingual dev set's columns
+    assert "reference: Transformer-Fine-Tuned-augmented | | | | | | 0.6886 | 0.6374" in summary
+    assert "Multilingual dev set by language" in summary and "| de | es | fr | it | nl | pl | pt |" in summary
     assert "reference: Rule-based (scored on the 380 CVs with exactly one ACTIVE position" in summary
 
 

@@ -238,6 +238,16 @@ COMPOSED_WORDS = {
 }  # fmt: skip
 
 
+# Department's composed names: a level word that names no department before a name ("Asistente contable"), labelled
+# with the name's department (rule 7's second addendum); other languages take their Junior words.
+DEPARTMENT_COMPOSED_WORDS = {
+    "de": ("Assistent", "Assistentin", "Leiter", "Praktikant"), "fr": ("Assistant", "Responsable", "Stagiaire"),
+    "es": ("Asistente", "Jefe de", "Pasante"), "it": ("Assistente", "Responsabile", "Tirocinante"),
+    "nl": ("Assistent", "Hoofd", "Stagiair"), "pl": ("Asystent", "Kierownik", "Stażysta"),
+    "pt": ("Assistente", "Chefe de", "Estagiário"), "en": ("Assistant", "Head of", "Intern"),
+}  # fmt: skip
+
+
 def composed_words(label: str, lang: str) -> tuple[str, ...]:
     words = COMPOSED_WORDS[label]
     return words.get(lang, words["*"])
@@ -407,6 +417,19 @@ def compose(labelled: list[tuple[EscoName, str]], need: dict[tuple[str, str], in
     return composed
 
 
+def compose_departments(groups: dict[tuple[str, str], list[tuple[EscoName, str]]], count: int,
+                        rng: random.Random) -> list[tuple[EscoName, str]]:  # fmt: skip
+    """Department: up to `count` composed names a language and department, a level word before a name of it."""
+    composed = []
+    for (lang, label), group in sorted(groups.items()):
+        words = DEPARTMENT_COMPOSED_WORDS.get(lang, composed_words("Junior", lang))
+        for base, _ in rng.sample(group, min(count, len(group))):
+            word = rng.choice(words)
+            text = base.text[0].lower() + base.text[1:] if lang in ("fr", "es", "it", "pt") else base.text
+            composed.append((EscoName(f"{word} {text}", lang, base.uri, base.isco_group, composed=True), label))
+    return composed
+
+
 def draw(source: EscoSource, task: Task, english: dict[str, str], cap: int, composed_share: float,
          seed: int, department_rule: str = "wide") -> tuple[list[tuple[EscoName, str]], dict]:  # fmt: skip
     """At most `cap` names a language and label (seeded), composed Junior/Senior names filling up to
@@ -430,6 +453,8 @@ def draw(source: EscoSource, task: Task, english: dict[str, str], cap: int, comp
                 have = len(groups.get((lang, level), []))
                 need[(lang, level)] = max(0, min(int(cap * composed_share), cap - have))
     composed = compose(labelled, need, rng)
+    if task.name == "department" and composed_share > 0:
+        composed = compose_departments(groups, int(cap * composed_share), rng)
     chosen += composed
     by_lang = Counter(name.lang for name, _ in chosen)
     report = {
