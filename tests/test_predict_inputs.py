@@ -274,7 +274,7 @@ def test_a_sep_line_names_the_delimiter_and_lines_keep_their_numbers(nlp, model,
     assert [(row["line"], row["Firma"], row["status"]) for row in rows] == [
         ("3", "ACME", "ok"),
         ("4", "Leer AG", "empty"),
-        ("5", "", "malformed"),
+        ("5", "x", "malformed"),  # a field too many: its cells where they are
     ]
     assert (rows[0]["seniority"], rows[0]["department"]) == expected(nlp, "Head of Sales, EMEA")
     result = run_predict(source, output, "-m", model, "--column", "Titel")
@@ -331,22 +331,118 @@ def test_a_one_column_csv_reads_each_line_as_one_title(nlp, model, tmp_path):
 
 
 def test_a_stray_quote_makes_its_row_malformed_and_the_file_goes_on(nlp, tmp_path):
-    """`1;"Head of" Sales` cannot be split; the rows after it can. A quote never closed still stops the file: it
-    has swallowed every row after it."""
+    """`1;"Head of" Sales` cannot be split; the rows after it can. The row keeps the id it has."""
     source = tmp_path / "crm.csv"
     source.write_text('id;title\n1;"Head of" Sales\n2;CFO\n3;"Director\nFinance"\n4;CTO\n', encoding="utf-8")
     output = tmp_path / "out.csv"
     summary = predict_file(nlp, source, output, "title", "id", progress=False)
     assert [(row["line"], row["id"], row["status"]) for row in read_csv(output)] == [
-        ("2", "", "malformed"),
+        ("2", "1", "malformed"),
         ("3", "2", "ok"),
         ("4", "3", "ok"),  # a quoted line break: one row over two lines
         ("6", "4", "ok"),
     ]
     assert summary.first_lines["malformed"] == 2
-    source.write_text('id;title\n1;CEO\n2;"Head of Sales\n3;CFO\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"crm\.csv: line 3: malformed CSV: unexpected end of data: a quote opened"):
+
+
+def test_a_quote_never_closed_costs_its_line_alone_and_the_rest_is_labelled(nlp, model, tmp_path):
+    """A quote opened on line 3 and never closed would swallow every line after it into one cell: that line is
+    malformed (with the id it has), and reading goes on at line 4; every row is in the output once, in order.
+    --fail-on malformed still makes it exit status 1."""
+    source = tmp_path / "crm.csv"
+    source.write_text('id,title\n1,CEO\n3,"Head of Sales\n4,CFO\n5,Einkäuferin\n6,CTO\n', encoding="utf-8")
+    output = tmp_path / "out.csv"
+    result = run_predict(source, output, "-m", model, "--column", "title", "--id-column", "id", "--keep-title")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(output)
+    assert [(row["line"], row["id"], row["title"], row["status"]) for row in rows] == [
+        ("2", "1", "CEO", "ok"),
+        ("3", "3", "Head of Sales", "malformed"),  # what its line holds, read leniently; no answer
+        ("4", "4", "CFO", "ok"),
+        ("5", "5", "Einkäuferin", "ok"),
+        ("6", "6", "CTO", "ok"),
+    ]
+    assert rows[1]["seniority"] == "" and (rows[2]["seniority"], rows[2]["department"]) == expected(nlp, "CFO")
+    assert "malformed 1 (first on line 3)" in result.stderr and "a quote never closed" in result.stderr
+    result = run_predict(source, output, "-m", model, "--column", "title", "--fail-on", "malformed")
+    assert result.exit_code == 1 and "✘ rows with a status --fail-on names: malformed 1 (first on line 3)" in (
+        result.stderr
+    )
+    assert len(read_csv(output)) == 5
+    # Each quote never closed is closed, for csv, by the next quote in the file; the row between breaks, and is
+    # its first line alone again. The last line too, and CRLF line ends. A quoted line break is still one row.
+    source.write_bytes(
+        b'id;title\r\n1;"CEO\r\n2;CFO\r\n3;"Director, Finance"\r\n4;"Head\r\nof Sales"\r\n5;"CTO\r\n6;COO\r\n7;"Buyer'
+    )
+    predict_file(nlp, source, output, "title", "id", progress=False, keep_title=True)
+    assert [(row["line"], row["id"], row["title"], row["status"]) for row in read_csv(output)] == [
+        ("2", "1", "CEO", "malformed"),
+        ("3", "2", "CFO", "ok"),
+        ("4", "3", "Director, Finance", "ok"),
+        ("5", "4", "Head\r\nof Sales", "ok"),
+        ("7", "5", "CTO", "malformed"),
+        ("8", "6", "COO", "ok"),
+        ("9", "7", "Buyer", "malformed"),
+    ]
+    # A quote never closed in the header leaves no header to read: the file stops, as ever.
+    source.write_text('id,"title\n1,CEO\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"crm\.csv: line 1: malformed CSV: unexpected end of data: a quote opened"):
         predict_file(nlp, source, output, "title", "id", progress=False)
+
+
+def test_a_quote_never_closed_is_cut_short_and_memory_stays_bounded(tmp_path, monkeypatch):
+    """A quoted cell that runs on past ROW_SPAN_CHARS characters of further lines is taken for a quote never closed
+    (the csv module would hold the rest of the file in one cell); a shorter multi-line cell is read as one. Past
+    HELD_CHARS the row's further lines are not held: reading goes back to its second line by seeking."""
+    monkeypatch.setattr(readers, "ROW_SPAN_CHARS", 100)
+    monkeypatch.setattr(readers, "HELD_CHARS", 20)
+    seeks = []
+    monkeypatch.setattr(readers.RowLines, "rewind", lambda lines: seeks.append(lines.resume) or REWIND(lines))
+    source = tmp_path / "notes.csv"
+    notes = "\n".join(f"note {i}" for i in range(10))  # 64 characters over 9 further lines: one cell
+    source.write_text(
+        f'id,title,notes\n1,CEO,"{notes}"\n2,"CFO,x\n' + "".join(f"{i},CTO {i},x\n" for i in range(3, 40)),
+        encoding="utf-8",
+    )
+    records = list(read_titles(source, "title", "id", keep_columns=["notes"]))
+    assert [(r.line, r.id, r.status) for r in records[:4]] == [
+        (2, "1", None),
+        (12, "2", "malformed"),
+        (13, "3", None),
+        (14, "4", None),
+    ]
+    assert records[0].extra == (notes,) and len(records) == 2 + 37
+    assert len(seeks) == 1 and seeks[0] is not None  # once, to a file position
+    # The same file read with every further line held: the same rows.
+    monkeypatch.setattr(readers, "HELD_CHARS", 1000)
+    assert [(r.line, r.id, r.value, r.status) for r in read_titles(source, "title", "id")] == [
+        (r.line, r.id, r.value, r.status) for r in records
+    ]
+    assert seeks[1] is None
+
+
+REWIND = readers.RowLines.rewind
+
+
+def test_a_file_that_cannot_seek_recovers_from_a_quote_never_closed_the_same_way(tmp_path, monkeypatch):
+    """A pipe (no tell/seek): the lines of a row that runs on are held, past HELD_CHARS too, and read again."""
+    monkeypatch.setattr(readers, "HELD_CHARS", 5)
+    data = 'id,title\n1,CEO\n3,"Head of Sales\n4,CFO\n5,"Director\nFinance"\n6,CTO\n'
+    (tmp_path / "crm.csv").write_text(data, encoding="utf-8")
+    read, write = os.pipe()
+    os.write(write, data.encode("utf-8"))
+    os.close(write)
+    with open(read, newline="", encoding="utf-8") as pipe:
+        assert not pipe.seekable()
+        piped = [(r.line, r.id, r.value, r.status) for r in readers.iter_titles(pipe, "pipe", "title", "id")]
+    assert piped == [(r.line, r.id, r.value, r.status) for r in read_titles(tmp_path / "crm.csv", "title", "id")]
+    assert piped == [
+        (2, "1", "CEO", None),
+        (3, "3", "Head of Sales", "malformed"),
+        (4, "4", "CFO", None),
+        (5, "5", "Director\nFinance", None),
+        (7, "6", "CTO", None),
+    ]
 
 
 def test_a_jsonl_field_no_object_has_is_an_error_listing_the_fields(nlp, tmp_path, monkeypatch):
@@ -511,14 +607,15 @@ def test_every_bad_row_gets_a_status_and_the_file_goes_on(nlp, model, tmp_path):
     result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title", "--id-column", "id")
     assert result.exit_code == 0, result.output
     rows = read_csv(tmp_path / "out.csv")
-    assert [(row["line"], row["status"]) for row in rows] == [
-        ("2", "ok"),
-        ("3", "too_long"),
-        ("4", "malformed"),
-        ("5", "empty"),
-        ("6", "not_text"),
-        ("7", "ok"),
+    assert [(row["line"], row["id"], row["status"]) for row in rows] == [
+        ("2", "1", "ok"),
+        ("3", "2", "too_long"),
+        ("4", "3", "malformed"),  # a field too many: its id and title where they are
+        ("5", "4", "empty"),
+        ("6", "5", "not_text"),
+        ("7", "6", "ok"),
     ]
+    assert rows[2]["title"] == "Sales" and rows[2]["department"] == ""
     assert "malformed 1 (first on line 4)" in result.stderr and "--delimiter names the separator" in result.stderr
     assert "too_long 1 (first on line 3): titles over --max-chars (500 characters)" in result.stderr
     result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title", "--max-chars", "200000")

@@ -47,8 +47,9 @@ STATUS_HINTS = {
 }
 # The malformed hint depends on what the input was read as: a table (CSV, TSV) or JSONL.
 MALFORMED_HINTS = {
-    "table": "rows with more or fewer fields than the header, or a quote inside a cell (a cell holding the "
-    "separator or a quote must be quoted as a whole; --delimiter names the separator)",
+    "table": "rows with more or fewer fields than the header, a quote inside a cell, or a quote never closed, which "
+    "costs its own line only (a cell holding the separator or a quote must be quoted as a whole; --delimiter names "
+    "the separator)",
     "jsonl": "lines that are not a JSON object (a file that is not JSONL: --format names its format)",
 }
 # Statuses that say the file was read wrongly (its encoding or separator), not that a title is bad: a run where

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import codecs
 import csv
-import itertools
 import json
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -371,9 +371,11 @@ def read_titles(
     A `.txt` file (format from its suffix) whose first line holds a tab is a table (Excel's "Text (Tab
     delimited)" and "Unicode Text" exports): read as TSV, said through `notify`.
 
-    A row with more or fewer fields than the header, or a JSONL line that is not a JSON object, is yielded
-    with status `malformed`. A file that cannot be read at all (a missing or duplicated column, a quote that
-    is never closed, not a workbook) raises DataError naming the line.
+    A row with more or fewer fields than the header (with the id, title and kept cells it has), a quote in the
+    middle of a cell or one never closed (that line alone: reading goes on at the next, see `RowLines`), or a JSONL
+    line that is not a JSON object, is yielded with status `malformed`. A file that cannot be read at all (a
+    missing or duplicated column, a quote never closed in the header, not a workbook) raises DataError naming the
+    line.
     """
     path = Path(path)
     named_format, fmt = fmt, title_format(path, fmt)
@@ -551,7 +553,6 @@ def iter_titles(
     dialect: dict | None = None,
 ) -> Iterator[TitleRecord]:
     """`read_titles` on an open text file (opened with newline=""); `path` names it in errors."""
-    line = 0
     if fmt == "text":
         for line, text in enumerate(file, start=1):
             yield TitleRecord(line, None, text.rstrip("\r\n"))
@@ -583,43 +584,10 @@ def iter_titles(
                 )
         if dialect is not None:
             dialect["delimiter"] = None if chosen == ONE_COLUMN else chosen
-        reader = csv.reader(itertools.chain([header_line], file), delimiter=chosen, strict=True)
-        line = skipped
+        lines = RowLines(file, [header_line])
+        reader = csv.reader(lines, delimiter=chosen, strict=True)
         try:
             header = next(reader, None) or []
-            if header:
-                header[0] = header[0].removeprefix("\ufeff")
-            hint = ""
-            # Where no separator splits the header (one column), a cell holding one was quoted: no --delimiter hint.
-            other_separators = [d for d in DELIMITERS if d != chosen] if chosen != ONE_COLUMN else []
-            crowded = [cell for cell in header if any(d in cell for d in other_separators)]
-            if crowded:
-                other = next(d for d in DELIMITERS if d != chosen and d in crowded[0])
-                hint = (
-                    f"; the cell {crowded[0]!r} holds {DELIMITERS[other]}: the file may be separated by it "
-                    f"(--delimiter {'tab' if other == chr(9) else repr(other)})"
-                )
-            if column not in header and len(header) <= 2 and not crowded and not any("\x00" in c for c in header):
-                hint += "; a list of titles with no header line is read with --format text (one title a line)"
-            check_header(path, header, wanted, f"line {1 + skipped}", hint)
-            index = header.index(column)
-            id_index = header.index(id_column) if id_column else None
-            keep_index = [header.index(name) for name in keep_columns]
-            line = skipped + reader.line_num
-            nothing_kept = tuple(None for _ in keep_index)
-            for fields in rows_or_errors(reader):
-                start, line = line + 1, skipped + reader.line_num
-                if fields is None or (fields and len(fields) != len(header)):
-                    yield TitleRecord(start, None, None, nothing_kept, "malformed")
-                elif not fields:
-                    yield TitleRecord(start, None, None, nothing_kept)
-                else:
-                    yield TitleRecord(
-                        start,
-                        fields[id_index] if id_index is not None else None,
-                        fields[index],
-                        tuple(fields[i] for i in keep_index),
-                    )
         except csv.Error as error:
             unclosed = (
                 ": a quote opened in this row is never closed, so every line after it would be read into one cell "
@@ -627,7 +595,145 @@ def iter_titles(
                 if str(error).startswith(UNCLOSED_QUOTE)
                 else ""
             )
-            raise DataError(path, f"line {line + 1}", f"malformed {fmt.upper()}: {error}{unclosed}") from error
+            raise DataError(path, f"line {skipped + 1}", f"malformed {fmt.upper()}: {error}{unclosed}") from error
+        if header:
+            header[0] = header[0].removeprefix("\ufeff")
+        hint = ""
+        # Where no separator splits the header (one column), a cell holding one was quoted: no --delimiter hint.
+        other_separators = [d for d in DELIMITERS if d != chosen] if chosen != ONE_COLUMN else []
+        crowded = [cell for cell in header if any(d in cell for d in other_separators)]
+        if crowded:
+            other = next(d for d in DELIMITERS if d != chosen and d in crowded[0])
+            hint = (
+                f"; the cell {crowded[0]!r} holds {DELIMITERS[other]}: the file may be separated by it "
+                f"(--delimiter {'tab' if other == chr(9) else repr(other)})"
+            )
+        if column not in header and len(header) <= 2 and not crowded and not any("\x00" in c for c in header):
+            hint += "; a list of titles with no header line is read with --format text (one title a line)"
+        check_header(path, header, wanted, f"line {1 + skipped}", hint)
+        index = header.index(column)
+        id_index = header.index(id_column) if id_column else None
+        keep_index = [header.index(name) for name in keep_columns]
+        for start, fields, malformed in table_rows(reader, lines, len(header)):
+            if not fields and not malformed:  # a blank line
+                yield TitleRecord(skipped + start, None, None, tuple(None for _ in keep_index))
+                continue
+            width = len(fields)  # a malformed row keeps the cells it has where they are (its id and title, say)
+            yield TitleRecord(
+                skipped + start,
+                fields[id_index] if id_index is not None and id_index < width else None,
+                fields[index] if index < width else None,
+                tuple(fields[i] if i < width else None for i in keep_index),
+                "malformed" if malformed else None,
+            )
+
+
+# A row whose quoted cell runs on over this many characters of further lines is taken for a quote that is never
+# closed (as the end of the file would be): memory stays bounded however much of the file such a quote would
+# swallow (the csv module holds a cell as 4 bytes a character), and a real multi-line cell is far shorter (an Excel
+# cell holds 32,767 characters).
+ROW_SPAN_CHARS = 1 << 22
+# The further lines of a row that are held to be read again if it breaks; past this many characters, a file
+# position is taken instead (where the file can seek).
+HELD_CHARS = 1 << 16
+
+
+class RowLines:
+    """The lines of an open text file as csv.reader takes them (one at a time), counted, able to go back to the
+    line after a row's first line.
+
+    A quote opened in a row and never closed swallows every line after it into one cell: such a row (one that runs
+    past its first line and then breaks, or comes out with the wrong number of fields) is its first line alone, and
+    reading goes on at the next line (`rewind`). For that, the further lines of a row that runs on are held, up to
+    `HELD_CHARS` characters; past that, the file position after them is taken (`tell`) and seeked back to, so memory
+    stays flat (a file that cannot seek, a pipe, holds them all). A row that would run past `ROW_SPAN_CHARS`
+    characters of further lines is ended there, as at the end of the file.
+    """
+
+    def __init__(self, file: TextIO, read: Sequence[str] = ()):
+        self.file = file
+        self.readline = file.readline
+        self.queue = deque(read)  # lines to hand out before the file's next: the header, or held lines again
+        self.can_tell = True
+        self.number = 0  # lines handed out
+        self.begin_row()
+
+    def begin_row(self) -> None:
+        self.row_start = self.number  # lines handed out before the row being read
+        self.first = ""  # the row's first line
+        self.spanned = False  # whether the row went on past its first line
+        self.span = 0  # characters of the row's further lines
+        self.held: list[str] = []  # its further lines, to read again
+        self.holding = True
+        self.resume: int | None = None  # the file position after the held lines, where they stopped being held
+
+    def __iter__(self) -> RowLines:
+        return self
+
+    def __next__(self) -> str:
+        if self.number > self.row_start:  # the row goes on past its first line
+            self.spanned = True
+            if self.span > ROW_SPAN_CHARS:
+                raise StopIteration
+        line = self.queue.popleft() if self.queue else self.readline()
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if self.number == self.row_start + 1:
+            self.first = line
+        else:
+            self.span += len(line)
+            if self.holding:
+                self.held.append(line)
+                if self.span > HELD_CHARS and self.can_tell and not self.queue:
+                    try:
+                        self.resume, self.holding = self.file.tell(), False
+                    except (OSError, ValueError):  # a pipe; or a file read with next(), which disables tell()
+                        self.can_tell = False
+        return line
+
+    def rewind(self) -> None:
+        """Go back to the line after the row's first line: the next row starts there."""
+        if self.resume is not None:
+            self.file.seek(self.resume)
+        self.queue.extendleft(reversed(self.held))
+        self.number = self.row_start + 1
+
+
+def table_rows(reader, lines: RowLines, width: int) -> Iterator[tuple[int, list[str], bool]]:
+    """(line, fields, malformed) of each row a csv reader over `lines` reads after the header; line counts from the
+    header's first line as 1. A row that cannot be split (a quote in the middle of a cell, `1;"Head of" Sales`)
+    or that has more or fewer than `width` fields is malformed, with the fields its first line gives when read
+    leniently (where a row ran on past its first line); a row that ran past its first line and then broke (a quote
+    never closed) is its first line alone, and the next row starts on the next line: every line of the file is in
+    exactly one row."""
+    while True:
+        lines.begin_row()
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            fields = None
+        start = lines.row_start + 1
+        if fields is not None and (not fields or len(fields) == width):
+            yield start, fields, False
+        elif fields is not None and not lines.spanned:
+            yield start, fields, True
+        else:
+            first = lines.first
+            if lines.spanned:
+                lines.rewind()
+            yield start, lenient_fields(first, reader.dialect), True
+
+
+def lenient_fields(line: str, dialect) -> list[str]:
+    """The fields of one line, read without csv's strict checks: an open quote runs to the line's end, a quote in the
+    middle of a cell is dropped (`1;"Head of" Sales` is ['1', 'Head of Sales'])."""
+    try:
+        return next(csv.reader([line.rstrip("\r\n")], dialect, strict=False), [])
+    except csv.Error:
+        return []
 
 
 def jsonl_title_records(
@@ -680,21 +786,6 @@ def fields_seen_early(
 
 # How csv says that a quote was never closed: the reader has swallowed every line after it into one cell.
 UNCLOSED_QUOTE = "unexpected end of data"
-
-
-def rows_or_errors(reader) -> Iterator[list[str] | None]:
-    """The rows of a csv reader, None for a row it cannot split (a quote in the middle of a cell,
-    `1;"Head of" Sales`): that row is malformed and the file goes on, as the reader goes on at the next line. A
-    quote that is never closed has swallowed every row after it, so it still raises."""
-    while True:
-        try:
-            yield next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            if str(error).startswith(UNCLOSED_QUOTE):
-                raise
-            yield None
 
 
 # How many non-empty rows of a sheet are searched for the header (a report's title rows may precede it).
