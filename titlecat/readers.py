@@ -333,7 +333,8 @@ def parse_delimiter(delimiter: str | None, option: str = "--delimiter") -> str |
 
 def input_encoding(path: Path, encoding: str | None) -> str:
     """The codec to read a text input with: `encoding`, else UTF-16 for a file that starts with its
-    byte-order mark (Excel's "Unicode Text"), else UTF-8; UTF-8 skips a byte-order mark (Excel's "CSV UTF-8")."""
+    byte-order mark (Excel's "Unicode Text"), else UTF-8; UTF-8 skips a byte-order mark (Excel's "CSV UTF-8").
+    (`read_titles` names a file's detected encoding here, `detect_encoding`.)"""
     if encoding is None:
         encoding = "utf-16" if byte_order_mark(path) == "utf-16" else "utf-8"
     try:
@@ -362,7 +363,8 @@ def read_titles(
     header row of `sheet`, a name or 1-based number, default the first) or plain-text file (one a line).
 
     Lazy, one row at a time, so memory does not grow with the file. Text is decoded with `encoding`
-    (default UTF-8, a byte-order mark skipped) by the `surrogateescape` error handler: a byte that is not
+    (default UTF-8, a byte-order mark skipped; a file that is not UTF-8 in the encoding `detect_encoding` finds,
+    said through `notify` and in `dialect["encoding"]`) by the `surrogateescape` error handler: a byte that is not
     text in it becomes a lone surrogate in its row's strings, which `titlecat.predict` reports as status
     `undecodable` on the row's own line, and the file goes on. A CSV/TSV's delimiter is `delimiter`, else
     the one of ',', ';' and tab that finds the columns in the header (said through `notify`); once the header
@@ -382,9 +384,18 @@ def read_titles(
     if fmt == "xlsx":
         yield from _xlsx_titles(path, column, id_column, sheet, keep_columns, notify)
         return
-    named_encoding, encoding = encoding, input_encoding(path, encoding)
+    named_encoding = encoding
+    detected = detect_encoding(path) if encoding is None and byte_order_mark(path) is None else None
+    encoding = input_encoding(path, encoding or detected)
     if named_encoding is not None:
         check_named_encoding(path, encoding)
+    if detected is not None:
+        if dialect is not None:
+            dialect["encoding"] = encoding
+        if notify is not None:
+            notify(
+                f"{path}: not UTF-8: read as {encoding}, the encoding detected in its start (--encoding names another)"
+            )
     if fmt == "text" and named_format is None and "\t" in _first_line(path, encoding):
         # Excel saves "Text (Tab delimited)" and "Unicode Text" as .txt: a table, not one title a line.
         fmt = "tsv"
@@ -420,8 +431,53 @@ def mark_of(start: bytes) -> str | None:
     return next((unicode for mark, unicode in BYTE_ORDER_MARKS.items() if start.startswith(mark)), None)
 
 
-# How much of a file's start the --encoding checks read (once).
+# How much of a file's start the --encoding checks and the detection of its encoding read (once).
 ENCODING_PROBE_BYTES = 1 << 20
+# The code page Windows writes text in across Western Europe and the Americas (Excel's "CSV" there).
+WINDOWS_WESTERN = "cp1252"
+
+
+def detect_encoding(path: Path) -> str | None:
+    """The encoding of a file that is not UTF-8, as charset-normalizer finds it in the file's first MiB; None where
+    UTF-8 stays: a start that is UTF-8 (ASCII included), or that holds a line of UTF-8 text beside bytes that are
+    not (a file mixing encodings: its rows in another encoding stay `undecodable`, each on its line), or one the
+    detector finds nothing for. Where cp1252 reads the start as cleanly as the detector's first choice (no more
+    "chaos", charset-normalizer's measure of implausible text), cp1252: for Western text the detector often names a
+    Central European, DOS or (on a line or two) East Asian code page first, one that reads ä alike but è as č or ñ
+    as ń; unless its first choice is another Windows code page that fits the text's language better (cp1254 for
+    Turkish, say: charset-normalizer's "coherence")."""
+    with path.open("rb") as file:
+        start = file.read(ENCODING_PROBE_BYTES)
+        whole = not file.read(1)
+    if not whole and b"\n" in start:
+        start = start[: start.rindex(b"\n") + 1]  # the line cut at the probe's end is left out
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(start, final=whole)  # a character cut at the end is fine
+        return None
+    except UnicodeDecodeError:
+        pass
+    if any(not raw.isascii() and utf8_text(raw) for raw in start.splitlines()):
+        return None
+    from charset_normalizer import from_bytes
+
+    matches = from_bytes(start)
+    best = matches.best()
+    if best is None:
+        return None
+    western = next((match for match in matches if WINDOWS_WESTERN in match.could_be_from_charset), None)
+    western = western or from_bytes(start, cp_isolation=[WINDOWS_WESTERN]).best()
+    other_windows = best.encoding.startswith("cp125") and WINDOWS_WESTERN not in best.could_be_from_charset
+    if western is None or western.chaos > best.chaos or (other_windows and best.coherence > western.coherence):
+        return codecs.lookup(best.encoding).name
+    return WINDOWS_WESTERN
+
+
+def utf8_text(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def check_named_encoding(path: Path, encoding: str) -> None:
