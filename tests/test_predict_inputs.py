@@ -79,10 +79,19 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
     source = tmp_path / "titles.csv"
     source.write_bytes("title\nDirecteur général\nHead of Sales\nGeschäftsführer\n".encode(encoding))
     output = tmp_path / "out.csv"
-    # Read as UTF-8, the rows with é/ä are undecodable, on their own lines; the rest is labelled; the hint names
-    # the option. Most rows unread: the run fails (exit status 1, so that a script notices), its output written.
+    # Not UTF-8, so its encoding is detected (cp1252: these bytes are the same in latin-1), said, and every row read.
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-title")
+    assert result.exit_code == 0, result.output
+    assert "titles.csv: not UTF-8: read as cp1252, the encoding detected in its start" in result.stderr
+    assert "; read as cp1252 (detected: not UTF-8)" in result.stderr
+    assert [row["title"] for row in read_csv(output)] == ["Directeur général", "Head of Sales", "Geschäftsführer"]
+    assert [row["status"] for row in read_csv(output)] == ["ok"] * 3
+    # --encoding overrides: read as UTF-8, the rows with é/ä are undecodable, on their own lines; the rest is
+    # labelled; the hint names the option. Most rows unread: the run fails (exit status 1, so that a script
+    # notices), its output written.
+    result = run_predict(source, output, "-m", model, "--column", "title", "--keep-title", "--encoding", "utf-8")
     assert result.exit_code == 1, result.output
+    assert "detected" not in result.stderr
     assert "✘ most rows could not be read (2 of 3 undecodable or malformed): the output is written" in result.stderr
     assert [(row["line"], row["status"]) for row in read_csv(output)] == [
         ("2", "undecodable"),
@@ -93,14 +102,17 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
     assert "undecodable 2 (first on line 2)" in result.stderr and "--encoding" in result.stderr
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-title", "--encoding", encoding)
     assert result.exit_code == 0, result.output
-    assert "reads as UTF-8" not in result.stderr
+    assert "reads as UTF-8" not in result.stderr and "detected" not in result.stderr
     rows = read_csv(output)
     assert [row["title"] for row in rows] == ["Directeur général", "Head of Sales", "Geschäftsführer"]
     assert [row["status"] for row in rows] == ["ok"] * 3
     assert rows[0]["department"] == expected(nlp, "Directeur général")[1]
-    # A header that is not UTF-8 is an error naming the option.
+    # A header that is not text in the encoding is an error naming the option; detected, it is read.
     (tmp_path / "header.csv").write_bytes("Fonction occupée\nHead of Sales\n".encode(encoding))
     result = run_predict(tmp_path / "header.csv", output, "-m", model, "--column", "Fonction occupée")
+    assert result.exit_code == 0 and [row["status"] for row in read_csv(output)] == ["ok"], result.output
+    arguments = ["-m", model, "--column", "Fonction occupée", "--encoding", "utf-8"]
+    result = run_predict(tmp_path / "header.csv", output, *arguments)
     assert result.exit_code == 1 and "header.csv: line 1: no column 'Fonction occupée'" in result.stderr
     assert "columns found: ['Fonction occup\ufffde']" in result.stderr  # the bad byte shown as U+FFFD, not \udce9
     assert "name the file's encoding with --encoding" in result.stderr
@@ -130,12 +142,17 @@ def test_another_encoding_is_named_with_the_option(nlp, model, tmp_path, encodin
 
 
 def test_fail_on_gives_exit_status_1_when_a_row_has_a_status_it_names(model, tmp_path):
-    """A few undecodable rows (a cp1252 file read as UTF-8) do not fail a run unless --fail-on asks."""
+    """A few undecodable rows (a UTF-8 file with a line in cp1252: a file mixing encodings is read as UTF-8, not
+    detected as another) do not fail a run unless --fail-on asks."""
     source = tmp_path / "titles.csv"
-    source.write_bytes("title\nHead of Sales\nGeschäftsführer\nCFO\n\nCTO\n".encode("cp1252"))
+    lines = ["title", "Einkäuferin", "Geschäftsführer", "CFO", "", "CTO"]
+    source.write_bytes(
+        b"".join(f"{t}\n".encode("cp1252" if number == 3 else "utf-8") for number, t in enumerate(lines, 1))
+    )
     output = tmp_path / "out.csv"
     result = run_predict(source, output, "-m", model, "--column", "title")
     assert result.exit_code == 0 and "undecodable 1 (first on line 3)" in result.stderr, result.output
+    assert "detected" not in result.stderr and "a file that mixes encodings keeps them so" in result.stderr
     for fail_on, failed in [("undecodable", "undecodable 1 (first on line 3)"), ("malformed,empty", "empty 1")]:
         output.unlink()
         result = run_predict(source, output, "-m", model, "--column", "title", "--fail-on", fail_on)
@@ -159,7 +176,9 @@ def test_a_kept_cell_in_another_encoding_makes_its_row_undecodable(nlp, tmp_path
         "id;title;company\n1;Head of Sales;Müller GmbH\n2;CFO;ACME\nZürich-3;CTO;Vogel\n4;;Groß AG\n".encode("cp1252")
     )
     output = tmp_path / "out.csv"
-    summary = predict_file(nlp, source, output, "title", "id", progress=False, keep_columns=["company"])
+    summary = predict_file(
+        nlp, source, output, "title", "id", progress=False, keep_columns=["company"], encoding="utf-8"
+    )
     rows = read_csv(output)
     assert [(row["line"], row["status"], row["company"]) for row in rows] == [
         ("2", "undecodable", "M\ufffdller GmbH"),
@@ -170,17 +189,85 @@ def test_a_kept_cell_in_another_encoding_makes_its_row_undecodable(nlp, tmp_path
     assert rows[0]["department"] == rows[2]["department"] == "" and rows[1]["department"]
     assert summary.counts["undecodable"] == 3 and summary.first_lines["undecodable"] == 2
     assert "--encoding" in summary.hints()[0] and "kept columns" in summary.hints()[0]
-    predict_file(nlp, source, output, "title", "id", progress=False, keep_columns=["company"], encoding="cp1252")
+    for encoding in ("cp1252", None):  # named, or detected
+        summary = predict_file(
+            nlp, source, output, "title", "id", progress=False, keep_columns=["company"], encoding=encoding
+        )
+        rows = read_csv(output)
+        assert [(row["id"], row["status"], row["company"]) for row in rows] == [
+            ("1", "ok", "Müller GmbH"),
+            ("2", "ok", "ACME"),
+            ("Zürich-3", "ok", "Vogel"),
+            ("4", "empty", "Groß AG"),
+        ]
+        assert [(row["seniority"], row["department"]) for row in rows[:3]] == [
+            expected(nlp, t) for t in ("Head of Sales", "CFO", "CTO")
+        ]
+        assert summary.detected_encoding == (None if encoding else "cp1252")
+
+
+def test_a_file_that_is_not_utf8_is_read_in_the_encoding_detected_and_said(nlp, model, tmp_path):
+    """No --encoding: a cp1252 export (Excel's "CSV" in Germany) is read whole, every row ok, its umlauts intact,
+    the encoding said when reading starts and in the summary; UTF-8 and ASCII files stay UTF-8, unsaid."""
+    titles = ["Geschäftsführer", "Einkäuferin", "Leiter Qualitätssicherung", "Bürokauffrau", "Head of Sales"]
+    source = tmp_path / "export.csv"
+    source.write_bytes(("id;title\n" + "".join(f"{i};{t}\n" for i, t in enumerate(titles))).encode("cp1252"))
+    output = tmp_path / "out.csv"
+    result = run_predict(source, output, "-m", model, "--column", "title", "--id-column", "id")
+    assert result.exit_code == 0, result.output
+    assert "export.csv: not UTF-8: read as cp1252, the encoding detected in its start (--encoding names another)" in (
+        result.stderr
+    )
+    assert "5 rows: 5 labelled, 0 bad" in result.stderr and "; read as cp1252 (detected: not UTF-8)" in result.stderr
     rows = read_csv(output)
-    assert [(row["id"], row["status"], row["company"]) for row in rows] == [
-        ("1", "ok", "Müller GmbH"),
-        ("2", "ok", "ACME"),
-        ("Zürich-3", "ok", "Vogel"),
-        ("4", "empty", "Groß AG"),
-    ]
-    assert [(row["seniority"], row["department"]) for row in rows[:3]] == [
-        expected(nlp, t) for t in ("Head of Sales", "CFO", "CTO")
-    ]
+    assert [(row["title"], row["status"]) for row in rows] == [(t, "ok") for t in titles]
+    assert [(row["seniority"], row["department"]) for row in rows] == [expected(nlp, t) for t in titles]
+    for text, encoding in [("id;title\n1;Einkäuferin\n2;Head of Sales\n", "utf-8"), ("title\nCEO\nCFO\n", "ascii")]:
+        source.write_bytes(text.encode(encoding))
+        result = run_predict(source, output, "-m", model, "--column", "title")
+        assert result.exit_code == 0 and "not UTF-8" not in result.stderr and "detected" not in result.stderr
+        assert {row["status"] for row in read_csv(output)} == {"ok"}
+
+
+@pytest.mark.parametrize(
+    "encoding, titles",
+    [
+        ("cp1252", ["Directeur général", "Chargée de clientèle", "Responsable marché", "Contrôleur de gestion"]),
+        ("cp1252", ["Director de ventas", "Ingeniero de diseño", "Técnico de mantenimiento", "Jefe de compras"]),
+        ("cp1250", ["Dyrektor sprzedaży", "Kierownik działu", "Księgowa", "Główny inżynier", "Młodszy analityk"]),
+        ("cp1251", ["Генеральный директор", "Менеджер по продажам", "Бухгалтер", "Инженер"]),
+    ],
+)
+def test_the_detected_encoding_reads_each_letter_as_written(tmp_path, encoding, titles):
+    """French and Spanish in cp1252 (charset-normalizer alone names cp1250, which reads è as č and ñ as ń), in CSV,
+    JSONL and plain text; Polish in cp1250 and Russian in cp1251, as charset-normalizer names them (in a file this
+    small it may not: Polish JSONL of these five titles comes out as cp1257)."""
+    found: dict = {}
+    source = tmp_path / "titles.csv"
+    source.write_bytes(("id,title\n" + "".join(f"{i},{t}\n" for i, t in enumerate(titles))).encode(encoding))
+    assert [r.value for r in read_titles(source, "title", dialect=found)] == titles
+    assert found["encoding"] == encoding
+    if encoding != "cp1252":
+        return
+    source = tmp_path / "titles.jsonl"
+    objects = [json.dumps({"id": i, "title": t}, ensure_ascii=False) for i, t in enumerate(titles)]
+    source.write_bytes("".join(line + "\n" for line in objects).encode(encoding))
+    assert [r.value for r in read_titles(source, "title")] == titles
+    source = tmp_path / "titles.txt"
+    source.write_bytes("".join(f"{t}\n" for t in titles * 2).encode(encoding))
+    assert [r.value for r in read_titles(source)] == titles * 2
+
+
+def test_the_encoding_is_detected_in_the_first_mib_only(nlp, tmp_path):
+    """A file whose first MiB is UTF-8 (ASCII here) is read as UTF-8 without reading the rest for it: a cp1252 line
+    further on is undecodable on its line."""
+    lines = ["title"] + ["Head of Sales"] * 90_000 + ["Geschäftsführer", "CFO"]
+    data = b"".join(f"{t}\n".encode("cp1252" if t == "Geschäftsführer" else "ascii") for t in lines)
+    assert data.index(b"Gesch") > readers.ENCODING_PROBE_BYTES
+    (tmp_path / "titles.csv").write_bytes(data)
+    summary = predict_file(nlp, tmp_path / "titles.csv", tmp_path / "out.csv", "title", progress=False)
+    assert summary.detected_encoding is None and summary.counts["undecodable"] == 1
+    assert summary.first_lines["undecodable"] == len(lines) - 1 and summary.total == len(lines) - 1
 
 
 def test_an_undecodable_row_is_reported_on_its_true_line_deep_in_a_file(nlp, tmp_path):
@@ -274,7 +361,7 @@ def test_a_sep_line_names_the_delimiter_and_lines_keep_their_numbers(nlp, model,
     assert [(row["line"], row["Firma"], row["status"]) for row in rows] == [
         ("3", "ACME", "ok"),
         ("4", "Leer AG", "empty"),
-        ("5", "", "malformed"),
+        ("5", "x", "malformed"),  # a field too many: its cells where they are
     ]
     assert (rows[0]["seniority"], rows[0]["department"]) == expected(nlp, "Head of Sales, EMEA")
     result = run_predict(source, output, "-m", model, "--column", "Titel")
@@ -331,22 +418,152 @@ def test_a_one_column_csv_reads_each_line_as_one_title(nlp, model, tmp_path):
 
 
 def test_a_stray_quote_makes_its_row_malformed_and_the_file_goes_on(nlp, tmp_path):
-    """`1;"Head of" Sales` cannot be split; the rows after it can. A quote never closed still stops the file: it
-    has swallowed every row after it."""
+    """`1;"Head of" Sales` cannot be split; the rows after it can. The row keeps the id it has."""
     source = tmp_path / "crm.csv"
     source.write_text('id;title\n1;"Head of" Sales\n2;CFO\n3;"Director\nFinance"\n4;CTO\n', encoding="utf-8")
     output = tmp_path / "out.csv"
     summary = predict_file(nlp, source, output, "title", "id", progress=False)
     assert [(row["line"], row["id"], row["status"]) for row in read_csv(output)] == [
-        ("2", "", "malformed"),
+        ("2", "1", "malformed"),
         ("3", "2", "ok"),
         ("4", "3", "ok"),  # a quoted line break: one row over two lines
         ("6", "4", "ok"),
     ]
     assert summary.first_lines["malformed"] == 2
-    source.write_text('id;title\n1;CEO\n2;"Head of Sales\n3;CFO\n', encoding="utf-8")
-    with pytest.raises(DataError, match=r"crm\.csv: line 3: malformed CSV: unexpected end of data: a quote opened"):
+
+
+def test_a_quote_never_closed_costs_its_line_alone_and_the_rest_is_labelled(nlp, model, tmp_path):
+    """A quote opened on line 3 and never closed would swallow every line after it into one cell: that line is
+    malformed (with the id it has), and reading goes on at line 4; every row is in the output once, in order.
+    --fail-on malformed still makes it exit status 1."""
+    source = tmp_path / "crm.csv"
+    source.write_text('id,title\n1,CEO\n3,"Head of Sales\n4,CFO\n5,Einkäuferin\n6,CTO\n', encoding="utf-8")
+    output = tmp_path / "out.csv"
+    result = run_predict(source, output, "-m", model, "--column", "title", "--id-column", "id", "--keep-title")
+    assert result.exit_code == 0, result.output
+    rows = read_csv(output)
+    assert [(row["line"], row["id"], row["title"], row["status"]) for row in rows] == [
+        ("2", "1", "CEO", "ok"),
+        ("3", "3", "Head of Sales", "malformed"),  # what its line holds, read leniently; no answer
+        ("4", "4", "CFO", "ok"),
+        ("5", "5", "Einkäuferin", "ok"),
+        ("6", "6", "CTO", "ok"),
+    ]
+    assert rows[1]["seniority"] == "" and (rows[2]["seniority"], rows[2]["department"]) == expected(nlp, "CFO")
+    assert "malformed 1 (first on line 3)" in result.stderr and "a quote never closed" in result.stderr
+    result = run_predict(source, output, "-m", model, "--column", "title", "--fail-on", "malformed")
+    assert result.exit_code == 1 and "✘ rows with a status --fail-on names: malformed 1 (first on line 3)" in (
+        result.stderr
+    )
+    assert len(read_csv(output)) == 5
+    # Each quote never closed is closed, for csv, by the next quote in the file; the row between breaks, and is
+    # its first line alone again. The last line too, and CRLF line ends. A quoted line break is still one row.
+    source.write_bytes(
+        b'id;title\r\n1;"CEO\r\n2;CFO\r\n3;"Director, Finance"\r\n4;"Head\r\nof Sales"\r\n5;"CTO\r\n6;COO\r\n7;"Buyer'
+    )
+    predict_file(nlp, source, output, "title", "id", progress=False, keep_title=True)
+    assert [(row["line"], row["id"], row["title"], row["status"]) for row in read_csv(output)] == [
+        ("2", "1", "CEO", "malformed"),
+        ("3", "2", "CFO", "ok"),
+        ("4", "3", "Director, Finance", "ok"),
+        ("5", "4", "Head\r\nof Sales", "ok"),
+        ("7", "5", "CTO", "malformed"),
+        ("8", "6", "COO", "ok"),
+        ("9", "7", "Buyer", "malformed"),
+    ]
+    # A quote never closed in the header leaves no header to read: the file stops, as ever.
+    source.write_text('id,"title\n1,CEO\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"crm\.csv: line 1: malformed CSV: unexpected end of data: a quote opened"):
         predict_file(nlp, source, output, "title", "id", progress=False)
+
+
+def test_a_quote_never_closed_is_cut_short_and_memory_stays_bounded(tmp_path, monkeypatch):
+    """A quoted cell that runs on past ROW_SPAN_CHARS characters of further lines is taken for a quote never closed
+    (the csv module would hold the rest of the file in one cell); a shorter multi-line cell is read as one. Past
+    HELD_CHARS the row's further lines are not held: reading goes back to its second line by seeking."""
+    monkeypatch.setattr(readers, "ROW_SPAN_CHARS", 100)
+    monkeypatch.setattr(readers, "HELD_CHARS", 20)
+    seeks = []
+    monkeypatch.setattr(readers.RowLines, "rewind", lambda lines: seeks.append(lines.resume) or REWIND(lines))
+    source = tmp_path / "notes.csv"
+    notes = "\n".join(f"note {i}" for i in range(10))  # 64 characters over 9 further lines: one cell
+    source.write_text(
+        f'id,title,notes\n1,CEO,"{notes}"\n2,"CFO,x\n' + "".join(f"{i},CTO {i},x\n" for i in range(3, 40)),
+        encoding="utf-8",
+    )
+    records = list(read_titles(source, "title", "id", keep_columns=["notes"]))
+    assert [(r.line, r.id, r.status) for r in records[:4]] == [
+        (2, "1", None),
+        (12, "2", "malformed"),
+        (13, "3", None),
+        (14, "4", None),
+    ]
+    assert records[0].extra == (notes,) and len(records) == 2 + 37
+    assert len(seeks) == 1 and seeks[0] is not None  # once, to a file position
+    # The same file read with every further line held: the same rows.
+    monkeypatch.setattr(readers, "HELD_CHARS", 1000)
+    assert [(r.line, r.id, r.value, r.status) for r in read_titles(source, "title", "id")] == [
+        (r.line, r.id, r.value, r.status) for r in records
+    ]
+    assert seeks[1] is None
+
+
+REWIND = readers.RowLines.rewind
+
+
+def test_a_file_that_cannot_seek_recovers_from_a_quote_never_closed_the_same_way(tmp_path, monkeypatch):
+    """A pipe (no tell/seek): the lines of a row that runs on are held, past HELD_CHARS too, and read again."""
+    monkeypatch.setattr(readers, "HELD_CHARS", 5)
+    data = 'id,title\n1,CEO\n3,"Head of Sales\n4,CFO\n5,"Director\nFinance"\n6,CTO\n'
+    (tmp_path / "crm.csv").write_text(data, encoding="utf-8")
+    read, write = os.pipe()
+    os.write(write, data.encode("utf-8"))
+    os.close(write)
+    with open(read, newline="", encoding="utf-8") as pipe:
+        assert not pipe.seekable()
+        piped = [(r.line, r.id, r.value, r.status) for r in readers.iter_titles(pipe, "pipe", "title", "id")]
+    assert piped == [(r.line, r.id, r.value, r.status) for r in read_titles(tmp_path / "crm.csv", "title", "id")]
+    assert piped == [
+        (2, "1", "CEO", None),
+        (3, "3", "Head of Sales", "malformed"),
+        (4, "4", "CFO", None),
+        (5, "5", "Director\nFinance", None),
+        (7, "6", "CTO", None),
+    ]
+
+
+def test_the_service_reads_an_upload_as_predict_does(model, tmp_path):
+    """/v1/label-file (in-process): a cp1252 upload with a quote never closed is labelled, that line malformed, the
+    encoding detected and said in the summary header; a file of that line alone has no row labelled (422)."""
+    import asyncio
+    import io
+
+    import httpx
+
+    from titlecat.serve import create_app
+
+    app = create_app(model)
+
+    async def upload(content: bytes) -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://titlecat") as client:
+            form = {"column": "title", "id_column": "id"}
+            return await client.post("/v1/label-file", files={"file": ("crm.csv", content)}, data=form, timeout=60)
+
+    content = 'id;title\n1;Geschäftsführer\n2;"Einkäuferin\n3;Leiter Qualitätssicherung\n4;CFO\n'.encode("cp1252")
+    response = asyncio.run(upload(content))
+    assert response.status_code == 200, response.text
+    rows = list(csv.DictReader(io.StringIO(response.text, newline="")))
+    assert [(row["id"], row["title"], row["status"]) for row in rows] == [
+        ("1", "Geschäftsführer", "ok"),
+        ("2", "Einkäuferin", "malformed"),
+        ("3", "Leiter Qualitätssicherung", "ok"),
+        ("4", "CFO", "ok"),
+    ]
+    assert response.headers["x-titlecat-summary"].endswith("; read as cp1252 (detected: not UTF-8)")
+    response = asyncio.run(upload(b'id,title\n1,"Sales\n'))
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith("file: crm.csv: no row was labelled (1 bad: malformed 1)")
 
 
 def test_a_jsonl_field_no_object_has_is_an_error_listing_the_fields(nlp, tmp_path, monkeypatch):
@@ -511,14 +728,15 @@ def test_every_bad_row_gets_a_status_and_the_file_goes_on(nlp, model, tmp_path):
     result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title", "--id-column", "id")
     assert result.exit_code == 0, result.output
     rows = read_csv(tmp_path / "out.csv")
-    assert [(row["line"], row["status"]) for row in rows] == [
-        ("2", "ok"),
-        ("3", "too_long"),
-        ("4", "malformed"),
-        ("5", "empty"),
-        ("6", "not_text"),
-        ("7", "ok"),
+    assert [(row["line"], row["id"], row["status"]) for row in rows] == [
+        ("2", "1", "ok"),
+        ("3", "2", "too_long"),
+        ("4", "3", "malformed"),  # a field too many: its id and title where they are
+        ("5", "4", "empty"),
+        ("6", "5", "not_text"),
+        ("7", "6", "ok"),
     ]
+    assert rows[2]["title"] == "Sales" and rows[2]["department"] == ""
     assert "malformed 1 (first on line 4)" in result.stderr and "--delimiter names the separator" in result.stderr
     assert "too_long 1 (first on line 3): titles over --max-chars (500 characters)" in result.stderr
     result = run_predict(source, tmp_path / "out.csv", "-m", model, "--column", "title", "--max-chars", "200000")

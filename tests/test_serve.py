@@ -416,7 +416,9 @@ def sheet_values(path: Path) -> list[list]:
 @pytest.mark.parametrize(
     "name, content, data, status, message",
     [
-        ("bad.csv", b'id,title\n1,"Sales\n', {"column": "title"}, 400, "file: bad.csv: line 2: malformed CSV"),
+        # A quote never closed costs its line alone (malformed); here that is every row.
+        ("bad.csv", b'id,title\n1,"Sales\n', {"column": "title"}, 422, "file: bad.csv: no row was labelled (1 bad"),
+        ("bad.csv", b'id,"title\n1,Sales\n', {"column": "title"}, 400, "file: bad.csv: line 1: malformed CSV"),
         ("people.csv", b"id,name\n1,CEO\n", {"column": "title"}, 400, "file: people.csv: line 1: no column 'title'"),
         (
             "titles.doc",

@@ -173,9 +173,9 @@ def test_predict_reads_jsonl_and_text_and_writes_every_score(tiny, tmp_path):
 @pytest.mark.parametrize(
     "name,content,message",
     [
-        # A bad row (a field too many, a line that is not a JSON object) gets status malformed:
-        # tests/test_predict_inputs.py. These stop the file: a quote never closed swallows every row after it.
-        ("bad.csv", 'id,text\n1,"Sales\n', "bad.csv: line 2: malformed CSV"),
+        # A bad row (a field too many, a line that is not a JSON object, a quote never closed) gets status
+        # malformed: tests/test_predict_inputs.py. These stop the file: a quote never closed in the header.
+        ("bad.csv", 'id,"text\n1,Sales\n', "bad.csv: line 1: malformed CSV: unexpected end of data"),
         (
             "cols.csv",
             "id,title\n1,Sales\n",

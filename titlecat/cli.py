@@ -27,7 +27,9 @@ COLUMN = typer.Option("text", "--column", "--field", help="CSV/TSV column or JSO
 ID_COLUMN = typer.Option(None, "--id-column", "--id-field", help="Column/field copied to the output as 'id'")
 FORMAT = typer.Option(None, "--format", help="csv, tsv, jsonl, xlsx or text; default: from the input's suffix")
 ENCODING = typer.Option(
-    None, help="The input's text encoding (e.g. cp1252, latin-1); default UTF-8 (a byte-order mark is skipped)"
+    None,
+    help="The input's text encoding (e.g. cp1252, latin-1); default UTF-8 (a byte-order mark is skipped), or for a "
+    "file that is not UTF-8 the encoding detected in its first MiB (said)",
 )
 DELIMITER = typer.Option(
     None, help="CSV/TSV column separator: ',', ';', 'tab' or any one character; default: the one that splits the header"

@@ -132,9 +132,7 @@ def predict_ray(
     fields = output_fields(tasks, all_scores, id_column is not None, keep_title, kept_names)
     if postprocess is not None:
         fields = postprocess.fields(fields)
-    records, input_delimiter = read_input(
-        input_path, output_path, column, id_column, fmt, output_options, notify, **reading
-    )
+    records, found = read_input(input_path, output_path, column, id_column, fmt, output_options, notify, **reading)
     model = str(Path(model).resolve()) if Path(model).exists() else model
     if not ray.is_initialized():  # a caller's own Ray session keeps its logging as it is
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
@@ -153,7 +151,8 @@ def predict_ray(
             max_chars,
             fmt,
             output_options=output_options,
-            input_delimiter=input_delimiter,
+            input_delimiter=found.get("delimiter"),
+            detected_encoding=found.get("encoding"),
         )
     finally:
         for actor in actors:

@@ -42,13 +42,14 @@ STATUSES = ("ok", "empty", "not_text", "too_long", "undecodable", "malformed")
 STATUS_HINTS = {
     "too_long": "titles over --max-chars ({max_chars:,} characters), unlabelled: a larger --max-chars labels them",
     "undecodable": "rows whose title, id or kept columns hold bytes that are not text in the file's encoding, or "
-    "lone surrogates (JSON '\\ud800'): unlabelled, those cells written with U+FFFD; if the file is not UTF-8, name "
-    "its encoding with --encoding (e.g. cp1252, latin-1)",
+    "lone surrogates (JSON '\\ud800'): unlabelled, those cells written with U+FFFD; a file that mixes encodings "
+    "keeps them so; if the whole file is in another encoding, name it with --encoding (e.g. cp1252, latin-1)",
 }
 # The malformed hint depends on what the input was read as: a table (CSV, TSV) or JSONL.
 MALFORMED_HINTS = {
-    "table": "rows with more or fewer fields than the header, or a quote inside a cell (a cell holding the "
-    "separator or a quote must be quoted as a whole; --delimiter names the separator)",
+    "table": "rows with more or fewer fields than the header, a quote inside a cell, or a quote never closed, which "
+    "costs its own line only (a cell holding the separator or a quote must be quoted as a whole; --delimiter names "
+    "the separator)",
     "jsonl": "lines that are not a JSON object (a file that is not JSONL: --format names its format)",
 }
 # Statuses that say the file was read wrongly (its encoding or separator), not that a title is bad: a run where
@@ -481,6 +482,7 @@ class Summary:
     max_chars: int = MAX_CHARS  # the run's limit, for the too_long hint
     input_format: str = "csv"  # for the malformed hint
     neutralised: int = 0  # formula-like text cells written as text (titlecat.spreadsheet)
+    detected_encoding: str | None = None  # the encoding a file that is not UTF-8 was read in (readers.detect_encoding)
 
     @property
     def total(self) -> int:
@@ -532,6 +534,7 @@ class Summary:
             f"{self.total - self.counts['ok']:,} bad"
             f"{f' ({bad})' if bad else ''}, in {self.seconds:.1f} s ({rate:,.0f} titles/s)"
             f"{f'; {cells}' if self.neutralised else ''}"
+            f"{f'; read as {self.detected_encoding} (detected: not UTF-8)' if self.detected_encoding else ''}"
         )
 
 
@@ -545,10 +548,12 @@ def write_predictions(
     *,
     output_options: OutputOptions = OutputOptions(),
     input_delimiter: str | None = None,
+    detected_encoding: str | None = None,
 ) -> Summary:
     """Write chunks of output rows atomically, with a progress bar (titles/s) and a status count; `output_options`
-    and `input_delimiter` as `PredictionWriter`'s."""
-    summary = Summary(max_chars=max_chars, input_format=input_format)
+    and `input_delimiter` as `PredictionWriter`'s; `detected_encoding` (the input's, where it was not UTF-8) is said
+    in the summary."""
+    summary = Summary(max_chars=max_chars, input_format=input_format, detected_encoding=detected_encoding)
     start = time.perf_counter()
     # disable=None: tqdm draws no bar where stderr is no terminal (a log would get its carriage returns).
     bar = tqdm(unit=" titles", disable=None if progress else True)
@@ -578,15 +583,15 @@ def read_input(
     output_options: OutputOptions,
     notify: Callable[[str], None] | None = None,
     **reading,
-) -> tuple[Iterator[TitleRecord], str | None]:
-    """(records, the input table's separator) of `read_titles` (`reading`: its options). The header is read now,
-    before the output is opened, so that --excel writes the input's separator; a ';' input that is to come back
-    separated by ',' is said (`note_semicolons`)."""
+) -> tuple[Iterator[TitleRecord], dict]:
+    """(records, what was found reading the input: "delimiter", the table's separator; "encoding", one detected) of
+    `read_titles` (`reading`: its options). The header is read now, before the output is opened, so that --excel
+    writes the input's separator; a ';' input that is to come back separated by ',' is said (`note_semicolons`)."""
     dialect: dict = {}
     records = read_titles(input_path, column, id_column, input_format, notify=notify, dialect=dialect, **reading)
     records = itertools.chain(list(itertools.islice(records, 1)), records)
     note_semicolons(notify, input_path, output_path, output_options, dialect.get("delimiter"))
-    return records, dialect.get("delimiter")
+    return records, dialect
 
 
 def postprocessed(labelled: Iterable[tuple[list[dict], list[dict]]], postprocess=None) -> Iterator[list[dict]]:
@@ -636,10 +641,14 @@ def predict_file(
     if postprocess is not None:
         fields = postprocess.fields(fields)
     reading = {"encoding": encoding, "delimiter": delimiter, "sheet": sheet, "keep_columns": keep_columns}
-    records, input_delimiter = read_input(
+    records, found = read_input(
         input_path, output_path, column, id_column, input_format, output_options, notify, **reading
     )
-    writing = {"output_options": output_options, "input_delimiter": input_delimiter}
+    writing = {
+        "output_options": output_options,
+        "input_delimiter": found.get("delimiter"),
+        "detected_encoding": found.get("encoding"),
+    }
     checked_chunks = (
         check_records(chunk, max_chars, keep_title, kept_names) for chunk in minibatch(records, chunk_size)
     )

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import codecs
 import csv
-import itertools
 import json
 import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -333,7 +333,8 @@ def parse_delimiter(delimiter: str | None, option: str = "--delimiter") -> str |
 
 def input_encoding(path: Path, encoding: str | None) -> str:
     """The codec to read a text input with: `encoding`, else UTF-16 for a file that starts with its
-    byte-order mark (Excel's "Unicode Text"), else UTF-8; UTF-8 skips a byte-order mark (Excel's "CSV UTF-8")."""
+    byte-order mark (Excel's "Unicode Text"), else UTF-8; UTF-8 skips a byte-order mark (Excel's "CSV UTF-8").
+    (`read_titles` names a file's detected encoding here, `detect_encoding`.)"""
     if encoding is None:
         encoding = "utf-16" if byte_order_mark(path) == "utf-16" else "utf-8"
     try:
@@ -362,7 +363,8 @@ def read_titles(
     header row of `sheet`, a name or 1-based number, default the first) or plain-text file (one a line).
 
     Lazy, one row at a time, so memory does not grow with the file. Text is decoded with `encoding`
-    (default UTF-8, a byte-order mark skipped) by the `surrogateescape` error handler: a byte that is not
+    (default UTF-8, a byte-order mark skipped; a file that is not UTF-8 in the encoding `detect_encoding` finds,
+    said through `notify` and in `dialect["encoding"]`) by the `surrogateescape` error handler: a byte that is not
     text in it becomes a lone surrogate in its row's strings, which `titlecat.predict` reports as status
     `undecodable` on the row's own line, and the file goes on. A CSV/TSV's delimiter is `delimiter`, else
     the one of ',', ';' and tab that finds the columns in the header (said through `notify`); once the header
@@ -371,18 +373,29 @@ def read_titles(
     A `.txt` file (format from its suffix) whose first line holds a tab is a table (Excel's "Text (Tab
     delimited)" and "Unicode Text" exports): read as TSV, said through `notify`.
 
-    A row with more or fewer fields than the header, or a JSONL line that is not a JSON object, is yielded
-    with status `malformed`. A file that cannot be read at all (a missing or duplicated column, a quote that
-    is never closed, not a workbook) raises DataError naming the line.
+    A row with more or fewer fields than the header (with the id, title and kept cells it has), a quote in the
+    middle of a cell or one never closed (that line alone: reading goes on at the next, see `RowLines`), or a JSONL
+    line that is not a JSON object, is yielded with status `malformed`. A file that cannot be read at all (a
+    missing or duplicated column, a quote never closed in the header, not a workbook) raises DataError naming the
+    line.
     """
     path = Path(path)
     named_format, fmt = fmt, title_format(path, fmt)
     if fmt == "xlsx":
         yield from _xlsx_titles(path, column, id_column, sheet, keep_columns, notify)
         return
-    named_encoding, encoding = encoding, input_encoding(path, encoding)
+    named_encoding = encoding
+    detected = detect_encoding(path) if encoding is None and byte_order_mark(path) is None else None
+    encoding = input_encoding(path, encoding or detected)
     if named_encoding is not None:
         check_named_encoding(path, encoding)
+    if detected is not None:
+        if dialect is not None:
+            dialect["encoding"] = encoding
+        if notify is not None:
+            notify(
+                f"{path}: not UTF-8: read as {encoding}, the encoding detected in its start (--encoding names another)"
+            )
     if fmt == "text" and named_format is None and "\t" in _first_line(path, encoding):
         # Excel saves "Text (Tab delimited)" and "Unicode Text" as .txt: a table, not one title a line.
         fmt = "tsv"
@@ -418,8 +431,53 @@ def mark_of(start: bytes) -> str | None:
     return next((unicode for mark, unicode in BYTE_ORDER_MARKS.items() if start.startswith(mark)), None)
 
 
-# How much of a file's start the --encoding checks read (once).
+# How much of a file's start the --encoding checks and the detection of its encoding read (once).
 ENCODING_PROBE_BYTES = 1 << 20
+# The code page Windows writes text in across Western Europe and the Americas (Excel's "CSV" there).
+WINDOWS_WESTERN = "cp1252"
+
+
+def detect_encoding(path: Path) -> str | None:
+    """The encoding of a file that is not UTF-8, as charset-normalizer finds it in the file's first MiB; None where
+    UTF-8 stays: a start that is UTF-8 (ASCII included), or that holds a line of UTF-8 text beside bytes that are
+    not (a file mixing encodings: its rows in another encoding stay `undecodable`, each on its line), or one the
+    detector finds nothing for. Where cp1252 reads the start as cleanly as the detector's first choice (no more
+    "chaos", charset-normalizer's measure of implausible text), cp1252: for Western text the detector often names a
+    Central European, DOS or (on a line or two) East Asian code page first, one that reads ä alike but è as č or ñ
+    as ń; unless its first choice is another Windows code page that fits the text's language better (cp1254 for
+    Turkish, say: charset-normalizer's "coherence")."""
+    with path.open("rb") as file:
+        start = file.read(ENCODING_PROBE_BYTES)
+        whole = not file.read(1)
+    if not whole and b"\n" in start:
+        start = start[: start.rindex(b"\n") + 1]  # the line cut at the probe's end is left out
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(start, final=whole)  # a character cut at the end is fine
+        return None
+    except UnicodeDecodeError:
+        pass
+    if any(not raw.isascii() and utf8_text(raw) for raw in start.splitlines()):
+        return None
+    from charset_normalizer import from_bytes
+
+    matches = from_bytes(start)
+    best = matches.best()
+    if best is None:
+        return None
+    western = next((match for match in matches if WINDOWS_WESTERN in match.could_be_from_charset), None)
+    western = western or from_bytes(start, cp_isolation=[WINDOWS_WESTERN]).best()
+    other_windows = best.encoding.startswith("cp125") and WINDOWS_WESTERN not in best.could_be_from_charset
+    if western is None or western.chaos > best.chaos or (other_windows and best.coherence > western.coherence):
+        return codecs.lookup(best.encoding).name
+    return WINDOWS_WESTERN
+
+
+def utf8_text(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def check_named_encoding(path: Path, encoding: str) -> None:
@@ -551,7 +609,6 @@ def iter_titles(
     dialect: dict | None = None,
 ) -> Iterator[TitleRecord]:
     """`read_titles` on an open text file (opened with newline=""); `path` names it in errors."""
-    line = 0
     if fmt == "text":
         for line, text in enumerate(file, start=1):
             yield TitleRecord(line, None, text.rstrip("\r\n"))
@@ -583,43 +640,10 @@ def iter_titles(
                 )
         if dialect is not None:
             dialect["delimiter"] = None if chosen == ONE_COLUMN else chosen
-        reader = csv.reader(itertools.chain([header_line], file), delimiter=chosen, strict=True)
-        line = skipped
+        lines = RowLines(file, [header_line])
+        reader = csv.reader(lines, delimiter=chosen, strict=True)
         try:
             header = next(reader, None) or []
-            if header:
-                header[0] = header[0].removeprefix("\ufeff")
-            hint = ""
-            # Where no separator splits the header (one column), a cell holding one was quoted: no --delimiter hint.
-            other_separators = [d for d in DELIMITERS if d != chosen] if chosen != ONE_COLUMN else []
-            crowded = [cell for cell in header if any(d in cell for d in other_separators)]
-            if crowded:
-                other = next(d for d in DELIMITERS if d != chosen and d in crowded[0])
-                hint = (
-                    f"; the cell {crowded[0]!r} holds {DELIMITERS[other]}: the file may be separated by it "
-                    f"(--delimiter {'tab' if other == chr(9) else repr(other)})"
-                )
-            if column not in header and len(header) <= 2 and not crowded and not any("\x00" in c for c in header):
-                hint += "; a list of titles with no header line is read with --format text (one title a line)"
-            check_header(path, header, wanted, f"line {1 + skipped}", hint)
-            index = header.index(column)
-            id_index = header.index(id_column) if id_column else None
-            keep_index = [header.index(name) for name in keep_columns]
-            line = skipped + reader.line_num
-            nothing_kept = tuple(None for _ in keep_index)
-            for fields in rows_or_errors(reader):
-                start, line = line + 1, skipped + reader.line_num
-                if fields is None or (fields and len(fields) != len(header)):
-                    yield TitleRecord(start, None, None, nothing_kept, "malformed")
-                elif not fields:
-                    yield TitleRecord(start, None, None, nothing_kept)
-                else:
-                    yield TitleRecord(
-                        start,
-                        fields[id_index] if id_index is not None else None,
-                        fields[index],
-                        tuple(fields[i] for i in keep_index),
-                    )
         except csv.Error as error:
             unclosed = (
                 ": a quote opened in this row is never closed, so every line after it would be read into one cell "
@@ -627,7 +651,145 @@ def iter_titles(
                 if str(error).startswith(UNCLOSED_QUOTE)
                 else ""
             )
-            raise DataError(path, f"line {line + 1}", f"malformed {fmt.upper()}: {error}{unclosed}") from error
+            raise DataError(path, f"line {skipped + 1}", f"malformed {fmt.upper()}: {error}{unclosed}") from error
+        if header:
+            header[0] = header[0].removeprefix("\ufeff")
+        hint = ""
+        # Where no separator splits the header (one column), a cell holding one was quoted: no --delimiter hint.
+        other_separators = [d for d in DELIMITERS if d != chosen] if chosen != ONE_COLUMN else []
+        crowded = [cell for cell in header if any(d in cell for d in other_separators)]
+        if crowded:
+            other = next(d for d in DELIMITERS if d != chosen and d in crowded[0])
+            hint = (
+                f"; the cell {crowded[0]!r} holds {DELIMITERS[other]}: the file may be separated by it "
+                f"(--delimiter {'tab' if other == chr(9) else repr(other)})"
+            )
+        if column not in header and len(header) <= 2 and not crowded and not any("\x00" in c for c in header):
+            hint += "; a list of titles with no header line is read with --format text (one title a line)"
+        check_header(path, header, wanted, f"line {1 + skipped}", hint)
+        index = header.index(column)
+        id_index = header.index(id_column) if id_column else None
+        keep_index = [header.index(name) for name in keep_columns]
+        for start, fields, malformed in table_rows(reader, lines, len(header)):
+            if not fields and not malformed:  # a blank line
+                yield TitleRecord(skipped + start, None, None, tuple(None for _ in keep_index))
+                continue
+            width = len(fields)  # a malformed row keeps the cells it has where they are (its id and title, say)
+            yield TitleRecord(
+                skipped + start,
+                fields[id_index] if id_index is not None and id_index < width else None,
+                fields[index] if index < width else None,
+                tuple(fields[i] if i < width else None for i in keep_index),
+                "malformed" if malformed else None,
+            )
+
+
+# A row whose quoted cell runs on over this many characters of further lines is taken for a quote that is never
+# closed (as the end of the file would be): memory stays bounded however much of the file such a quote would
+# swallow (the csv module holds a cell as 4 bytes a character), and a real multi-line cell is far shorter (an Excel
+# cell holds 32,767 characters).
+ROW_SPAN_CHARS = 1 << 22
+# The further lines of a row that are held to be read again if it breaks; past this many characters, a file
+# position is taken instead (where the file can seek).
+HELD_CHARS = 1 << 16
+
+
+class RowLines:
+    """The lines of an open text file as csv.reader takes them (one at a time), counted, able to go back to the
+    line after a row's first line.
+
+    A quote opened in a row and never closed swallows every line after it into one cell: such a row (one that runs
+    past its first line and then breaks, or comes out with the wrong number of fields) is its first line alone, and
+    reading goes on at the next line (`rewind`). For that, the further lines of a row that runs on are held, up to
+    `HELD_CHARS` characters; past that, the file position after them is taken (`tell`) and seeked back to, so memory
+    stays flat (a file that cannot seek, a pipe, holds them all). A row that would run past `ROW_SPAN_CHARS`
+    characters of further lines is ended there, as at the end of the file.
+    """
+
+    def __init__(self, file: TextIO, read: Sequence[str] = ()):
+        self.file = file
+        self.readline = file.readline
+        self.queue = deque(read)  # lines to hand out before the file's next: the header, or held lines again
+        self.can_tell = True
+        self.number = 0  # lines handed out
+        self.begin_row()
+
+    def begin_row(self) -> None:
+        self.row_start = self.number  # lines handed out before the row being read
+        self.first = ""  # the row's first line
+        self.spanned = False  # whether the row went on past its first line
+        self.span = 0  # characters of the row's further lines
+        self.held: list[str] = []  # its further lines, to read again
+        self.holding = True
+        self.resume: int | None = None  # the file position after the held lines, where they stopped being held
+
+    def __iter__(self) -> RowLines:
+        return self
+
+    def __next__(self) -> str:
+        if self.number > self.row_start:  # the row goes on past its first line
+            self.spanned = True
+            if self.span > ROW_SPAN_CHARS:
+                raise StopIteration
+        line = self.queue.popleft() if self.queue else self.readline()
+        if not line:
+            raise StopIteration
+        self.number += 1
+        if self.number == self.row_start + 1:
+            self.first = line
+        else:
+            self.span += len(line)
+            if self.holding:
+                self.held.append(line)
+                if self.span > HELD_CHARS and self.can_tell and not self.queue:
+                    try:
+                        self.resume, self.holding = self.file.tell(), False
+                    except (OSError, ValueError):  # a pipe; or a file read with next(), which disables tell()
+                        self.can_tell = False
+        return line
+
+    def rewind(self) -> None:
+        """Go back to the line after the row's first line: the next row starts there."""
+        if self.resume is not None:
+            self.file.seek(self.resume)
+        self.queue.extendleft(reversed(self.held))
+        self.number = self.row_start + 1
+
+
+def table_rows(reader, lines: RowLines, width: int) -> Iterator[tuple[int, list[str], bool]]:
+    """(line, fields, malformed) of each row a csv reader over `lines` reads after the header; line counts from the
+    header's first line as 1. A row that cannot be split (a quote in the middle of a cell, `1;"Head of" Sales`)
+    or that has more or fewer than `width` fields is malformed, with the fields its first line gives when read
+    leniently (where a row ran on past its first line); a row that ran past its first line and then broke (a quote
+    never closed) is its first line alone, and the next row starts on the next line: every line of the file is in
+    exactly one row."""
+    while True:
+        lines.begin_row()
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error:
+            fields = None
+        start = lines.row_start + 1
+        if fields is not None and (not fields or len(fields) == width):
+            yield start, fields, False
+        elif fields is not None and not lines.spanned:
+            yield start, fields, True
+        else:
+            first = lines.first
+            if lines.spanned:
+                lines.rewind()
+            yield start, lenient_fields(first, reader.dialect), True
+
+
+def lenient_fields(line: str, dialect) -> list[str]:
+    """The fields of one line, read without csv's strict checks: an open quote runs to the line's end, a quote in the
+    middle of a cell is dropped (`1;"Head of" Sales` is ['1', 'Head of Sales'])."""
+    try:
+        return next(csv.reader([line.rstrip("\r\n")], dialect, strict=False), [])
+    except csv.Error:
+        return []
 
 
 def jsonl_title_records(
@@ -680,21 +842,6 @@ def fields_seen_early(
 
 # How csv says that a quote was never closed: the reader has swallowed every line after it into one cell.
 UNCLOSED_QUOTE = "unexpected end of data"
-
-
-def rows_or_errors(reader) -> Iterator[list[str] | None]:
-    """The rows of a csv reader, None for a row it cannot split (a quote in the middle of a cell,
-    `1;"Head of" Sales`): that row is malformed and the file goes on, as the reader goes on at the next line. A
-    quote that is never closed has swallowed every row after it, so it still raises."""
-    while True:
-        try:
-            yield next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            if str(error).startswith(UNCLOSED_QUOTE):
-                raise
-            yield None
 
 
 # How many non-empty rows of a sheet are searched for the header (a report's title rows may precede it).

@@ -600,7 +600,9 @@ def create_app(
         column: str = Form("text", description="CSV/TSV/Excel column or JSONL field holding the title"),
         id_column: str = Form("", description="Column/field copied to the output as 'id'"),
         input_format: str = Form("", alias="format", description="csv, tsv, jsonl, xlsx or text; default: the suffix"),
-        encoding: str = Form("", description="The file's text encoding (e.g. cp1252); default UTF-8"),
+        encoding: str = Form(
+            "", description="The file's text encoding (e.g. cp1252); default UTF-8, or one detected where it is not"
+        ),
         delimiter: str = Form("", description="CSV/TSV separator (',', ';' or 'tab'); default: found from the header"),
         sheet: str = Form("", description="Excel sheet: its name or number (1 = the first); default the first"),
         keep_title: bool = Form(True, description="Copy each row's title, as read, into the output ('title')"),
