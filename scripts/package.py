@@ -92,7 +92,14 @@ def main(
         "author": "titlecat",
         "license": "MIT",
         "sources": [
-            {"name": asset["dest"].split("/")[-1], "url": asset["url"], "description": asset["description"]}
+            # MELO's 42 files are one source a language folder: named by their path under assets/
+            {
+                "name": asset["dest"].removeprefix("assets/"),
+                "url": asset["url"],
+                "description": asset.get(
+                    "description", "ESCO occupation names of one language (MELO benchmark, MIT licence)"
+                ),
+            }
             for asset in srsly.read_yaml(project_file)["assets"]
         ],
         "performance": {
