@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -182,7 +183,9 @@ def predict(
     its score.
 
     Bad rows (empty, not_text, too_long, undecodable, malformed) get a status and empty answers and are counted
-    at the end; a file that cannot be read stops with its line. The output appears only when complete.
+    at the end; a file that cannot be read stops with its line. The output appears only when complete, with its
+    provenance beside it in OUTPUT.json: the pipeline (name, version, sha256 of its weights, what it was trained
+    on), the input, the counts and titles/s with and without loading.
     """
     if gpu_id >= 0 and n_process != 1:
         fail(ValueError(f"--gpu-id {gpu_id} predicts in one process: drop --n-process {n_process}"))
@@ -195,8 +198,11 @@ def predict(
         postprocess = confidence_postprocess(
             output_path, review_below, llm_fallback, llm_share, llm_below, llm_tasks, llm_store, llm_settings, progress
         )
+        started = time.perf_counter()
+        nlp = load_pipeline(model, gpu_id)
+        loading_seconds = time.perf_counter() - started
         summary = predict_file(
-            load_pipeline(model, gpu_id),
+            nlp,
             input_path,
             output_path,
             column,
@@ -216,6 +222,8 @@ def predict(
             keep_columns=column_names(keep_columns),
             notify=notify,
             output_options=output_options,
+            loading_seconds=loading_seconds,
+            model=model,
         )
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)

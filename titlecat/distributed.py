@@ -3,7 +3,9 @@
 The driver streams the file through titlecat's own reader and title check (so line numbers, bad
 rows and input errors are those of `titlecat predict`; a missing column stops the run before Ray
 starts), a pool of Ray actors labels the blocks (each actor loads the pipeline once), and the
-driver writes the rows in input order with the same atomic writer. Only Ray core calls
+driver writes the rows in input order with the same atomic writer, and the same sidecar OUT.json
+(titlecat.provenance): every actor must have loaded the driver's weights (the same sha256), so that the sidecar
+names the pipeline that answered every row. Only Ray core calls
 (`ray.remote`, `ray.get`): Ray Data's actor pools log an error at every start (their actors
 restart with arguments in the object store, ray-project/ray#57733), and turning restarts off there
 takes the deprecated `ray_remote_args`. Needs the `distributed` extra: pip install 'titlecat[distributed]'.
@@ -12,6 +14,7 @@ takes the deprecated `ray_remote_args`. Needs the `distributed` extra: pip insta
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -33,6 +36,7 @@ from .predict import (
     read_input,
     write_predictions,
 )
+from .provenance import Run, fingerprint, pipeline_provenance
 from .readers import read_titles, title_format
 from .spreadsheet import OutputOptions
 
@@ -46,6 +50,10 @@ class Labeller:
         self.all_scores = all_scores
         self.batch_size = batch_size
         self.blocks = 0
+
+    def fingerprint(self) -> str:
+        """The sha256 of the weights this actor loaded (titlecat.provenance.fingerprint)."""
+        return fingerprint(self.nlp)
 
     def label(self, checked: list[dict]) -> list[dict]:
         # The first block outside a memory zone, as in titlecat predict: it warms the tokenizer's cache.
@@ -72,6 +80,18 @@ def quiet_console() -> None:
     for handler in logging.getLogger("ray").handlers:
         if not isinstance(handler, logging.FileHandler):
             handler.setLevel(logging.ERROR)
+
+
+def check_fingerprints(model: str, driver: str, actors: list[str]) -> None:
+    """ValueError where an actor loaded other weights than the driver (a node with another wheel or folder under
+    the same name): the output and its sidecar would name a pipeline that did not answer every row."""
+    others = sorted({sha256 for sha256 in actors if sha256 != driver})
+    if others:
+        found = ", ".join(f"sha256 {sha256[:16]}" for sha256 in others)
+        raise ValueError(
+            f"--model {model}: {sum(sha256 != driver for sha256 in actors)} of {len(actors)} workers loaded other "
+            f"weights ({found}) than this machine (sha256 {driver[:16]}): install the same pipeline on every node"
+        )
 
 
 def label_in_order(
@@ -127,18 +147,33 @@ def predict_ray(
     keep_columns, kept_names = kept_column_names(keep_columns)
     reading = {"encoding": encoding, "delimiter": delimiter, "sheet": sheet, "keep_columns": keep_columns}
     check_input(input_path, column, id_column, fmt, **reading)
-    # The driver loads the pipeline too: a wrong model fails here, before any worker starts.
-    tasks = pipeline_tasks(load_pipeline(model))
+    # The driver loads the pipeline too: a wrong model fails here, before any worker starts. Loading (the driver's,
+    # Ray's start and its actors') is timed apart from labelling, for the summary's titles/s with and without it.
+    started = time.perf_counter()
+    nlp = load_pipeline(model)
+    tasks, pipeline = pipeline_tasks(nlp), pipeline_provenance(nlp)
+    del nlp  # the driver labels nothing
+    loading_seconds = time.perf_counter() - started
     fields = output_fields(tasks, all_scores, id_column is not None, keep_title, kept_names)
     if postprocess is not None:
         fields = postprocess.fields(fields)
     records, found = read_input(input_path, output_path, column, id_column, fmt, output_options, notify, **reading)
-    model = str(Path(model).resolve()) if Path(model).exists() else model
+    named, model = model, str(Path(model).resolve()) if Path(model).exists() else model
+    started = time.perf_counter()
     if not ray.is_initialized():  # a caller's own Ray session keeps its logging as it is
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         quiet_console()
     remote = ray.remote(num_cpus=1)(Labeller)
     actors = [remote.remote(model, all_scores, batch_size) for _ in range(workers)]
+    try:
+        # Waits for every actor to have loaded the pipeline (their start is loading, not labelling).
+        check_fingerprints(named, pipeline["sha256"], ray.get([actor.fingerprint.remote() for actor in actors]))
+    except BaseException:
+        for actor in actors:
+            ray.kill(actor)
+        raise
+    loading_seconds += time.perf_counter() - started
+    run = Run(pipeline, input_path, fmt, named, found.get("read_as"), bool(found.get("encoding")), postprocess)
     blocks = (check_records(chunk, max_chars, keep_title, kept_names) for chunk in minibatch(records, rows_per_block))
     # Two blocks per actor: one being labelled, one waiting, so no actor idles while the driver writes.
     labelled = postprocessed(label_in_order(actors, blocks, 2 * workers), postprocess)
@@ -153,6 +188,8 @@ def predict_ray(
             output_options=output_options,
             input_delimiter=found.get("delimiter"),
             detected_encoding=found.get("encoding"),
+            loading_seconds=loading_seconds,
+            run=run,
         )
     finally:
         for actor in actors:

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from . import combined, components, multilingual, piece_vectors, trf_textcat  # noqa: F401
 from .labels import TASKS
 from .preflight import check_gpu
+from .provenance import Run, fingerprint, pipeline_folder, pipeline_provenance, sidecar_path, write_json_atomically
 from .readers import SURROGATE, TitleRecord, normalise_title, read_titles, title_format
 from .spreadsheet import TEXT_MARK, OutputOptions, formula_like, note_semicolons
 
@@ -146,7 +147,8 @@ def load_pipeline(model: str | Path, gpu_id: int = -1) -> Language:
     """A pipeline folder or an installed package name; a folder is made absolute for remote workers.
 
     With gpu_id >= 0 the pipeline is loaded onto that GPU (checked first, so a missing GPU or a CPU
-    build of torch fails with the fix, not mid-file). Then the process's objects are frozen
+    build of torch fails with the fix, not mid-file). Its weights' fingerprint (titlecat.provenance.fingerprint)
+    is computed now, from the folder as loaded, so loading's time holds it. Then the process's objects are frozen
     (`freeze_long_lived_objects`).
     """
     if gpu_id >= 0:
@@ -161,6 +163,7 @@ def load_pipeline(model: str | Path, gpu_id: int = -1) -> Language:
             "(e.g. xx_titlecat_combined_cpu)"
         )
     nlp = spacy.load(path.resolve() if path.exists() else str(model))
+    fingerprint(nlp)
     freeze_long_lived_objects()
     return nlp
 
@@ -340,7 +343,12 @@ def labelled_in_pool(
 class PredictionWriter:
     """CSV/TSV, JSONL or Excel rows, written to a hidden partial file and renamed into place on success.
 
-    Any exception (Ctrl-C included) removes the partial file: the output is either complete or absent.
+    Any exception (Ctrl-C included) removes the partial file: the output is either complete or absent. With
+    `sidecar` set (a function of the complete output's size in bytes, giving its provenance record), the record is
+    written to a hidden partial file too once the output is complete, and both are renamed into place, the output
+    first. A sidecar `OUT.json` (titlecat.provenance) is thus never partial, and never left describing an older
+    OUT: on success the old one is removed first, with a sidecar or without (an interruption between the renames
+    leaves OUT without one, never with a wrong one); a failed run leaves both as they were.
     `options` (titlecat.spreadsheet): formula-like text cells neutralised (counted in `neutralised`), CSV/TSV's
     separator and byte-order mark; `input_delimiter`, the input table's separator, is --excel's.
     """
@@ -361,6 +369,7 @@ class PredictionWriter:
         if self.format is None:
             raise ValueError(f"{self.path}: output must end in one of {sorted(OUTPUT_FORMATS)}")
         self.partial = self.path.with_name(f".{self.path.name}.partial")
+        self.sidecar: Callable[[int], dict] | None = None
 
     def __enter__(self) -> PredictionWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -403,12 +412,25 @@ class PredictionWriter:
         )
 
     def __exit__(self, exc_type, exc, traceback) -> None:
-        if exc_type is None:
-            self.file.close()
-            os.replace(self.partial, self.path)
-        else:
+        if exc_type is not None:
             (self.file.discard if self.format == "xlsx" else self.file.close)()
             self.partial.unlink(missing_ok=True)
+            return
+        sidecar_partial = None
+        try:
+            self.file.close()
+            if self.sidecar is not None:
+                record = self.sidecar(self.partial.stat().st_size)
+                sidecar_partial = write_json_atomically(sidecar_path(self.path), record)
+            sidecar_path(self.path).unlink(missing_ok=True)  # an older OUT's, with a sidecar or not
+        except BaseException:
+            self.partial.unlink(missing_ok=True)
+            if sidecar_partial is not None:
+                sidecar_partial.unlink(missing_ok=True)
+            raise
+        os.replace(self.partial, self.path)
+        if sidecar_partial is not None:
+            os.replace(sidecar_partial, sidecar_path(self.path))
 
 
 class ExcelSheetWriter:
@@ -477,7 +499,8 @@ class ExcelSheetWriter:
 @dataclass
 class Summary:
     counts: Counter = field(default_factory=Counter)
-    seconds: float = 0.0
+    seconds: float = 0.0  # reading, labelling and writing
+    loading_seconds: float | None = None  # loading the pipeline (and starting Ray's actors), where the caller timed it
     first_lines: dict[str, int] = field(default_factory=dict)  # each bad status: the first line that had it
     max_chars: int = MAX_CHARS  # the run's limit, for the too_long hint
     input_format: str = "csv"  # for the malformed hint
@@ -487,6 +510,24 @@ class Summary:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+    @property
+    def rate(self) -> float:
+        """Titles (rows) a second, loading left out."""
+        return self.total / self.seconds if self.seconds else 0.0
+
+    @property
+    def rate_with_loading(self) -> float | None:
+        """Titles a second, loading the pipeline included (None where loading was not timed): on a small file
+        loading is most of the time."""
+        if self.loading_seconds is None:
+            return None
+        seconds = self.seconds + self.loading_seconds
+        return self.total / seconds if seconds else 0.0
+
+    def status_counts(self) -> dict[str, int]:
+        """Each status's count, 0 included, in STATUSES' order."""
+        return {status: self.counts[status] for status in STATUSES}
 
     def add(self, rows: list[dict]) -> None:
         counts = Counter(row["status"] for row in rows)
@@ -527,12 +568,15 @@ class Summary:
 
     def __str__(self) -> str:
         bad = self.bad_counts()
-        rate = self.total / self.seconds if self.seconds else 0.0
         cells = f"{self.neutralised:,} formula-like {'cell' if self.neutralised == 1 else 'cells'} neutralised"
+        loading = ""
+        if self.loading_seconds is not None:
+            total = self.seconds + self.loading_seconds
+            loading = f", {total:.1f} s with loading ({self.rate_with_loading:,.0f} titles/s)"
         return (
             f"{self.total:,} {'row' if self.total == 1 else 'rows'}: {self.counts['ok']:,} labelled, "
             f"{self.total - self.counts['ok']:,} bad"
-            f"{f' ({bad})' if bad else ''}, in {self.seconds:.1f} s ({rate:,.0f} titles/s)"
+            f"{f' ({bad})' if bad else ''}, in {self.seconds:.1f} s ({self.rate:,.0f} titles/s){loading}"
             f"{f'; {cells}' if self.neutralised else ''}"
             f"{f'; read as {self.detected_encoding} (detected: not UTF-8)' if self.detected_encoding else ''}"
         )
@@ -549,12 +593,27 @@ def write_predictions(
     output_options: OutputOptions = OutputOptions(),
     input_delimiter: str | None = None,
     detected_encoding: str | None = None,
+    loading_seconds: float | None = None,
+    run: Run | None = None,
 ) -> Summary:
     """Write chunks of output rows atomically, with a progress bar (titles/s) and a status count; `output_options`
     and `input_delimiter` as `PredictionWriter`'s; `detected_encoding` (the input's, where it was not UTF-8) is said
-    in the summary."""
-    summary = Summary(max_chars=max_chars, input_format=input_format, detected_encoding=detected_encoding)
+    in the summary, and so is `loading_seconds` (the time the caller took to load the pipeline: titles/s with and
+    without it). With `run` (titlecat.provenance.Run), its record goes into the sidecar `OUT.json`, written with
+    OUT."""
+    summary = Summary(
+        max_chars=max_chars,
+        input_format=input_format,
+        detected_encoding=detected_encoding,
+        loading_seconds=loading_seconds,
+    )
     start = time.perf_counter()
+
+    def finish() -> Summary:
+        summary.seconds = time.perf_counter() - start
+        summary.neutralised = writer.neutralised
+        return summary
+
     # disable=None: tqdm draws no bar where stderr is no terminal (a log would get its carriage returns).
     bar = tqdm(unit=" titles", disable=None if progress else True)
     with PredictionWriter(output_path, fields, output_options, input_delimiter) as writer, bar:
@@ -562,16 +621,19 @@ def write_predictions(
             writer.write(rows)
             summary.add(rows)
             bar.update(len(rows))
-    summary.seconds = time.perf_counter() - start
-    summary.neutralised = writer.neutralised
-    return summary
+        if run is not None:  # the record once the output is closed: its size, and the time its writing took
+            writer.sidecar = lambda size: run.record(finish(), output_path, size)
+    return summary if run is not None else finish()
 
 
 def check_paths(input_path: Path | str, output_path: Path | str) -> None:
-    """The output must not be the input: writing it would replace the titles with their labels."""
+    """The output, and its sidecar OUT.json, must not be the input: writing them would replace the titles."""
     input_path, output_path = Path(input_path), Path(output_path)
     if input_path.resolve() == output_path.resolve() or (output_path.exists() and input_path.samefile(output_path)):
         raise ValueError(f"{output_path}: the output is the input file; name another output path")
+    sidecar = sidecar_path(output_path)
+    if input_path.resolve() == sidecar.resolve() or (sidecar.exists() and input_path.samefile(sidecar)):
+        raise ValueError(f"{output_path}: its provenance goes to {sidecar}, the input file; name another output path")
 
 
 def read_input(
@@ -623,6 +685,9 @@ def predict_file(
     notify: Callable[[str], None] | None = None,
     start_method: str | None = None,
     output_options: OutputOptions = OutputOptions(),
+    loading_seconds: float | None = None,
+    model: str | Path | None = None,
+    sidecar: bool = True,
 ) -> Summary:
     """Label every row of a file; see `titlecat predict --help`.
 
@@ -632,6 +697,10 @@ def predict_file(
     `postprocess` (titlecat.confidence.RowPostprocess: review flag, LLM fallback) adds its columns and
     changes each chunk's rows, given their checked titles. `output_options` (titlecat.spreadsheet): formula-like
     cells neutralised (default), CSV for Excel, the output's separator.
+
+    With `sidecar` (default) the run's provenance goes to `OUT.json` with OUT (titlecat.provenance: the pipeline,
+    named by `model` as the user named it, else by its folder; the input; the counts; titles/s with and without
+    `loading_seconds`, the time the caller took to load the pipeline).
     """
     check_paths(input_path, output_path)
     fmt = title_format(input_path, input_format)
@@ -648,7 +717,19 @@ def predict_file(
         "output_options": output_options,
         "input_delimiter": found.get("delimiter"),
         "detected_encoding": found.get("encoding"),
+        "loading_seconds": loading_seconds,
     }
+    if sidecar:
+        named = model if model is not None else pipeline_folder(nlp)  # as the user named it, else its folder
+        writing["run"] = Run(
+            pipeline_provenance(nlp),
+            input_path,
+            fmt,
+            None if named is None else str(named),
+            found.get("read_as"),
+            bool(found.get("encoding")),
+            postprocess,
+        )
     checked_chunks = (
         check_records(chunk, max_chars, keep_title, kept_names) for chunk in minibatch(records, chunk_size)
     )

@@ -368,7 +368,8 @@ def read_titles(
     text in it becomes a lone surrogate in its row's strings, which `titlecat.predict` reports as status
     `undecodable` on the row's own line, and the file goes on. A CSV/TSV's delimiter is `delimiter`, else
     the one of ',', ';' and tab that finds the columns in the header (said through `notify`); once the header
-    is read, `dialect["delimiter"]` is it (None for a one-column table), for an output written like the input.
+    is read, `dialect["delimiter"]` is it (None for a one-column table), for an output written like the input;
+    `dialect["read_as"]` is the encoding a text file is read in (named, detected, or UTF-8/UTF-16 by default).
 
     A `.txt` file (format from its suffix) whose first line holds a tab is a table (Excel's "Text (Tab
     delimited)" and "Unicode Text" exports): read as TSV, said through `notify`.
@@ -389,6 +390,8 @@ def read_titles(
     encoding = input_encoding(path, encoding or detected)
     if named_encoding is not None:
         check_named_encoding(path, encoding)
+    if dialect is not None:  # the codec it is read with, for the record (titlecat.provenance)
+        dialect["read_as"] = "utf-8" if encoding == "utf-8-sig" else encoding
     if detected is not None:
         if dialect is not None:
             dialect["encoding"] = encoding

@@ -2,8 +2,11 @@
 
 - `POST /v1/label` labels a list of titles: the fields and statuses of `titlecat predict`, in input order.
 - `POST /v1/label-file` labels an uploaded CSV/TSV/JSONL/Excel/text file with `predict_file`, sends it back.
-- `GET /health`, `GET /v1/metadata` (labels, pipeline, metrics), `GET /docs` (OpenAPI), `GET /` (the page,
-  `titlecat/static/index.html`: no CDN, no build step).
+- `GET /health`, `GET /v1/metadata` (labels, pipeline with its provenance, metrics), `GET /docs` (OpenAPI), `GET /`
+  (the page, `titlecat/static/index.html`: no CDN, no build step).
+
+Every response a client with the key (if any) gets carries `X-Titlecat-Pipeline: NAME@VERSION; sha256=<16 hex>`
+(`PipelineHeader`, titlecat.provenance): which pipeline answered, and a fingerprint of its weights.
 
 Requests from many clients wait together; a task takes what waits (up to `MAX_BATCH` titles, single titles
 first) and labels it in one `nlp.pipe` on a thread of its own, so the event loop keeps reading and answering
@@ -60,6 +63,8 @@ from .predict import (
     pipeline_tasks,
     predict_file,
 )
+from .provenance import HEADER as PIPELINE_HEADER
+from .provenance import fingerprint, header_value, pipeline_provenance
 from .readers import DataError
 from .spreadsheet import FORMULA_CHARACTERS, parse_output_options
 
@@ -122,6 +127,10 @@ class BadRequest(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+class PipelineChanged(Exception):
+    """The pipeline's folder holds other weights than when the service started (uploads load their own copy)."""
 
 
 def json_type(value: object) -> str:
@@ -312,7 +321,8 @@ def split_metrics(scores: dict) -> dict:
 
 
 def pipeline_metadata(nlp: Language, metrics_paths: Sequence[Path | str] = ()) -> dict:
-    """Labels, name, version and the test / cv-dev / OOD metrics of a pipeline.
+    """Labels, name, version, provenance (titlecat.provenance.pipeline_provenance: sha256 of the weights, what it was
+    trained on; as `titlecat predict` writes it beside its output) and the test / cv-dev / OOD metrics of a pipeline.
 
     Metrics come from evaluate's JSON files where given (`--metrics`), else from the meta that
     scripts/package.py writes into a wheel (`titlecat.tasks.<task>.metrics`, or `performance`).
@@ -338,12 +348,7 @@ def pipeline_metadata(nlp: Language, metrics_paths: Sequence[Path | str] = ()) -
         if data.get("task") in tasks:  # a metrics file of a task this pipeline does not answer is left out
             metrics[data["task"]] = {split: split_metrics(data[split]) for split in SPLITS if split in data}
     return {
-        "pipeline": {
-            "name": f"{meta.get('lang', nlp.lang)}_{meta.get('name', 'pipeline')}",
-            "version": meta.get("version"),
-            "description": meta.get("description"),
-            "pipes": nlp.pipe_names,
-        },
+        "pipeline": {**pipeline_provenance(nlp), "pipes": nlp.pipe_names},
         "tasks": {task: {"labels": list(labels), "metrics": metrics[task]} for task, labels in tasks.items()},
         "statuses": list(STATUSES),
         "limits": {
@@ -354,6 +359,26 @@ def pipeline_metadata(nlp: Language, metrics_paths: Sequence[Path | str] = ()) -
         },
         "titlecat_version": __version__,
     }
+
+
+class PipelineHeader:
+    """ASGI middleware: every HTTP response carries `X-Titlecat-Pipeline` (titlecat.provenance.header_value)."""
+
+    def __init__(self, app, value: str):
+        self.app = app
+        self.header = (PIPELINE_HEADER.lower().encode("ascii"), value.encode("ascii"))
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
 
 
 class BodyLimit:
@@ -528,6 +553,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, limits={"/v1/label-file": MAX_UPLOAD_BYTES}, default=MAX_BODY_BYTES)
+    # Outside BodyLimit (its 413 carries the header too), inside BearerKey (a 401 names no pipeline).
+    app.add_middleware(PipelineHeader, value=header_value(metadata["pipeline"]))
     if api_key is not None:  # added last, so it runs first: a request without the key learns nothing, not even 413
         app.add_middleware(BearerKey, key=api_key)
 
@@ -584,14 +611,21 @@ def create_app(
 
     def predict_upload(input_path: Path, output_path: Path, **options) -> Summary:
         if files["nlp"] is None:
-            files["nlp"] = load_pipeline(model)
+            nlp = load_pipeline(model)
+            if fingerprint(nlp) != metadata["pipeline"]["sha256"]:
+                # The header and /v1/metadata name the weights loaded at the start: an upload gets those or none.
+                raise PipelineChanged(
+                    f"pipeline: {model} holds other weights (sha256 {fingerprint(nlp)[:16]}) than when the service "
+                    f"started (sha256 {metadata['pipeline']['sha256'][:16]}): restart the service"
+                )
+            files["nlp"] = nlp
             zone = contextlib.nullcontext()  # the first upload fills the tokenizer's cache (see WARM_TITLES)
         else:
             # predict_file labels a file's first chunk outside a memory zone; this outer zone frees what it adds
             # too, so that upload after upload leaves nothing in the vocab.
             zone = files["nlp"].memory_zone()
-        with zone:
-            return predict_file(files["nlp"], input_path, output_path, progress=False, **options)
+        with zone:  # no sidecar: the answer is the file, its provenance in the X-Titlecat-Pipeline header
+            return predict_file(files["nlp"], input_path, output_path, progress=False, sidecar=False, **options)
 
     @app.post("/v1/label-file", response_class=FileResponse, responses=ERRORS)
     async def label_file(
@@ -668,6 +702,9 @@ def create_app(
                 reason = in_form_terms(message[option.end() :].lstrip(": "))
                 return error(422, f"{FORM_FIELDS[option.group()]}: {reason}")
             return error(400, "file: " + in_form_terms(message))
+        except PipelineChanged as changed:
+            shutil.rmtree(folder, ignore_errors=True)
+            return error(503, str(changed))
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
