@@ -92,14 +92,8 @@ def main(
         "author": "titlecat",
         "license": "MIT",
         "sources": [
-            # MELO's 42 files are one source a language folder: named by their path under assets/
-            {
-                "name": asset["dest"].removeprefix("assets/"),
-                "url": asset["url"],
-                "description": asset.get(
-                    "description", "ESCO occupation names of one language (MELO benchmark, MIT licence)"
-                ),
-            }
+            # MELO's files share their names across languages: each is named by its path under assets/
+            {"name": asset["dest"].removeprefix("assets/"), "url": asset["url"], "description": asset["description"]}
             for asset in srsly.read_yaml(project_file)["assets"]
         ],
         "performance": {
