@@ -470,23 +470,30 @@ def export_body(model, path: Path) -> None:
 
 def title_vectors(width: int, weight: float) -> Model[list[Doc], Floats2d]:
     """Each doc's `doc._.title_vector` times `weight` (zeros for a blank title), [n_docs, width]."""
+    return Model("title_vectors", _title_vectors_forward, attrs={"width": width, "weight": weight})
 
-    def forward(model: Model, docs: list[Doc], is_train: bool):
-        vectors = np.zeros((len(docs), width), dtype="float32")
-        for row, doc in enumerate(docs):
-            vector = doc._.get(VECTOR_ATTR)
-            if vector is None:
-                if is_blank(doc):
-                    continue
-                raise ValueError(
-                    f"no title vector on {doc.text[:60]!r}: this titlecat textcat reads the vector its pipeline's "
-                    "'title_encoder' component sets before it; add that too, e.g. "
-                    "nlp.add_pipe('title_encoder', source=<the titlecat pipeline>, first=True)"
-                )
-            vectors[row] = vector
-        return model.ops.asarray(vectors * weight), lambda d_vectors: []
 
-    return Model("title_vectors", forward, attrs={"width": width, "weight": weight})
+def _title_vectors_forward(model: Model, docs: list[Doc], is_train: bool):
+    # Module level, its settings in model.attrs (as thinc's own layers): a pipeline pickles (nlp.pipe(n_process=...)
+    # under the spawn and forkserver start methods), which a closure would not.
+    width, weight = model.attrs["width"], model.attrs["weight"]
+    vectors = np.zeros((len(docs), width), dtype="float32")
+    for row, doc in enumerate(docs):
+        vector = doc._.get(VECTOR_ATTR)
+        if vector is None:
+            if is_blank(doc):
+                continue
+            raise ValueError(
+                f"no title vector on {doc.text[:60]!r}: this titlecat textcat reads the vector its pipeline's "
+                "'title_encoder' component sets before it; add that too, e.g. "
+                "nlp.add_pipe('title_encoder', source=<the titlecat pipeline>, first=True)"
+            )
+        vectors[row] = vector
+    return model.ops.asarray(vectors * weight), _no_vector_gradient
+
+
+def _no_vector_gradient(d_vectors) -> list:
+    return []  # the title vectors are fixed inputs
 
 
 def _scores_forward(model: Model, docs: list[Doc], is_train: bool):
