@@ -35,6 +35,7 @@ from titlecat.metrics import (
     bootstrap_intervals,
     classification_metrics,
     per_language_metrics,
+    per_language_table,
     predict_labels,
     seen_unseen_metrics,
 )
@@ -412,21 +413,11 @@ def render(result: dict) -> str:
 
 
 def render_languages(rows: list[dict]) -> list[str]:
-    """The multilingual dev set by language (accuracy / macro-F1), each augmented pipeline a row."""
+    """The multilingual dev set by language (accuracy / macro-F1 (/ MAE)), each augmented pipeline a row."""
     rows = [r for r in rows if r["variant"] == "augmented" and "per_language" in r.get("multilingual_dev", {})]
-    if not rows:
-        return []
-    languages = sorted({lang for row in rows for lang in row["multilingual_dev"]["per_language"]})
-    lines = [
-        "Multilingual dev set by language (augmented; accuracy / macro-F1):",
-        "",
-        "| system | " + " | ".join(languages) + " |",
-        "|---|" + "---|" * len(languages),
-    ]
-    for row in rows:
-        per_language = row["multilingual_dev"]["per_language"]
-        lines.append(f"| {row['system']} | " + " | ".join(_headline(per_language[lang]) for lang in languages) + " |")
-    return lines + [""]
+    caption = "Multilingual dev set by language (augmented; accuracy / macro-F1 (/ MAE)):"
+    lines = per_language_table([(r["system"], r["multilingual_dev"]["per_language"]) for r in rows], caption, _headline)
+    return lines + [""] if lines else []
 
 
 def _headline(row: dict) -> str:

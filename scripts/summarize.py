@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from titlecat.labels import TASKS
+from titlecat.metrics import per_language_table
 from titlecat.preflight import system_name
 from titlecat.readers import read_ood
 from titlecat.reference import read_reference_results, reference_label, score_zero_shot
@@ -22,26 +23,15 @@ def pair(scores: dict | None) -> str:
 CHOICE_SET_NAMES = {"cv_dev": "cv-dev", "dutch_dev": "Dutch dev", "multilingual_dev": "multilingual dev"}
 
 
-def per_language_table(pipelines: list[dict]) -> list[str]:
+def languages_table(pipelines: list[dict]) -> list[str]:
     """The multilingual dev set language by language (accuracy / macro-F1), each pipeline a row."""
-    rows = [m for m in pipelines if "per_language" in m.get("multilingual_dev", {})]
-    if not rows:
-        return []
-    languages = sorted({lang for m in rows for lang in m["multilingual_dev"]["per_language"]})
-    lines = [
-        "Multilingual dev set by language (accuracy / macro-F1; 60 titles a language):",
-        "",
-        "| system | " + " | ".join(languages) + " |",
-        "|---|" + "---:|" * len(languages),
+    rows = [
+        (f"{system_name(m['config'])}: {m['pipeline']}", m["multilingual_dev"]["per_language"])
+        for m in pipelines
+        if "per_language" in m.get("multilingual_dev", {})
     ]
-    for m in rows:
-        per_language = m["multilingual_dev"]["per_language"]
-        lines.append(
-            f"| {system_name(m['config'])}: {m['pipeline']} | "
-            + " | ".join(pair(per_language.get(lang)) for lang in languages)
-            + " |"
-        )
-    return lines
+    caption = "Multilingual dev set by language (accuracy / macro-F1; 60 titles a language):"
+    return per_language_table(rows, caption, pair)
 
 
 def main(
@@ -100,7 +90,7 @@ def main(
             lines.append(
                 f"| {reference_label(r)} {empty}{fmt(r['accuracy'])} | {fmt(r['macro_f1'])} | {fmt(r['mae'])} | |"
             )
-        lines += ["", *per_language_table([m for m in ours if m["task"] == task_name]), ""]
+        lines += ["", *languages_table([m for m in ours if m["task"] == task_name]), ""]
     lines += [
         "gemini-2.0-flash zero-shot is recomputed from gemini_results.csv, which has no answer for one of the 623 OOD "
         "positions (row 33, 'CEO'): that position counts as wrong in accuracy and as a missed gold label in macro-F1; "

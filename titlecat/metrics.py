@@ -179,3 +179,16 @@ def per_language_metrics(gold: Sequence[str], predicted: Sequence[str], language
         scores = classification_metrics([gold[i] for i in rows], [predicted[i] for i in rows], task)
         result[lang] = {key: scores[key] for key in ("n", "accuracy", "macro_f1", "mae") if key in scores}
     return result
+
+
+def per_language_table(rows: Sequence[tuple[str, dict]], caption: str, cell) -> list[str]:
+    """Markdown lines of a set's per-language figures: `rows` are (system, per_language_metrics(...)) pairs, a
+    column a language, each cell `cell(scores)`; no lines when there are no rows."""
+    if not rows:
+        return []
+    languages = sorted({lang for _, per_language in rows for lang in per_language})
+    lines = [caption, "", "| system | " + " | ".join(languages) + " |", "|---|" + "---|" * len(languages)]
+    for system, per_language in rows:
+        cells = [cell(per_language[lang]) if lang in per_language else "" for lang in languages]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return lines
