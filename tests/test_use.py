@@ -377,10 +377,13 @@ def test_predict_ray_reports_a_missing_column_in_the_one_line_of_predict(tiny, t
 
 
 def test_training_task_folders_load_the_augmented_pipelines_in_a_fresh_process(small_project):
+    # Each task's link follows rule 8's choice for it (metrics/default.json)
+    chosen = json.loads((small_project / "metrics" / "default.json").read_text())["default"]
     for task in TASKS:
-        assert (small_project / "training" / task).resolve() == (small_project / "training" / "cpu" / task).resolve()
+        config = small_project / "training" / chosen[task]
+        assert (small_project / "training" / task).resolve() == (config / task).resolve()
         output = load_fresh(f"training/{task}", "Leiterin Vertrieb DACH", cwd=small_project)
-        best = spacy.load(small_project / "training" / "cpu" / task / "augmented" / "model-best")
+        best = spacy.load(config / task / "augmented" / "model-best")
         assert output["cats"] == pytest.approx(best("Leiterin Vertrieb DACH").cats)
     combined = load_fresh("training/combined", "Leiterin Vertrieb DACH", cwd=small_project)
     assert set(combined["answers"]) == set(TASKS)
