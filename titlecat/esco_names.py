@@ -432,8 +432,10 @@ def compose_departments(groups: dict[tuple[str, str], list[tuple[EscoName, str]]
 
 def draw(source: EscoSource, task: Task, english: dict[str, str], cap: int, composed_share: float,
          seed: int, department_rule: str = "wide") -> tuple[list[tuple[EscoName, str]], dict]:  # fmt: skip
-    """At most `cap` names a language and label (seeded), composed Junior/Senior names filling up to
-    `composed_share` of the cap where ESCO's own fall short; and a report of what came in and what was left out."""
+    """At most `cap` names a language and label (seeded), plus composed names: in seniority, Junior and Senior ones
+    filling up to `composed_share` of the cap where ESCO's own fall short; in department, up to that share of the cap
+    a language and department on top (rule 7's second addendum: not taken, share 0). And a report of what came in
+    and what was left out."""
     rng = random.Random(seed)
     labelled, unplaced = label_names(source, task, english, department_rule)
     groups: dict[tuple[str, str], list[tuple[EscoName, str]]] = {}
@@ -452,9 +454,10 @@ def draw(source: EscoSource, task: Task, english: dict[str, str], cap: int, comp
             for level in ("Junior", "Senior"):
                 have = len(groups.get((lang, level), []))
                 need[(lang, level)] = max(0, min(int(cap * composed_share), cap - have))
-    composed = compose(labelled, need, rng)
-    if task.name == "department" and composed_share > 0:
-        composed = compose_departments(groups, int(cap * composed_share), rng)
+    if task.name == "department":
+        composed = compose_departments(groups, int(cap * composed_share), rng) if composed_share > 0 else []
+    else:
+        composed = compose(labelled, need, rng)
     chosen += composed
     by_lang = Counter(name.lang for name, _ in chosen)
     report = {
