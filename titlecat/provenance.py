@@ -182,7 +182,7 @@ class Run:
             },
             "output": {"path": str(output_path.resolve()), "bytes": output_bytes},
             "rows": {"total": summary.total, **summary.status_counts()},
-            "seconds": {"loading": rounded(summary.loading_seconds, 3), "labelling": round(summary.seconds, 3)},
+            "seconds": {"loading": rounded(summary.loading_seconds, 4), "labelling": round(summary.seconds, 4)},
             "titles_per_second": {
                 "without_loading": round(summary.rate, 1),
                 "with_loading": rounded(summary.rate_with_loading, 1),
