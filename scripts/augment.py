@@ -19,7 +19,7 @@ from titlecat.corpus import (
     make_nlp,
     read_docbin,
     read_user_data,
-    to_docbin,
+    write_corpus,
 )
 from titlecat.labels import get_task
 from titlecat.readers import DataError, Example, read_pseudo_labels
@@ -62,7 +62,7 @@ def main(
         examples += esco_names
         user_data += [{WEIGHT_KEY: esco_weight, LANG_KEY: lang} for lang in read_user_data(esco, LANG_KEY, "?", nlp)]
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    to_docbin(examples, task, nlp, user_data).to_disk(output_path)
+    write_corpus(output_path, examples, task, nlp, user_data)
     report = {
         "task": task.name,
         "curated_train": len(curated),

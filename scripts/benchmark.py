@@ -26,6 +26,7 @@ from titlecat.corpus import (
     casefold_set,
     curated_splits,
     oversample_to_largest,
+    read_corpus_docs,
     read_docbin,
     read_user_data,
 )
@@ -220,14 +221,12 @@ def speed_titles(corpus_dir: Path, seed: int) -> list[str]:
     names are longer than the titles people label, and without them the sample is the one earlier runs timed."""
     import random
 
-    from spacy.tokens import DocBin
-
     nlp = spacy.blank("xx")
     titles = {
         doc.text
         for path in sorted(corpus_dir.glob("*/*.spacy"))
         if path.name not in ("esco.spacy", MULTILINGUAL_DEV)
-        for doc in DocBin(store_user_data=True).from_disk(path).get_docs(nlp.vocab)
+        for doc in read_corpus_docs(path, nlp)
         if WEIGHT_KEY not in doc.user_data
     }
     titles = sorted(title for title in titles if title.strip())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from titlecat.corpus import LANG_KEY, make_nlp, to_docbin
+from titlecat.corpus import LANG_KEY, make_nlp, write_corpus
 from titlecat.esco_names import DEPARTMENT_RULES, MELO_FOLDERS, OCCUPATIONS_FILE, draw, english_names, read_esco_source
 from titlecat.labels import get_task
 from titlecat.readers import DataError, Example
@@ -48,7 +48,7 @@ def main(
     examples = [Example(name.text, label, name.uri, index) for index, (name, label) in enumerate(chosen)]
     output_dir.mkdir(parents=True, exist_ok=True)
     nlp = make_nlp()
-    to_docbin(examples, task, nlp, [{LANG_KEY: name.lang} for name, _ in chosen]).to_disk(output_dir / "esco.spacy")
+    write_corpus(output_dir / "esco.spacy", examples, task, nlp, [{LANG_KEY: name.lang} for name, _ in chosen])
     report["languages"] = list(wanted)
     (output_dir / "esco.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     (output_dir / "esco.md").write_text(render(report, chosen))

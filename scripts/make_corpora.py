@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from titlecat.corpus import LANG_KEY, casefold_set, curated_splits, harmonise, label_counts, make_nlp, to_docbin
+from titlecat.corpus import LANG_KEY, casefold_set, curated_splits, harmonise, label_counts, make_nlp, write_corpus
 from titlecat.esco import read_esco_dev
 from titlecat.labels import get_task
 from titlecat.readers import DataError, as_dicts, read_cv_dev, read_multilingual_dev, read_ood
@@ -54,7 +54,7 @@ def main(
     splits["ood"] = ood
     if dutch_dev is not None:
         splits["dutch_dev"] = dutch
-    # Each title's language rides with it (doc.user_data), for the per-language figures.
+    # Each title's language rides with it (doc.user_data, in the corpus's user_data file), for the per-language figures.
     user_data = {"dutch_dev": [{LANG_KEY: "nl"}] * len(splits.get("dutch_dev", []))}
     if multilingual_dev is not None:
         splits["multilingual_dev"] = multilingual
@@ -63,7 +63,7 @@ def main(
     output_dir.mkdir(parents=True, exist_ok=True)
     nlp = make_nlp()
     for name, examples in splits.items():
-        to_docbin(examples, task, nlp, user_data.get(name)).to_disk(output_dir / f"{name}.spacy")
+        write_corpus(output_dir / f"{name}.spacy", examples, task, nlp, user_data.get(name))
 
     text_counts = Counter(example.text.casefold() for example in curated)
     ood_titles = casefold_set(example.text for example in ood)

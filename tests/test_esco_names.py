@@ -15,7 +15,16 @@ from conftest import REPO
 from spacy.tokens import DocBin
 
 from titlecat.components import fit_linear_by_logistic_regression
-from titlecat.corpus import LANG_KEY, WEIGHT_KEY, create_class_balanced_corpus, read_docbin, read_user_data, to_docbin
+from titlecat.corpus import (
+    LANG_KEY,
+    WEIGHT_KEY,
+    create_class_balanced_corpus,
+    read_docbin,
+    read_user_data,
+    to_docbin,
+    user_data_path,
+    write_corpus,
+)
 from titlecat.esco import read_esco_dev
 from titlecat.esco_names import (
     DEPARTMENT_COMPOSED_WORDS,
@@ -178,7 +187,7 @@ def test_the_class_balanced_reader_keeps_a_weighted_example_with_its_weight(tmp_
     task = TASKS["department"]
     examples = [Example(f"Title {i}", "Sales", "t", i) for i in range(400)]
     weights = [{WEIGHT_KEY: 0.25} if i % 2 else {} for i in range(400)]
-    to_docbin(examples, task, user_data=weights).to_disk(tmp_path / "train.spacy")
+    write_corpus(tmp_path / "train.spacy", examples, task, user_data=weights)
     read = create_class_balanced_corpus(tmp_path / "train.spacy", [], 42)
     nlp = spacy.blank("xx")
     epochs = [[example.reference.text for example in read(nlp)] for _ in range(2)]
@@ -187,6 +196,20 @@ def test_the_class_balanced_reader_keeps_a_weighted_example_with_its_weight(tmp_
         assert sum(1 for n in numbers if n % 2 == 0) == 200  # weight 1: every one, every epoch
         assert 25 < sum(1 for n in numbers if n % 2) < 75  # weight 0.25 of 200: about 50
     assert epochs[0] != epochs[1]  # a new draw each epoch
+
+
+def test_a_corpus_keeps_its_user_data_beside_it_and_a_mismatch_names_the_file(tmp_path):
+    task = TASKS["seniority"]
+    path = tmp_path / "train.spacy"
+    examples = [Example("Jefe de ventas", "Lead", "t", 0), Example("Stagiaire", "Junior", "t", 1)]
+    write_corpus(path, examples, task, user_data=[{LANG_KEY: "es", WEIGHT_KEY: 0.5}, {LANG_KEY: "fr"}])
+    assert read_user_data(path, LANG_KEY) == ["es", "fr"] and read_user_data(path, WEIGHT_KEY, 1.0) == [0.5, 1.0]
+    assert not DocBin().from_disk(path).store_user_data  # not in the DocBin: srsly's per-doc decoding is slow
+    user_data_path(path).write_text(json.dumps([{LANG_KEY: "es"}]))
+    with pytest.raises(ValueError, match=r"train.user_data.json: expected a list of 2 dicts, one per doc of .*train"):
+        read_user_data(path, LANG_KEY)
+    write_corpus(path, examples, task)  # no user data now: the earlier file must not give these docs its languages
+    assert read_user_data(path, LANG_KEY) == [None, None] and not user_data_path(path).exists()
 
 
 def test_the_multilingual_dev_set_is_read_with_its_languages(tmp_path):

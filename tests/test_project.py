@@ -24,7 +24,7 @@ from conftest import (
 from spacy.tokens import DocBin
 
 import titlecat.components  # noqa: F401  (registers the architecture the CPU pipelines use)
-from titlecat.corpus import WEIGHT_KEY
+from titlecat.corpus import WEIGHT_KEY, read_corpus_docs
 from titlecat.labels import TASKS
 from titlecat.readers import normalise_title
 
@@ -65,7 +65,7 @@ def test_augmented_train_adds_every_pseudo_label_with_its_weight(small_project):
     for name in TASKS:
         base = len(DocBin().from_disk(small_project / "corpus" / name / "train.spacy"))
         augmented_path = small_project / "corpus" / name / "train_augmented.spacy"
-        augmented = list(DocBin().from_disk(augmented_path).get_docs(spacy.blank("xx").vocab))
+        augmented = read_corpus_docs(augmented_path, spacy.blank("xx"))
         report = json.loads(augmented_path.with_suffix(".json").read_text())
         # Then the ESCO names (docs/labels.md), each at its weight; curated titles and pseudo-labels weigh 1.
         esco = len(DocBin().from_disk(small_project / "corpus" / name / "esco.spacy"))

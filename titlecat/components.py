@@ -7,14 +7,15 @@ only when fitting a pipeline), never the rest of titlecat.
 
 from __future__ import annotations
 
+import json
 import re
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
 from spacy.strings import hash_string
-from spacy.tokens import Doc
-from spacy.training import Corpus
+from spacy.tokens import Doc, DocBin
 from spacy.util import registry
 from thinc.api import Model, SparseLinear_v2, chain, resizable, softmax_activation, with_cpu
 from thinc.types import Floats2d
@@ -284,7 +285,7 @@ def make_fit_title_classifier(path: str, component: str = "textcat", C: float = 
         if extract is None:
             raise ValueError(f"[{component}]: titlecat.fit_title_classifier.v1 fits a titlecat.TitleNgramClassifier")
         linear = model.get_ref("output_layer")
-        docs = [example.reference for example in Corpus(path)(nlp)]
+        docs = read_corpus_docs(path, nlp)
         msg.info(f"Fitting {component} by logistic regression (C={C}) on {len(docs):,} titles of {path}")
         keys, values, lengths = extract.predict(docs)
         n_weights = linear.get_dim("length")
@@ -301,6 +302,31 @@ def make_fit_title_classifier(path: str, component: str = "textcat", C: float = 
 
 # A training doc's weight in the fit (doc.user_data; ESCO names weigh less than a curated title: docs/labels.md).
 SAMPLE_WEIGHT_KEY = "titlecat_weight"
+# Where a corpus keeps its docs' user_data (weights, languages): a JSON list beside the DocBin, one dict per doc, not
+# the DocBin's own user data, which srsly decodes doc by doc through every registered msgpack hook (about 1 ms a
+# doc with spaCy's registry filled: 30 s for the augmented train, on every read).
+USER_DATA_SUFFIX = ".user_data.json"
+
+
+def user_data_path(path) -> Path:
+    """The user_data file of the corpus at `path` (corpus/seniority/train_augmented.spacy: its .user_data.json)."""
+    return Path(path).with_suffix(USER_DATA_SUFFIX)
+
+
+def read_corpus_docs(path, nlp) -> list[Doc]:
+    """The docs of a corpus file in order, each with its user_data (`user_data_path`) where the corpus has one."""
+    docs = list(DocBin().from_disk(path).get_docs(nlp.vocab))
+    extras_path = user_data_path(path)
+    if extras_path.exists():
+        extras = json.loads(extras_path.read_text(encoding="utf-8"))
+        if not isinstance(extras, list) or len(extras) != len(docs):
+            found = len(extras) if isinstance(extras, list) else type(extras).__name__
+            raise ValueError(
+                f"{extras_path}: expected a list of {len(docs)} dicts, one per doc of {path}; found {found}"
+            )
+        for doc, extra in zip(docs, extras, strict=True):
+            doc.user_data.update(extra)
+    return docs
 
 
 def fit_linear_by_logistic_regression(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -14,10 +15,9 @@ import spacy
 from sklearn.model_selection import train_test_split
 from spacy.language import Language
 from spacy.tokens import DocBin
-from spacy.training import Corpus
 from spacy.training import Example as SpacyExample
 
-from .components import SAMPLE_WEIGHT_KEY
+from .components import SAMPLE_WEIGHT_KEY, read_corpus_docs, user_data_path
 from .labels import TASKS, Task, one_hot
 from .readers import Example, read_curated_csv
 
@@ -94,23 +94,36 @@ WEIGHT_KEY = SAMPLE_WEIGHT_KEY
 LANG_KEY = "titlecat_lang"
 
 
-def to_docbin(
+def to_docbin(examples: Iterable[Example], task: Task, nlp: spacy.Language | None = None) -> DocBin:
+    """A task's corpus: each example's title with its one-hot doc.cats."""
+    nlp = nlp or make_nlp()
+    docbin = DocBin(attrs=["ORTH"])
+    for example in examples:
+        doc = nlp.make_doc(example.text)
+        doc.cats = one_hot(example.label, task.labels)
+        docbin.add(doc)
+    return docbin
+
+
+def write_corpus(
+    path: Path | str,
     examples: Iterable[Example],
     task: Task,
     nlp: spacy.Language | None = None,
     user_data: Iterable[dict] | None = None,
-) -> DocBin:
-    """A task's corpus; `user_data`, one dict per example (WEIGHT_KEY, LANG_KEY), is stored with the docs."""
-    nlp = nlp or make_nlp()
-    extras = list(user_data) if user_data is not None else None
-    docbin = DocBin(attrs=["ORTH"], store_user_data=extras is not None)
-    for index, example in enumerate(examples):
-        doc = nlp.make_doc(example.text)
-        doc.cats = one_hot(example.label, task.labels)
-        if extras is not None:
-            doc.user_data.update(extras[index])
-        docbin.add(doc)
-    return docbin
+) -> None:
+    """`to_docbin` at `path`; `user_data`, one dict per example (WEIGHT_KEY, LANG_KEY), beside it (`user_data_path`:
+    `read_corpus_docs` puts it back into each doc.user_data)."""
+    examples = list(examples)
+    to_docbin(examples, task, nlp).to_disk(path)
+    extras_path = user_data_path(path)
+    if user_data is None:
+        extras_path.unlink(missing_ok=True)  # a file from an earlier run would give these docs its data
+        return
+    extras = list(user_data)
+    if len(extras) != len(examples):
+        raise ValueError(f"{path}: {len(extras)} user_data dicts for {len(examples)} examples")
+    extras_path.write_text(json.dumps(extras, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def read_docbin(path: Path | str, task: Task, nlp: spacy.Language | None = None) -> tuple[list[str], list[str]]:
@@ -125,8 +138,7 @@ def read_docbin(path: Path | str, task: Task, nlp: spacy.Language | None = None)
 
 def read_user_data(path: Path | str, key: str, default=None, nlp: spacy.Language | None = None) -> list:
     """Each doc's `doc.user_data[key]` of a corpus file (default where it has none), in the corpus's order."""
-    nlp = nlp or make_nlp()
-    return [doc.user_data.get(key, default) for doc in DocBin().from_disk(path).get_docs(nlp.vocab)]
+    return [doc.user_data.get(key, default) for doc in read_corpus_docs(path, nlp or make_nlp())]
 
 
 def corpus_task(cats: dict[str, float], path: Path | str) -> Task:
@@ -146,11 +158,11 @@ def create_class_balanced_corpus(
     unknown = sorted(set(oversample_tasks) - set(TASKS))
     if unknown:
         raise ValueError(f"corpora.train.oversample_tasks: {unknown[0]!r} is no task ({', '.join(TASKS)})")
-    corpus = Corpus(path)
     epochs = iter(range(1 << 30))
 
     def read(nlp: Language) -> list[SpacyExample]:
-        examples = list(corpus(nlp))
+        # As spaCy's Corpus makes them (no empty doc), with each doc's user_data (its weight).
+        examples = [SpacyExample(nlp.make_doc(doc.text), doc) for doc in read_corpus_docs(path, nlp) if len(doc)]
         if not examples:
             return examples
         # An example of weight w < 1 (ESCO names) is kept with probability w, drawn anew each epoch (seeded): a

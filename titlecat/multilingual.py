@@ -40,6 +40,7 @@ try:  # inside titlecat, and inside a wheel that ships both files beside each ot
         extract_title_features,
         fit_linear_by_logistic_regression,
         hashed_design_matrix,
+        read_corpus_docs,
         unscored_if_blank,
     )
 except ImportError:  # this file loaded on its own (spacy package/train --code), titlecat installed
@@ -47,6 +48,7 @@ except ImportError:  # this file loaded on its own (spacy package/train --code),
         extract_title_features,
         fit_linear_by_logistic_regression,
         hashed_design_matrix,
+        read_corpus_docs,
         unscored_if_blank,
     )
 
@@ -579,7 +581,6 @@ def make_fit_multilingual_title_classifier(
     L2-regularised logistic regression on the training corpus at `path`, its titles' vectors from `encoder`."""
 
     def fit(nlp):
-        from spacy.training import Corpus
         from wasabi import msg
 
         textcat = nlp.get_pipe(component)
@@ -588,7 +589,7 @@ def make_fit_multilingual_title_classifier(
         if scores is None:
             raise ValueError(f"[{component}]: {FIT_NAME} fits a titlecat.MultilingualTitleClassifier")
         features, ngram_linear, vectors, vector_linear = scores.layers
-        docs = [example.reference for example in Corpus(path)(nlp)]
+        docs = read_corpus_docs(path, nlp)
         title_encoder = nlp.get_pipe(encoder)
         title_encoder.memo = {}
         start = time.perf_counter()
