@@ -20,6 +20,8 @@ from spacy.tokens import Doc
 from spacy.util import registry
 
 FACTORY = "titlecat_answers"
+# titlecat.components.title_text's doc.user_data key: the text the textcats read before, where they are titlecat's.
+TEXT_KEY = "titlecat_text"
 
 
 class TitleAnswers:
@@ -60,19 +62,20 @@ class TitleAnswers:
 
     def __call__(self, doc: Doc) -> Doc:
         cats = doc.cats
-        if not doc.text.strip():
+        extensions = doc._  # one Underscore object for the doc's answers: spaCy builds one on each `doc._`
+        if not (doc.user_data.get(TEXT_KEY) or doc.text).strip():
             # No title, no answer (titlecat predict's `empty` status). titlecat's textcats score such a doc 0.0
             # already, alone and in a batch (titlecat.components.unscored_if_blank); a textcat of another
             # architecture may not: its scores are set to 0.0 here too, and no label is chosen.
             for task, labels in self.task_labels().items():
                 cats.update(dict.fromkeys(labels, 0.0))
-                doc._.set(task, None)
-                doc._.set(f"{task}_score", None)
+                extensions.set(task, None)
+                extensions.set(f"{task}_score", None)
             return doc
         for task, labels in self.task_labels().items():
             best = max(labels, key=lambda label: cats.get(label, 0.0))
-            doc._.set(task, best)
-            doc._.set(f"{task}_score", cats.get(best, 0.0))
+            extensions.set(task, best)
+            extensions.set(f"{task}_score", cats.get(best, 0.0))
         return doc
 
 

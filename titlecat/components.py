@@ -24,6 +24,19 @@ from thinc.types import Floats2d
 NEG_VALUE = -5000
 
 
+# doc.user_data key of a title's text, read once per doc: spaCy builds doc.text anew from its tokens on each read (a
+# Token object a token), and a title's text was read 9 times on its way through the fast combined pipeline.
+TEXT_KEY = "titlecat_text"
+
+
+def title_text(doc: Doc) -> str:
+    """`doc.text`, kept in doc.user_data after the first read (a title's text never changes in a titlecat pipeline)."""
+    text = doc.user_data.get(TEXT_KEY)
+    if text is None:
+        text = doc.user_data[TEXT_KEY] = doc.text
+    return text
+
+
 # Words as scikit-learn's TfidfVectorizer finds them: runs of 2+ word characters, so
 # "Sales-Manager", "(m/w/d)" and "IT/Vertrieb" give the same words as their spaced forms.
 WORD = re.compile(r"\b\w\w+\b")
@@ -122,15 +135,24 @@ class TitleFeatures:
     def __setstate__(self, state: dict) -> None:
         self.table = FeatureTable(state["min_n"], state["max_n"], state["max_keys"])
 
+    # The last batch's features, shared by every instance: a combined pipeline's textcats read the same titles one
+    # after the other, and the features (keys, not the tables' ids) are the same whichever table made them.
+    last_batch: tuple = ((), None)
+
     def __call__(self, model: Model, docs: list[Doc], is_train: bool):
         table = self.table
+        texts = [title_text(doc) for doc in docs]
+        batch_key = (table.min_n, table.max_n, type(model.ops), texts)
+        last_key, last_features = TitleFeatures.last_batch
+        if last_key == batch_key:
+            return last_features, _no_gradient
         if len(table.keys) > table.max_keys:
             table.clear()
         # Two blocks per title, words then characters, as ids with repeats; counted below for the batch.
         blocks: list[np.ndarray] = []
         block_sizes: list[int] = []
-        for doc in docs:
-            lowered = doc.text.lower()
+        for text in texts:
+            lowered = text.lower()
             words = WORD.findall(lowered)
             word_ids = list(map(table.word, words))
             word_ids += map(table.bigram, words, words[1:])
@@ -160,6 +182,7 @@ class TitleFeatures:
             ops.asarray(values, dtype="f"),
             ops.asarray(features_per_block[0::2] + features_per_block[1::2], dtype="int32"),
         )
+        TitleFeatures.last_batch = (batch_key, batch)
         return batch, _no_gradient
 
 
@@ -205,7 +228,7 @@ def unscored_if_blank(model: Model[list[Doc], Floats2d]) -> Model[list[Doc], Flo
 def forward_unscored_if_blank(forward, model: Model, docs: list[Doc], is_train: bool):
     # A module-level function (with a partial): a pipeline pickles, see TitleFeatures.
     scores, backprop = forward(model, docs, is_train=is_train)
-    blank = [index for index, doc in enumerate(docs) if not doc.text.strip()]
+    blank = [index for index, doc in enumerate(docs) if not title_text(doc).strip()]
     if not blank:
         return scores, backprop
     scores = scores.copy()

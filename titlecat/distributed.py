@@ -24,6 +24,7 @@ from spacy.util import minibatch
 
 from .predict import (
     MAX_CHARS,
+    AnswerCache,
     Summary,
     check_paths,
     check_records,
@@ -50,6 +51,7 @@ class Labeller:
         self.all_scores = all_scores
         self.batch_size = batch_size
         self.blocks = 0
+        self.cache = AnswerCache()
 
     def fingerprint(self) -> str:
         """The sha256 of the weights this actor loaded (titlecat.provenance.fingerprint)."""
@@ -59,7 +61,7 @@ class Labeller:
         # The first block outside a memory zone, as in titlecat predict: it warms the tokenizer's cache.
         in_zone = self.blocks > 0
         self.blocks += 1
-        return label_records(self.nlp, self.tasks, checked, self.all_scores, self.batch_size, 1, in_zone)
+        return label_records(self.nlp, self.tasks, checked, self.all_scores, self.batch_size, 1, in_zone, self.cache)
 
 
 def check_input(path: Path | str, column: str, id_column: str | None, fmt: str, **reading) -> None:

@@ -41,6 +41,7 @@ try:  # inside titlecat, and inside a wheel that ships both files beside each ot
         fit_linear_by_logistic_regression,
         hashed_design_matrix,
         read_corpus_docs,
+        title_text,
         unscored_if_blank,
     )
 except ImportError:  # this file loaded on its own (spacy package/train --code), titlecat installed
@@ -49,6 +50,7 @@ except ImportError:  # this file loaded on its own (spacy package/train --code),
         fit_linear_by_logistic_regression,
         hashed_design_matrix,
         read_corpus_docs,
+        title_text,
         unscored_if_blank,
     )
 
@@ -64,7 +66,7 @@ if not Doc.has_extension(VECTOR_ATTR):
 
 
 def is_blank(doc: Doc) -> bool:
-    return not doc.text.strip()
+    return not title_text(doc).strip()
 
 
 class EncoderRuntime:
@@ -265,12 +267,12 @@ class TitleVectorPipe(Pipe):
 
     def set_vectors(self, docs: list[Doc]) -> None:
         memo = self.memo if self.memo is not None else {}
-        texts = list(dict.fromkeys(doc.text for doc in docs if not is_blank(doc) and doc.text not in memo))
+        texts = list(dict.fromkeys(title_text(d) for d in docs if not is_blank(d) and title_text(d) not in memo))
         found = {**memo, **dict(zip(texts, self.vectors(texts), strict=True))}
         if self.memo is not None:
             self.memo = found
         for doc in docs:
-            doc._.set(VECTOR_ATTR, found.get(doc.text))
+            doc._.set(VECTOR_ATTR, found.get(title_text(doc)))
 
     def to_bytes(self, *, exclude=tuple()) -> bytes:
         raise NotImplementedError(f"[{self.name}]: save the pipeline with nlp.to_disk (its vectors' tables are large)")

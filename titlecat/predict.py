@@ -247,6 +247,24 @@ def check_review_below(review_below: float | None) -> None:
         raise ValueError(f"--review-below must be between 0 and 1, not {review_below}")
 
 
+class AnswerCache:
+    """The answers of the titles a run labelled, so that a title is labelled once however often it comes: exports
+    repeat their common titles ("Geschäftsführer", "Sales Manager") thousands of times. Emptied when it holds
+    `max_titles`, so memory stays flat (about 25 MB at most with the default)."""
+
+    def __init__(self, max_titles: int = 50_000):
+        self.max_titles = max_titles
+        self.answers: dict[str, dict] = {}
+
+    def known(self, texts: Iterable[str]) -> dict[str, dict]:
+        return {text: self.answers[text] for text in texts if text in self.answers}
+
+    def add(self, answers_by_text: dict[str, dict]) -> None:
+        if len(self.answers) + len(answers_by_text) > self.max_titles:
+            self.answers = {}
+        self.answers.update(itertools.islice(answers_by_text.items(), self.max_titles))
+
+
 def label_records(
     nlp: Language,
     tasks: dict[str, tuple[str, ...]],
@@ -255,6 +273,7 @@ def label_records(
     batch_size: int | None = None,
     n_process: int = 1,
     memory_zone: bool = True,
+    cache: AnswerCache | None = None,
 ) -> list[dict]:
     """Output rows (see output_fields) for checked records, in input order; bad rows keep empty answers.
 
@@ -265,7 +284,7 @@ def label_records(
     tokenization costs to about that of a plain `nlp.pipe`.
     """
     texts = [record["text"] for record in checked if record["status"] == "ok"]
-    labelled = label_texts(nlp, tasks, texts, all_scores, batch_size, n_process, memory_zone)
+    labelled = label_texts(nlp, tasks, texts, all_scores, batch_size, n_process, memory_zone, cache)
     return merge_answers(checked, labelled)
 
 
@@ -277,13 +296,21 @@ def label_texts(
     batch_size: int | None = None,
     n_process: int = 1,
     memory_zone: bool = True,
+    cache: AnswerCache | None = None,
 ) -> list[dict]:
-    """The answers (see `answers`) for each text, read inside a memory zone (see `label_records`)."""
+    """The answers (see `answers`) for each text, read inside a memory zone (see `label_records`). Each distinct
+    text goes through the pipeline once, and not at all if `cache` holds it; the answers `cache` lacked are added."""
     if not texts:
         return []
+    known = cache.known(texts) if cache is not None else {}
+    new = [text for text in dict.fromkeys(texts) if text not in known]
     with nlp.memory_zone() if memory_zone else contextlib.nullcontext():
-        docs = nlp.pipe(texts, batch_size=batch_size, n_process=n_process)
-        return [answers(doc.cats, tasks, all_scores) for doc in docs]
+        docs = nlp.pipe(new, batch_size=batch_size, n_process=n_process)
+        labelled = {text: answers(doc.cats, tasks, all_scores) for text, doc in zip(new, docs, strict=True)}
+    if cache is not None:
+        cache.add(labelled)
+    known.update(labelled)
+    return [known[text] for text in texts]
 
 
 def merge_answers(checked: list[dict], labelled: list[dict]) -> list[dict]:
@@ -310,7 +337,7 @@ _worker: dict = {}
 def _start_worker(nlp: Language, tasks: dict, all_scores: bool, batch_size: int, underscore: tuple) -> None:
     # The Doc extensions of the parent, which a spawned process does not have (as spaCy's own nlp.pipe does).
     Underscore.load_state(underscore)
-    _worker.update(nlp=nlp, tasks=tasks, all_scores=all_scores, batch_size=batch_size, chunks=0)
+    _worker.update(nlp=nlp, tasks=tasks, all_scores=all_scores, batch_size=batch_size, chunks=0, cache=AnswerCache())
     freeze_long_lived_objects()
 
 
@@ -318,8 +345,9 @@ def _label_in_worker(texts: list[str]) -> list[dict]:
     # As in one process: the worker's first chunk outside a memory zone, to fill its tokenizer's cache.
     in_zone = _worker["chunks"] > 0
     _worker["chunks"] += 1
+    worker = _worker
     return label_texts(
-        _worker["nlp"], _worker["tasks"], texts, _worker["all_scores"], _worker["batch_size"], 1, in_zone
+        worker["nlp"], worker["tasks"], texts, worker["all_scores"], worker["batch_size"], 1, in_zone, worker["cache"]
     )
 
 
@@ -743,8 +771,9 @@ def predict_file(
             labelled = labelled_in_pool(pool, checked_chunks, n_process)
             chunks = postprocessed(labelled, postprocess)
             return write_predictions(output_path, fields, chunks, progress, max_chars, fmt, **writing)
+    cache = AnswerCache()
     labelled = (
-        (checked, label_records(nlp, tasks, checked, all_scores, batch_size, 1, index > 0))
+        (checked, label_records(nlp, tasks, checked, all_scores, batch_size, 1, index > 0, cache))
         for index, checked in enumerate(checked_chunks)
     )
     chunks = postprocessed(labelled, postprocess)
