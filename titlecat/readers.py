@@ -16,6 +16,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
@@ -795,6 +796,15 @@ def lenient_fields(line: str, dialect) -> list[str]:
         return []
 
 
+def json_integer(digits: str) -> int | Decimal:
+    """A JSON integer; one longer than Python converts (`sys.get_int_max_str_digits()`, 4,300 digits by default: int()
+    raises ValueError) as a Decimal, which keeps its line a row and is written back as its digits."""
+    try:
+        return int(digits)
+    except ValueError:
+        return Decimal(digits)
+
+
 def jsonl_title_records(
     lines: Iterable[str], column: str, id_column: str | None, keep_columns: Sequence[str]
 ) -> Iterator[tuple[TitleRecord, dict | None]]:
@@ -804,7 +814,7 @@ def jsonl_title_records(
         if not text.strip():
             continue
         try:
-            record = json.loads(text)
+            record = json.loads(text, parse_int=json_integer)
         except json.JSONDecodeError:
             record = None
         if not isinstance(record, dict):
