@@ -37,3 +37,18 @@ def test_a_jsonl_integer_longer_than_python_converts_keeps_its_row(nlp, tmp_path
         (1, digits, "Head of Sales", "ok"),
         (2, "2", digits, "not_text"),
     ]
+
+
+def test_nan_and_infinities_are_written_as_text_so_that_the_output_is_json(nlp, tmp_path):
+    """Python's json reads NaN and Infinity (which JSON has not) and 1e400 (JSON, too large for a float) as floats; a
+    JSONL output wrote them back as NaN and Infinity, which no strict JSON reader reads. They are written as text."""
+    source = tmp_path / "people.jsonl"
+    lines = ['{"title": NaN, "score": 1}', '{"title": "CFO", "score": -Infinity}', '{"title": 1e400, "score": 0.5}']
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    predict_file(nlp, source, tmp_path / "out.jsonl", "title", progress=False, keep_columns=["score"])
+    rows = output_rows(tmp_path / "out.jsonl")
+    assert [(row["title"], row["score"], row["status"]) for row in rows] == [
+        ("nan", 1, "not_text"),
+        ("CFO", "-inf", "ok"),
+        ("inf", 0.5, "not_text"),
+    ]
