@@ -52,3 +52,21 @@ def test_nan_and_infinities_are_written_as_text_so_that_the_output_is_json(nlp, 
         ("CFO", "-inf", "ok"),
         ("inf", 0.5, "not_text"),
     ]
+
+
+def test_a_jsonl_line_of_whitespace_json_has_not_is_malformed_not_left_out(nlp, tmp_path):
+    """A blank JSONL line is no row; a line of a form feed, U+2028, NEL or a file separator (whitespace to Python's
+    str.strip, not to JSON) vanished from the output unsaid. It is a malformed row on its own line."""
+    source = tmp_path / "people.jsonl"
+    source.write_text('{"title": "CFO"}\n \t\n\x0c\n\u2028\n\x85\r\n\x1c\n{"title": "CTO"}\n', encoding="utf-8")
+    summary = predict_file(nlp, source, tmp_path / "out.jsonl", "title", progress=False)
+    rows = output_rows(tmp_path / "out.jsonl")
+    assert [(row["line"], row["status"]) for row in rows] == [
+        (1, "ok"),
+        (3, "malformed"),
+        (4, "malformed"),
+        (5, "malformed"),
+        (6, "malformed"),
+        (7, "ok"),
+    ]
+    assert summary.total == 6

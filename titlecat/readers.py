@@ -796,6 +796,10 @@ def lenient_fields(line: str, dialect) -> list[str]:
         return []
 
 
+# The whitespace of JSON (RFC 8259): a line of nothing else is blank.
+JSON_WHITESPACE = " \t\r\n"
+
+
 def json_integer(digits: str) -> int | Decimal:
     """A JSON integer; one longer than Python converts (`sys.get_int_max_str_digits()`, 4,300 digits by default: int()
     raises ValueError) as a Decimal, which keeps its line a row and is written back as its digits."""
@@ -808,10 +812,12 @@ def json_integer(digits: str) -> int | Decimal:
 def jsonl_title_records(
     lines: Iterable[str], column: str, id_column: str | None, keep_columns: Sequence[str]
 ) -> Iterator[tuple[TitleRecord, dict | None]]:
-    """Each non-blank JSONL line as (record, its object), the object None for a line that is not one (malformed)."""
+    """Each non-blank JSONL line as (record, its object), the object None for a line that is not one (malformed). A
+    blank line holds JSON's whitespace alone: a line of a form feed, U+2028 or NEL (Python's whitespace, not JSON's)
+    is no JSON value, so it is a malformed row, not left out unsaid."""
     nothing_kept = tuple(None for _ in keep_columns)  # a line that is not an object has no fields to keep
     for line, text in enumerate(lines, start=1):
-        if not text.strip():
+        if not text.strip(JSON_WHITESPACE):
             continue
         try:
             record = json.loads(text, parse_int=json_integer)
