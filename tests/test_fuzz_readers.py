@@ -8,9 +8,13 @@ around the answers.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
+import pytest
+
 from titlecat.predict import predict_file
+from titlecat.readers import DataError
 
 
 def output_rows(path: Path) -> list[dict]:
@@ -70,3 +74,42 @@ def test_a_jsonl_line_of_whitespace_json_has_not_is_malformed_not_left_out(nlp, 
         (7, "ok"),
     ]
     assert summary.total == 6
+
+
+def workbook_with_cell(path: Path, cell_xml: str) -> None:
+    """A workbook of titles whose sheet XML has its cell A3 (row 3, id 2) replaced by `cell_xml`."""
+    from openpyxl import Workbook
+
+    workbook = Workbook()
+    for row in (["id", "title"], [1, "Head of Sales"], [2, "CFO"], [3, "CTO"]):
+        workbook.active.append(row)
+    workbook.save(path)
+    with zipfile.ZipFile(path) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode("utf-8")
+    parts["xl/worksheets/sheet1.xml"] = sheet.replace('<c r="A3" t="n"><v>2</v></c>', cell_xml, 1).encode("utf-8")
+    assert parts["xl/worksheets/sheet1.xml"] != sheet.encode("utf-8")
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in parts.items():
+            archive.writestr(name, content)
+
+
+@pytest.mark.parametrize(
+    "cell_xml, error",
+    [
+        ('<c r="A3" t="d"><v>not a date</v></c>', "ValueError: Invalid datetime value not a date"),
+        ('<c r="A3" t="s"><v>7</v></c>', "IndexError"),  # a shared string that is not there
+        ('<c r="A3"><v>2 of 3</v></c>', "ValueError"),  # a number that is not one
+        ('<c r="A3" t="inlineStr"><is><t>2&#1;</t></is></c>', "ParseError"),  # not XML 1.0
+    ],
+)
+def test_a_sheet_openpyxl_cannot_read_on_is_refused_naming_where(nlp, tmp_path, cell_xml, error):
+    """A cell that openpyxl cannot convert, or XML it cannot parse, stopped predict with a traceback after the rows
+    before it (ValueError, IndexError, ParseError), none of them naming the file. The rows after it cannot be read:
+    the file is refused, naming the sheet and the last line read, and no output is left."""
+    source = tmp_path / "crm.xlsx"
+    workbook_with_cell(source, cell_xml)
+    with pytest.raises(DataError, match=r"crm\.xlsx: sheet 'Sheet', after line 2: the sheet cannot be read on \(") as e:
+        predict_file(nlp, source, tmp_path / "out.csv", "title", "id", progress=False)
+    assert error in str(e.value)
+    assert [path.name for path in tmp_path.iterdir()] == ["crm.xlsx"]

@@ -897,7 +897,7 @@ def _xlsx_titles(
         worksheet = workbook[name]
         # Some exporters write a wrong sheet size, which read-only mode would trust and cut rows or columns at.
         worksheet.reset_dimensions()
-        rows = enumerate(worksheet.iter_rows(values_only=True), start=1)
+        rows = sheet_rows(path, name, worksheet)
         # The header is the first non-empty row, or the first of the next few that holds the title column: a
         # report's own title rows above the table are skipped (and said).
         first, widest, header_row, header = (0, []), (0, []), 0, []
@@ -938,6 +938,29 @@ def _xlsx_titles(
             )
     finally:
         workbook.close()
+
+
+def sheet_rows(path: Path, name: str, worksheet) -> Iterator[tuple[int, tuple]]:
+    """(row number, values) of each row of a read-only worksheet. Where openpyxl cannot read the sheet on past some
+    row (a cell it cannot convert: a date or number that is not one, a shared string that is not there; XML that is
+    not XML 1.0; a damaged zip entry) it stops with DataError naming the sheet and the last line read: the rows after
+    it cannot be reached, so the file is refused as a whole, not labelled in part."""
+    rows = worksheet.iter_rows(values_only=True)
+    number = 0
+    while True:
+        try:
+            values = next(rows)
+        except StopIteration:
+            return
+        except Exception as error:  # ValueError, IndexError, XML's ParseError, zlib.error, ...: all mean the same
+            raise DataError(
+                path,
+                f"sheet {name!r}, after line {number}",
+                f"the sheet cannot be read on ({type(error).__name__}: {error}): the file is damaged, or "
+                "not written as Excel writes it (Excel's Open and Repair may mend it)",
+            ) from error
+        number += 1
+        yield number, values
 
 
 def as_dicts(items: Iterable[object]) -> list[dict]:
