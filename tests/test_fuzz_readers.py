@@ -8,7 +8,9 @@ around the answers.
 from __future__ import annotations
 
 import json
+import re
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -76,19 +78,23 @@ def test_a_jsonl_line_of_whitespace_json_has_not_is_malformed_not_left_out(nlp, 
     assert summary.total == 6
 
 
-def workbook_with_cell(path: Path, cell_xml: str) -> None:
-    """A workbook of titles whose sheet XML has its cell A3 (row 3, id 2) replaced by `cell_xml`."""
+def titles_workbook(path: Path) -> None:
+    """A workbook of three titles with their ids, as openpyxl writes it (cell A3 is id 2: <c r="A3" t="n">)."""
     from openpyxl import Workbook
 
     workbook = Workbook()
     for row in (["id", "title"], [1, "Head of Sales"], [2, "CFO"], [3, "CTO"]):
         workbook.active.append(row)
     workbook.save(path)
+
+
+def rewrite_part(path: Path, part: str, change: Callable[[bytes], bytes]) -> None:
+    """Change one part (file) of a workbook's zip archive."""
     with zipfile.ZipFile(path) as archive:
         parts = {name: archive.read(name) for name in archive.namelist()}
-    sheet = parts["xl/worksheets/sheet1.xml"].decode("utf-8")
-    parts["xl/worksheets/sheet1.xml"] = sheet.replace('<c r="A3" t="n"><v>2</v></c>', cell_xml, 1).encode("utf-8")
-    assert parts["xl/worksheets/sheet1.xml"] != sheet.encode("utf-8")
+    changed = change(parts[part])
+    assert changed != parts[part]
+    parts[part] = changed
     with zipfile.ZipFile(path, "w") as archive:
         for name, content in parts.items():
             archive.writestr(name, content)
@@ -97,10 +103,10 @@ def workbook_with_cell(path: Path, cell_xml: str) -> None:
 @pytest.mark.parametrize(
     "cell_xml, error",
     [
-        ('<c r="A3" t="d"><v>not a date</v></c>', "ValueError: Invalid datetime value not a date"),
-        ('<c r="A3" t="s"><v>7</v></c>', "IndexError"),  # a shared string that is not there
-        ('<c r="A3"><v>2 of 3</v></c>', "ValueError"),  # a number that is not one
-        ('<c r="A3" t="inlineStr"><is><t>2&#1;</t></is></c>', "ParseError"),  # not XML 1.0
+        (b'<c r="A3" t="d"><v>not a date</v></c>', "ValueError: Invalid datetime value not a date"),
+        (b'<c r="A3" t="s"><v>7</v></c>', "IndexError"),  # a shared string that is not there
+        (b'<c r="A3"><v>2 of 3</v></c>', "ValueError"),  # a number that is not one
+        (b'<c r="A3" t="inlineStr"><is><t>2&#1;</t></is></c>', "ParseError"),  # not XML 1.0
     ],
 )
 def test_a_sheet_openpyxl_cannot_read_on_is_refused_naming_where(nlp, tmp_path, cell_xml, error):
@@ -108,8 +114,20 @@ def test_a_sheet_openpyxl_cannot_read_on_is_refused_naming_where(nlp, tmp_path, 
     before it (ValueError, IndexError, ParseError), none of them naming the file. The rows after it cannot be read:
     the file is refused, naming the sheet and the last line read, and no output is left."""
     source = tmp_path / "crm.xlsx"
-    workbook_with_cell(source, cell_xml)
+    titles_workbook(source)
+    # the cell A3 (row 3, id 2) replaced
+    rewrite_part(source, "xl/worksheets/sheet1.xml", lambda xml: xml.replace(b'<c r="A3" t="n"><v>2</v></c>', cell_xml))
     with pytest.raises(DataError, match=r"crm\.xlsx: sheet 'Sheet', after line 2: the sheet cannot be read on \(") as e:
         predict_file(nlp, source, tmp_path / "out.csv", "title", "id", progress=False)
     assert error in str(e.value)
     assert [path.name for path in tmp_path.iterdir()] == ["crm.xlsx"]
+
+
+def test_a_workbook_with_no_sheets_is_refused_as_such(nlp, tmp_path):
+    """A workbook that lists no sheet (no Excel writes one, a hand-made export may) raised IndexError."""
+    source = tmp_path / "export.xlsx"
+    titles_workbook(source)
+    rewrite_part(source, "xl/workbook.xml", lambda xml: re.sub(rb"<sheets>.*</sheets>", b"<sheets/>", xml))
+    with pytest.raises(DataError, match=r"export\.xlsx: the workbook has no sheets"):
+        predict_file(nlp, source, tmp_path / "out.csv", "title", progress=False)
+    assert [path.name for path in tmp_path.iterdir()] == ["export.xlsx"]

@@ -884,6 +884,8 @@ def _xlsx_titles(
         raise DataError(path, None, f"not an Excel .xlsx workbook ({type(error).__name__}: {error})") from error
     try:
         names = workbook.sheetnames
+        if not names:  # Excel writes none such, but a hand-made workbook may list no sheet
+            raise DataError(path, None, "the workbook has no sheets")
         if sheet is None:
             name = names[0]
         elif sheet in names:
