@@ -7,8 +7,10 @@ around the answers.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,8 @@ import pytest
 
 from titlecat.predict import predict_file
 from titlecat.readers import DataError
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def output_rows(path: Path) -> list[dict]:
@@ -131,3 +135,38 @@ def test_a_workbook_with_no_sheets_is_refused_as_such(nlp, tmp_path):
     with pytest.raises(DataError, match=r"export\.xlsx: the workbook has no sheets"):
         predict_file(nlp, source, tmp_path / "out.csv", "title", progress=False)
     assert [path.name for path in tmp_path.iterdir()] == ["export.xlsx"]
+
+
+# The fuzzer
+
+
+def load_fuzzer():
+    """benchmarks/fuzz_readers.py, which is no package: imported from its path."""
+    spec = importlib.util.spec_from_file_location("fuzz_readers", REPO / "benchmarks" / "fuzz_readers.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up as they are made
+    spec.loader.exec_module(module)
+    return module
+
+
+fuzz_readers = load_fuzzer()
+FUZZ_SEED = 49
+FUZZ_CASES = 60 * len(fuzz_readers.KINDS)
+
+
+def test_no_row_of_a_fuzzed_input_is_lost(nlp):
+    """A few hundred generated files of every format (bad bytes, marks, line breaks, quotes, fields, surrogates, huge
+    cells, empty files...): each row in the output once, in order, with its status; a file refused only where it
+    cannot be read as a whole, leaving nothing behind; nothing else raised (see benchmarks/fuzz_readers.py)."""
+    report = fuzz_readers.run_cases(nlp, FUZZ_CASES, seed=FUZZ_SEED)
+    shown = "\n".join(
+        f"case {failure.index} ({failure.kind}; {'; '.join(failure.description) or 'clean'}): {failure.problems[:3]}"
+        for failure in report.failures[:5]
+    )
+    assert not report.failures, (
+        f"{len(report.failures)} failing; make one again with python benchmarks/fuzz_readers.py --seed {FUZZ_SEED} "
+        f"--start INDEX --cases 1 --keep-failures DIR\n{shown}"
+    )
+    # Every format was generated, and rows of each were read and checked, not only files refused.
+    assert all(report.cases[kind] == 60 and report.rows[kind] > 100 for kind in fuzz_readers.KINDS), report.table()
+    assert 0 < sum(report.refused.values()) < FUZZ_CASES / 3, report.table()
