@@ -126,6 +126,14 @@ class Case:
     def wanted(self) -> list[str]:
         return [name for name in (self.column, self.id_column, *self.keep_columns) if name]
 
+    def options(self) -> list[str]:
+        """The case's settings as options of `titlecat predict` (its limits aside)."""
+        options = ["--column", self.column, "--max-chars", str(self.max_chars), "--chunk-size", str(self.chunk_size)]
+        options += ["--id-column", self.id_column] if self.id_column else []
+        options += ["--keep-columns", ",".join(self.keep_columns)] if self.keep_columns else []
+        options += ["--format", self.input_format] if self.input_format else []
+        return options + (["--delimiter", self.delimiter] if self.delimiter else [])
+
 
 # Generating
 

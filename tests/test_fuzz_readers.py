@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import run_predict
 
 from titlecat.predict import predict_file
 from titlecat.readers import DataError
@@ -170,3 +171,26 @@ def test_no_row_of_a_fuzzed_input_is_lost(nlp):
     # Every format was generated, and rows of each were read and checked, not only files refused.
     assert all(report.cases[kind] == 60 and report.rows[kind] > 100 for kind in fuzz_readers.KINDS), report.table()
     assert 0 < sum(report.refused.values()) < FUZZ_CASES / 3, report.table()
+
+
+def test_titlecat_predict_on_fuzzed_inputs_exits_cleanly(model, tmp_path):
+    """The command people run, on a few dozen generated files: exit status 0, or 1 with a message (a refusal naming
+    the file, with no output left; or a run that labelled too little, its output written); never a traceback, never
+    a partial file."""
+    statuses = []
+    for index in range(6 * len(fuzz_readers.KINDS)):
+        case = fuzz_readers.generate_case(FUZZ_SEED, index)
+        folder = tmp_path / str(index)
+        folder.mkdir()
+        source = folder / f"input{case.suffix}"
+        source.write_bytes(case.data)
+        result = run_predict(source, folder / "out.csv", "-m", model, *case.options())
+        statuses.append(result.exit_code)
+        where = f"case {index} ({case.kind}; {'; '.join(case.description)}): {result.output[-500:]}"
+        assert result.exit_code in (0, 1) and isinstance(result.exception, (SystemExit, type(None))), where
+        left = sorted(path.name for path in folder.iterdir())
+        if result.exit_code == 1 and "the output is written" not in result.stderr:
+            assert left == [source.name] and f"✘ {source}: " in result.stderr, where
+        else:
+            assert left == [source.name, "out.csv", "out.csv.json"], where
+    assert statuses.count(0) > statuses.count(1) > 0, statuses
