@@ -14,6 +14,7 @@ import gc
 import io
 import itertools
 import json
+import math
 import multiprocessing
 import os
 import time
@@ -99,8 +100,9 @@ def fail_on_statuses(value: str | None) -> tuple[str, ...]:
 
 def plain(value: object) -> object:
     """A value as an output cell: JSON scalars as they are, other values as text, lone surrogates as U+FFFD
-    (no UTF-8 writer can write them)."""
-    if value is None or isinstance(value, (bool, int, float)):
+    (no UTF-8 writer can write them). NaN and the infinities (JSONL's `NaN`, `Infinity`, or a number too large for a
+    float, `1e400`) are no JSON scalar: as text ('nan', 'inf'), else a JSONL output would not be JSON."""
+    if value is None or isinstance(value, (bool, int)) or (isinstance(value, float) and math.isfinite(value)):
         return value
     if not isinstance(value, str):
         value = json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, (list, dict)) else str(value)

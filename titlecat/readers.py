@@ -16,6 +16,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TextIO
 
@@ -795,16 +796,31 @@ def lenient_fields(line: str, dialect) -> list[str]:
         return []
 
 
+# The whitespace of JSON (RFC 8259): a line of nothing else is blank.
+JSON_WHITESPACE = " \t\r\n"
+
+
+def json_integer(digits: str) -> int | Decimal:
+    """A JSON integer; one longer than Python converts (`sys.get_int_max_str_digits()`, 4,300 digits by default: int()
+    raises ValueError) as a Decimal, which keeps its line a row and is written back as its digits."""
+    try:
+        return int(digits)
+    except ValueError:
+        return Decimal(digits)
+
+
 def jsonl_title_records(
     lines: Iterable[str], column: str, id_column: str | None, keep_columns: Sequence[str]
 ) -> Iterator[tuple[TitleRecord, dict | None]]:
-    """Each non-blank JSONL line as (record, its object), the object None for a line that is not one (malformed)."""
+    """Each non-blank JSONL line as (record, its object), the object None for a line that is not one (malformed). A
+    blank line holds JSON's whitespace alone: a line of a form feed, U+2028 or NEL (Python's whitespace, not JSON's)
+    is no JSON value, so it is a malformed row, not left out unsaid."""
     nothing_kept = tuple(None for _ in keep_columns)  # a line that is not an object has no fields to keep
     for line, text in enumerate(lines, start=1):
-        if not text.strip():
+        if not text.strip(JSON_WHITESPACE):
             continue
         try:
-            record = json.loads(text)
+            record = json.loads(text, parse_int=json_integer)
         except json.JSONDecodeError:
             record = None
         if not isinstance(record, dict):
@@ -868,6 +884,8 @@ def _xlsx_titles(
         raise DataError(path, None, f"not an Excel .xlsx workbook ({type(error).__name__}: {error})") from error
     try:
         names = workbook.sheetnames
+        if not names:  # Excel writes none such, but a hand-made workbook may list no sheet
+            raise DataError(path, None, "the workbook has no sheets")
         if sheet is None:
             name = names[0]
         elif sheet in names:
@@ -881,7 +899,7 @@ def _xlsx_titles(
         worksheet = workbook[name]
         # Some exporters write a wrong sheet size, which read-only mode would trust and cut rows or columns at.
         worksheet.reset_dimensions()
-        rows = enumerate(worksheet.iter_rows(values_only=True), start=1)
+        rows = sheet_rows(path, name, worksheet)
         # The header is the first non-empty row, or the first of the next few that holds the title column: a
         # report's own title rows above the table are skipped (and said).
         first, widest, header_row, header = (0, []), (0, []), 0, []
@@ -922,6 +940,29 @@ def _xlsx_titles(
             )
     finally:
         workbook.close()
+
+
+def sheet_rows(path: Path, name: str, worksheet) -> Iterator[tuple[int, tuple]]:
+    """(row number, values) of each row of a read-only worksheet. Where openpyxl cannot read the sheet on past some
+    row (a cell it cannot convert: a date or number that is not one, a shared string that is not there; XML that is
+    not XML 1.0; a damaged zip entry) it stops with DataError naming the sheet and the last line read: the rows after
+    it cannot be reached, so the file is refused as a whole, not labelled in part."""
+    rows = worksheet.iter_rows(values_only=True)
+    number = 0
+    while True:
+        try:
+            values = next(rows)
+        except StopIteration:
+            return
+        except Exception as error:  # ValueError, IndexError, XML's ParseError, zlib.error, ...: all mean the same
+            raise DataError(
+                path,
+                f"sheet {name!r}, after line {number}",
+                f"the sheet cannot be read on ({type(error).__name__}: {error}): the file is damaged, or "
+                "not written as Excel writes it (Excel's Open and Repair may mend it)",
+            ) from error
+        number += 1
+        yield number, values
 
 
 def as_dicts(items: Iterable[object]) -> list[dict]:
