@@ -47,7 +47,7 @@ from xml.sax.saxutils import escape, quoteattr
 import typer
 
 from titlecat import readers
-from titlecat.predict import STATUSES, plain, predict_file
+from titlecat.predict import STATUSES, PredictOptions, ReadOptions, RunOptions, plain, predict_file
 from titlecat.readers import DataError
 
 # The kinds of input generated: (file suffix, the separator of a table's cells).
@@ -992,11 +992,17 @@ def check_case(nlp, case: Case, folder: Path) -> Outcome:
     notes: list[str] = []
     with limits_set(case.limits):
         try:
-            summary = predict_file(
-                nlp, source, output, case.column, case.id_column, case.input_format, max_chars=case.max_chars,
-                chunk_size=case.chunk_size, progress=False, keep_title=True, delimiter=case.delimiter,
-                keep_columns=case.keep_columns, notify=notes.append,
-            )  # fmt: skip
+            read = ReadOptions(
+                case.column,
+                case.id_column,
+                case.input_format,
+                delimiter=case.delimiter,
+                keep_title=True,
+                keep_columns=case.keep_columns,
+                max_chars=case.max_chars,
+            )
+            run = RunOptions(chunk_size=case.chunk_size, progress=False, notify=notes.append)
+            summary = predict_file(nlp, source, output, PredictOptions(read, run))
             refusal = None
         except DataError as error:
             refusal = error

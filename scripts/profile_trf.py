@@ -221,12 +221,14 @@ def write_titles_file(path: Path, task_name: str, n: int) -> Path:
 def predict_file_speed(pipeline: Path, titles_file: Path, repeats: int = 3) -> dict:
     """Titles/s (wall and process CPU) of `titlecat predict` on the file, pipeline loaded from disk as it does:
     the fastest of `repeats` runs (a busy moment of the machine slows one run, never speeds one up)."""
-    from titlecat.predict import load_pipeline, predict_file
+    from titlecat.predict import PredictOptions, load_pipeline, predict_file
 
     nlp = load_pipeline(pipeline)
     n = sum(1 for _ in titles_file.open(encoding="utf-8"))
     runs = [
-        timed(lambda: predict_file(nlp, titles_file, titles_file.with_suffix(".csv"), progress=False))[1:]
+        timed(
+            lambda: predict_file(nlp, titles_file, titles_file.with_suffix(".csv"), PredictOptions.of(progress=False))
+        )[1:]
         for _ in range(repeats)
     ]
     wall, cpu = min(runs)
@@ -507,7 +509,7 @@ def gpu(
     import torch
     from torch._dynamo.utils import counters
 
-    from titlecat.predict import load_pipeline, predict_file
+    from titlecat.predict import PredictOptions, load_pipeline, predict_file
     from titlecat.preflight import check_gpu
 
     if gpu_id >= 0:
@@ -582,11 +584,12 @@ def gpu(
             encoder.attrs["max_batch_items" if gpu_id < 0 else "max_batch_items_gpu"] = items
             for batch_size in (int(value) for value in batch_sizes.split(",")):
                 # Untimed first: kernels loaded and the chunks' shapes seen once, as in a long file.
-                predict_file(nlp, titles_file, out, batch_size=batch_size, progress=False)
+                options = PredictOptions.of(batch_size=batch_size, progress=False)
+                predict_file(nlp, titles_file, out, options)
                 _, wall, cpu, window = measured(
                     sampler,
                     gpu_id,
-                    lambda: predict_file(nlp, titles_file, out, batch_size=batch_size, progress=False),  # noqa: B023
+                    lambda: predict_file(nlp, titles_file, out, options),  # noqa: B023
                 )
                 rows["predict"].append(
                     {

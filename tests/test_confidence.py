@@ -31,7 +31,7 @@ from titlecat.confidence import (
     row_postprocess,
 )
 from titlecat.labels import TASKS
-from titlecat.predict import load_pipeline, predict_file
+from titlecat.predict import PredictOptions, load_pipeline, predict_file
 from titlecat.readers import normalise_title, read_recorded_answers
 
 
@@ -284,9 +284,7 @@ def test_llm_fallback_on_a_down_endpoint_stops_and_writes_nothing(tiny, tmp_path
             load_pipeline(tiny / "combined"),
             titles,
             tmp_path / "out.csv",
-            "title",
-            progress=False,
-            postprocess=postprocess,
+            PredictOptions.of(column="title", progress=False, postprocess=postprocess),
         )
     assert not (tmp_path / "out.csv").exists()
 
@@ -323,7 +321,10 @@ def test_recorded_llm_answers_are_mapped_onto_the_annotators_convention(tiny, tm
         tmp_path / "out.csv", None, "recorded", 1.0, None, "department,seniority", None, settings
     )
     predict_file(
-        load_pipeline(tiny / "combined"), titles, tmp_path / "out.csv", "title", progress=False, postprocess=postprocess
+        load_pipeline(tiny / "combined"),
+        titles,
+        tmp_path / "out.csv",
+        PredictOptions.of(column="title", progress=False, postprocess=postprocess),
     )
     rows = read_rows(tmp_path / "out.csv")
     for row in rows[: len(owners)]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import run_predict
 
-from titlecat.predict import predict_file
+from titlecat.predict import PredictOptions, predict_file
 from titlecat.readers import DataError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +42,7 @@ def test_a_jsonl_integer_longer_than_python_converts_keeps_its_row(nlp, tmp_path
     digits = "7" * 5000
     source = tmp_path / "people.jsonl"
     source.write_text(f'{{"id": {digits}, "title": "Head of Sales"}}\n{{"id": 2, "title": {digits}}}\n', "utf-8")
-    predict_file(nlp, source, tmp_path / "out.jsonl", "title", "id", progress=False)
+    predict_file(nlp, source, tmp_path / "out.jsonl", PredictOptions.of(column="title", id_column="id", progress=False))
     rows = output_rows(tmp_path / "out.jsonl")
     assert [(row["line"], row["id"], row["title"], row["status"]) for row in rows] == [
         (1, digits, "Head of Sales", "ok"),
@@ -56,7 +56,9 @@ def test_nan_and_infinities_are_written_as_text_so_that_the_output_is_json(nlp, 
     source = tmp_path / "people.jsonl"
     lines = ['{"title": NaN, "score": 1}', '{"title": "CFO", "score": -Infinity}', '{"title": 1e400, "score": 0.5}']
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    predict_file(nlp, source, tmp_path / "out.jsonl", "title", progress=False, keep_columns=["score"])
+    predict_file(
+        nlp, source, tmp_path / "out.jsonl", PredictOptions.of(column="title", progress=False, keep_columns=["score"])
+    )
     rows = output_rows(tmp_path / "out.jsonl")
     assert [(row["title"], row["score"], row["status"]) for row in rows] == [
         ("nan", 1, "not_text"),
@@ -70,7 +72,7 @@ def test_a_jsonl_line_of_whitespace_json_has_not_is_malformed_not_left_out(nlp, 
     str.strip, not to JSON) vanished from the output unsaid. It is a malformed row on its own line."""
     source = tmp_path / "people.jsonl"
     source.write_text('{"title": "CFO"}\n \t\n\x0c\n\u2028\n\x85\r\n\x1c\n{"title": "CTO"}\n', encoding="utf-8")
-    summary = predict_file(nlp, source, tmp_path / "out.jsonl", "title", progress=False)
+    summary = predict_file(nlp, source, tmp_path / "out.jsonl", PredictOptions.of(column="title", progress=False))
     rows = output_rows(tmp_path / "out.jsonl")
     assert [(row["line"], row["status"]) for row in rows] == [
         (1, "ok"),
@@ -123,7 +125,9 @@ def test_a_sheet_openpyxl_cannot_read_on_is_refused_naming_where(nlp, tmp_path, 
     # the cell A3 (row 3, id 2) replaced
     rewrite_part(source, "xl/worksheets/sheet1.xml", lambda xml: xml.replace(b'<c r="A3" t="n"><v>2</v></c>', cell_xml))
     with pytest.raises(DataError, match=r"crm\.xlsx: sheet 'Sheet', after line 2: the sheet cannot be read on \(") as e:
-        predict_file(nlp, source, tmp_path / "out.csv", "title", "id", progress=False)
+        predict_file(
+            nlp, source, tmp_path / "out.csv", PredictOptions.of(column="title", id_column="id", progress=False)
+        )
     assert error in str(e.value)
     assert [path.name for path in tmp_path.iterdir()] == ["crm.xlsx"]
 
@@ -134,7 +138,7 @@ def test_a_workbook_with_no_sheets_is_refused_as_such(nlp, tmp_path):
     titles_workbook(source)
     rewrite_part(source, "xl/workbook.xml", lambda xml: re.sub(rb"<sheets>.*</sheets>", b"<sheets/>", xml))
     with pytest.raises(DataError, match=r"export\.xlsx: the workbook has no sheets"):
-        predict_file(nlp, source, tmp_path / "out.csv", "title", progress=False)
+        predict_file(nlp, source, tmp_path / "out.csv", PredictOptions.of(column="title", progress=False))
     assert [path.name for path in tmp_path.iterdir()] == ["export.xlsx"]
 
 

@@ -24,7 +24,7 @@ from titlecat import predict as predict_module
 from titlecat import readers
 from titlecat.cli import app
 from titlecat.labels import TASKS
-from titlecat.predict import check_title, predict_file
+from titlecat.predict import PredictOptions, check_title, predict_file
 from titlecat.readers import DataError, read_titles
 
 TITLES = ["Head of Sales", "Werkstudent IT-Support", "Directeur commercial", "Einkäuferin", "Senior Developer"]
@@ -177,7 +177,10 @@ def test_a_kept_cell_in_another_encoding_makes_its_row_undecodable(nlp, tmp_path
     )
     output = tmp_path / "out.csv"
     summary = predict_file(
-        nlp, source, output, "title", "id", progress=False, keep_columns=["company"], encoding="utf-8"
+        nlp,
+        source,
+        output,
+        PredictOptions.of(column="title", id_column="id", progress=False, keep_columns=["company"], encoding="utf-8"),
     )
     rows = read_csv(output)
     assert [(row["line"], row["status"], row["company"]) for row in rows] == [
@@ -191,7 +194,12 @@ def test_a_kept_cell_in_another_encoding_makes_its_row_undecodable(nlp, tmp_path
     assert "--encoding" in summary.hints()[0] and "kept columns" in summary.hints()[0]
     for encoding in ("cp1252", None):  # named, or detected
         summary = predict_file(
-            nlp, source, output, "title", "id", progress=False, keep_columns=["company"], encoding=encoding
+            nlp,
+            source,
+            output,
+            PredictOptions.of(
+                column="title", id_column="id", progress=False, keep_columns=["company"], encoding=encoding
+            ),
         )
         rows = read_csv(output)
         assert [(row["id"], row["status"], row["company"]) for row in rows] == [
@@ -265,7 +273,9 @@ def test_the_encoding_is_detected_in_the_first_mib_only(nlp, tmp_path):
     data = b"".join(f"{t}\n".encode("cp1252" if t == "Geschäftsführer" else "ascii") for t in lines)
     assert data.index(b"Gesch") > readers.ENCODING_PROBE_BYTES
     (tmp_path / "titles.csv").write_bytes(data)
-    summary = predict_file(nlp, tmp_path / "titles.csv", tmp_path / "out.csv", "title", progress=False)
+    summary = predict_file(
+        nlp, tmp_path / "titles.csv", tmp_path / "out.csv", PredictOptions.of(column="title", progress=False)
+    )
     assert summary.detected_encoding is None and summary.counts["undecodable"] == 1
     assert summary.first_lines["undecodable"] == len(lines) - 1 and summary.total == len(lines) - 1
 
@@ -278,7 +288,9 @@ def test_an_undecodable_row_is_reported_on_its_true_line_deep_in_a_file(nlp, tmp
         for number, line in enumerate(lines, start=1)
     )
     (tmp_path / "titles.csv").write_bytes(data)
-    summary = predict_file(nlp, tmp_path / "titles.csv", tmp_path / "out.csv", "title", progress=False)
+    summary = predict_file(
+        nlp, tmp_path / "titles.csv", tmp_path / "out.csv", PredictOptions.of(column="title", progress=False)
+    )
     rows = read_csv(tmp_path / "out.csv")
     assert len(rows) == 30_000 and summary.counts["undecodable"] == 2
     assert {int(row["line"]) for row in rows if row["status"] == "undecodable"} == bad
@@ -422,7 +434,7 @@ def test_a_stray_quote_makes_its_row_malformed_and_the_file_goes_on(nlp, tmp_pat
     source = tmp_path / "crm.csv"
     source.write_text('id;title\n1;"Head of" Sales\n2;CFO\n3;"Director\nFinance"\n4;CTO\n', encoding="utf-8")
     output = tmp_path / "out.csv"
-    summary = predict_file(nlp, source, output, "title", "id", progress=False)
+    summary = predict_file(nlp, source, output, PredictOptions.of(column="title", id_column="id", progress=False))
     assert [(row["line"], row["id"], row["status"]) for row in read_csv(output)] == [
         ("2", "1", "malformed"),
         ("3", "2", "ok"),
@@ -461,7 +473,9 @@ def test_a_quote_never_closed_costs_its_line_alone_and_the_rest_is_labelled(nlp,
     source.write_bytes(
         b'id;title\r\n1;"CEO\r\n2;CFO\r\n3;"Director, Finance"\r\n4;"Head\r\nof Sales"\r\n5;"CTO\r\n6;COO\r\n7;"Buyer'
     )
-    predict_file(nlp, source, output, "title", "id", progress=False, keep_title=True)
+    predict_file(
+        nlp, source, output, PredictOptions.of(column="title", id_column="id", progress=False, keep_title=True)
+    )
     assert [(row["line"], row["id"], row["title"], row["status"]) for row in read_csv(output)] == [
         ("2", "1", "CEO", "malformed"),
         ("3", "2", "CFO", "ok"),
@@ -474,7 +488,7 @@ def test_a_quote_never_closed_costs_its_line_alone_and_the_rest_is_labelled(nlp,
     # A quote never closed in the header leaves no header to read: the file stops, as ever.
     source.write_text('id,"title\n1,CEO\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"crm\.csv: line 1: malformed CSV: unexpected end of data: a quote opened"):
-        predict_file(nlp, source, output, "title", "id", progress=False)
+        predict_file(nlp, source, output, PredictOptions.of(column="title", id_column="id", progress=False))
 
 
 def test_a_quote_never_closed_is_cut_short_and_memory_stays_bounded(tmp_path, monkeypatch):
@@ -624,7 +638,9 @@ def test_an_excel_text_export_is_read_as_a_table(nlp, model, tmp_path, encoding)
 def test_a_malformed_jsonl_line_with_kept_fields_is_malformed_and_the_file_goes_on(nlp, tmp_path):
     source = tmp_path / "people.jsonl"
     source.write_text('{"title": "Sales Rep", "company": "X"}\nnot json\n[1, 2]\n{"title": "CFO"}\n', encoding="utf-8")
-    summary = predict_file(nlp, source, tmp_path / "out.csv", "title", progress=False, keep_columns=["company"])
+    summary = predict_file(
+        nlp, source, tmp_path / "out.csv", PredictOptions.of(column="title", progress=False, keep_columns=["company"])
+    )
     rows = read_csv(tmp_path / "out.csv")
     assert [(row["line"], row["status"], row["company"]) for row in rows] == [
         ("1", "ok", "X"),
@@ -830,7 +846,7 @@ def test_the_title_and_chosen_columns_are_carried_into_the_output(nlp, model, tm
     result = run_predict(crm, output, "-m", model, "--column", "title", "--keep-columns", ",status=s,,")
     assert result.exit_code == 0 and list(read_csv(output)[0])[:4] == ["line", "title", "s", "status"], result.output
     with pytest.raises(ValueError, match="--keep-columns '': expected NAME"):
-        predict_file(nlp, crm, output, "title", progress=False, keep_columns=[""])
+        predict_file(nlp, crm, output, PredictOptions.of(column="title", progress=False, keep_columns=[""]))
     result = run_predict(crm, output, "-m", model, "--column", "title", "--chunk-size", "0")
     assert result.exit_code == 2 and "--chunk-size" in result.output
     result = run_predict(source, output, "-m", model, "--column", "title", "--keep-columns", "company,company")
@@ -918,7 +934,12 @@ def test_the_processes_start_once_for_the_whole_file(nlp, tmp_path, monkeypatch)
     source.write_text("text\n" + "".join(f"{TITLES[i % len(TITLES)]}\n" for i in range(2000)), encoding="utf-8")
     monkeypatch.setenv("TITLECAT_TEST_PIDS", str(tmp_path / "pids"))
     monkeypatch.setattr(predict_module, "_label_in_worker", label_and_note_the_process)
-    predict_file(nlp, source, tmp_path / "out.csv", chunk_size=100, n_process=2, start_method="fork", progress=False)
+    predict_file(
+        nlp,
+        source,
+        tmp_path / "out.csv",
+        PredictOptions.of(chunk_size=100, n_process=2, start_method="fork", progress=False),
+    )
     pids = (tmp_path / "pids").read_text().split()
     assert len(pids) == 20 and len(set(pids)) == 2 and str(os.getpid()) not in pids
 
@@ -931,8 +952,10 @@ def test_two_processes_write_the_bytes_of_one(nlp, tmp_path, start_method):
         writer.writerow(["id", "text"])
         writer.writerows([i, f"{TITLES[i % len(TITLES)]} {i % 97}" if i % 13 else ""] for i in range(3000))
     kwargs = {"id_column": "id", "chunk_size": 250, "progress": False, "all_scores": True}
-    predict_file(nlp, source, tmp_path / "one.csv", n_process=1, **kwargs)
-    summary = predict_file(nlp, source, tmp_path / "two.csv", n_process=2, start_method=start_method, **kwargs)
+    predict_file(nlp, source, tmp_path / "one.csv", PredictOptions.of(n_process=1, **kwargs))
+    summary = predict_file(
+        nlp, source, tmp_path / "two.csv", PredictOptions.of(n_process=2, start_method=start_method, **kwargs)
+    )
     assert summary.total == 3000 and summary.counts["empty"] == 231
     assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
 
@@ -976,3 +999,15 @@ def test_an_empty_title_gets_no_answer_alone_or_in_a_batch(nlp):
             assert set(doc.cats.values()) == {0.0}
         assert batch[0]._.seniority is not None and batch[2]._.department is not None
         assert check_title(text)[0] == "empty"
+
+
+def test_predict_options_put_each_flat_name_in_its_group_and_name_an_unknown_one():
+    from titlecat.predict import ReadOptions, RunOptions
+    from titlecat.spreadsheet import OutputOptions
+
+    excel = OutputOptions(excel=True)
+    options = PredictOptions.of(column="title", chunk_size=4, output_options=excel, sidecar=False, model="m")
+    assert options.read == ReadOptions(column="title") and options.run == RunOptions(chunk_size=4)
+    assert (options.output, options.sidecar, options.model, options.postprocess) == (excel, False, "m", None)
+    with pytest.raises(TypeError, match="no option named 'colum'"):
+        PredictOptions.of(colum="title")

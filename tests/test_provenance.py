@@ -25,7 +25,7 @@ from spacy.language import Language
 
 from titlecat import __version__, provenance
 from titlecat import predict as predict_module
-from titlecat.predict import STATUSES, predict_file
+from titlecat.predict import STATUSES, PredictOptions, predict_file
 from titlecat.provenance import fingerprint, folder_fingerprint, header_value, memory_fingerprint, sidecar_path
 
 TITLES = ["Head of Sales", "Werkstudent IT-Support", "", "Directeur commercial", "12345", "Einkäuferin", "CTO"]
@@ -232,7 +232,7 @@ def test_the_sidecar_names_an_encoding_that_was_given_and_the_utf8_default(model
 def test_a_failed_run_leaves_the_output_and_its_sidecar_as_they_were(nlp, model, tmp_path, monkeypatch):
     source = write_titles(tmp_path / "titles.csv", TITLES * 3)
     output = tmp_path / "labels.csv"
-    predict_file(nlp, source, output, "title", chunk_size=4, progress=False)
+    predict_file(nlp, source, output, PredictOptions.of(column="title", chunk_size=4, progress=False))
     old = output.read_bytes(), sidecar_path(output).read_bytes()
 
     # Interrupted while labelling (Ctrl-C on the third chunk): nothing new, nothing partial.
@@ -246,7 +246,7 @@ def test_a_failed_run_leaves_the_output_and_its_sidecar_as_they_were(nlp, model,
 
     monkeypatch.setattr(predict_module, "label_records", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        predict_file(nlp, source, output, "title", chunk_size=4, progress=False, model="m")
+        predict_file(nlp, source, output, PredictOptions.of(column="title", chunk_size=4, progress=False, model="m"))
     assert (output.read_bytes(), sidecar_path(output).read_bytes()) == old and hidden_files(tmp_path) == []
     monkeypatch.setattr(predict_module, "label_records", label_records)
 
@@ -256,7 +256,7 @@ def test_a_failed_run_leaves_the_output_and_its_sidecar_as_they_were(nlp, model,
 
     monkeypatch.setattr(provenance.Run, "record", full_disk)
     with pytest.raises(OSError, match="No space left"):
-        predict_file(nlp, source, output, "title", chunk_size=4, progress=False, model="m")
+        predict_file(nlp, source, output, PredictOptions.of(column="title", chunk_size=4, progress=False, model="m"))
     assert (output.read_bytes(), sidecar_path(output).read_bytes()) == old and hidden_files(tmp_path) == []
     monkeypatch.undo()
 
@@ -266,14 +266,14 @@ def test_a_failed_run_leaves_the_output_and_its_sidecar_as_they_were(nlp, model,
 
     monkeypatch.setattr(provenance.Run, "record", unserialisable)
     with pytest.raises(RuntimeError, match="half-way"):
-        predict_file(nlp, source, output, "title", chunk_size=4, progress=False, model="m")
+        predict_file(nlp, source, output, PredictOptions.of(column="title", chunk_size=4, progress=False, model="m"))
     assert (output.read_bytes(), sidecar_path(output).read_bytes()) == old and hidden_files(tmp_path) == []
     monkeypatch.undo()
 
     # A run that succeeds replaces both; one without a sidecar (a library call) removes the old one.
-    predict_file(nlp, source, output, "title", chunk_size=4, progress=False, model="m")
+    predict_file(nlp, source, output, PredictOptions.of(column="title", chunk_size=4, progress=False, model="m"))
     assert json.loads(sidecar_path(output).read_text())["pipeline"]["model"] == "m"
-    predict_file(nlp, source, output, "title", progress=False, sidecar=False)
+    predict_file(nlp, source, output, PredictOptions.of(column="title", progress=False, sidecar=False))
     assert output.exists() and not sidecar_path(output).exists() and hidden_files(tmp_path) == []
 
 
@@ -348,10 +348,17 @@ def fake_ray(monkeypatch):
 def test_predict_ray_writes_the_sidecar_of_predict(fake_ray, model, tmp_path):
     ray, distributed = fake_ray
     source = write_titles(tmp_path / "titles.csv", TITLES * 3)
-    summary = distributed.predict_ray(source, tmp_path / "ray.csv", str(model), "title", workers=2, progress=False)
+    summary = distributed.predict_ray(
+        source, tmp_path / "ray.csv", PredictOptions.of(model=str(model), column="title", progress=False), workers=2
+    )
     assert ray.killed == 2 and summary.loading_seconds > 0 and summary.rate_with_loading < summary.rate
     assert SUMMARY_RATES.search(str(summary))
-    predict_file(spacy.load(model), source, tmp_path / "local.csv", "title", progress=False, model=str(model))
+    predict_file(
+        spacy.load(model),
+        source,
+        tmp_path / "local.csv",
+        PredictOptions.of(column="title", progress=False, model=str(model)),
+    )
     assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
     records = {name: json.loads((tmp_path / f"{name}.csv.json").read_text()) for name in ("ray", "local")}
     assert records["ray"]["pipeline"] == records["local"]["pipeline"]
@@ -364,7 +371,9 @@ def test_predict_ray_refuses_workers_that_loaded_other_weights(fake_ray, model, 
     monkeypatch.setattr(distributed.Labeller, "fingerprint", lambda self: "f" * 64)
     source = write_titles(tmp_path / "titles.csv")
     with pytest.raises(ValueError, match=r"2 of 2 workers loaded other weights \(sha256 ffffffffffffffff\) than"):
-        distributed.predict_ray(source, tmp_path / "ray.csv", str(model), "title", workers=2, progress=False)
+        distributed.predict_ray(
+            source, tmp_path / "ray.csv", PredictOptions.of(model=str(model), column="title", progress=False), workers=2
+        )
     assert ray.killed == 2 and not (tmp_path / "ray.csv").exists() and not (tmp_path / "ray.csv.json").exists()
 
 

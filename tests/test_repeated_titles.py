@@ -17,7 +17,7 @@ import titlecat.components  # noqa: F401  (registers the architecture)
 from titlecat import predict as predict_module
 from titlecat.components import TEXT_KEY, TitleFeatures, title_text
 from titlecat.labels import TASKS
-from titlecat.predict import AnswerCache, predict_file
+from titlecat.predict import AnswerCache, PredictOptions, predict_file
 
 TITLES = ["Head of Sales", "Werkstudent IT-Support", "Directeur commercial", "Einkäuferin", "Senior Developer"]
 
@@ -61,7 +61,10 @@ def test_a_repeated_title_goes_through_the_pipeline_once_with_the_answers_of_one
     monkeypatch.setattr(nlp, "pipe", counting_pipe)
     monkeypatch.setattr(predict_module, "AnswerCache", lambda: AnswerCache(max_titles))
     predict_file(
-        nlp, source, tmp_path / "out.csv", "title", "id", all_scores=True, chunk_size=4, progress=False, sidecar=False
+        nlp,
+        source,
+        tmp_path / "out.csv",
+        PredictOptions.of(column="title", id_column="id", all_scores=True, chunk_size=4, progress=False, sidecar=False),
     )
     rows = read_rows(tmp_path / "out.csv")
     assert [row["title"] for row in rows] == titles and [row["id"] for row in rows] == [str(i) for i in range(13)]

@@ -21,7 +21,7 @@ import pytest
 from conftest import curated_examples, train_small_pipelines
 
 from titlecat.labels import TASKS
-from titlecat.predict import answers, check_title, load_pipeline, pipeline_tasks, predict_file
+from titlecat.predict import PredictOptions, answers, check_title, load_pipeline, pipeline_tasks, predict_file
 from titlecat.serve import API_KEY_ENV, MAX_BODY_BYTES, MAX_TITLES, WARM_TITLES, Labeller, pipeline_metadata
 
 # Good and bad titles of every status; the lone surrogate arrives as the JSON escape "\ud800".
@@ -152,7 +152,9 @@ def test_the_answers_match_titlecat_predict_on_the_same_titles(server, nlp, tmp_
     titles = [example.text for example in curated_examples("department", 200, seed=3)] + MIXED
     path = tmp_path / "titles.jsonl"
     path.write_text("".join(json.dumps({"text": title}) + "\n" for title in titles), encoding="utf-8")
-    predict_file(nlp, path, tmp_path / "labels.jsonl", progress=False, keep_title=False)  # /v1/label has no title
+    predict_file(
+        nlp, path, tmp_path / "labels.jsonl", PredictOptions.of(progress=False, keep_title=False)
+    )  # /v1/label has no title
     predicted = [json.loads(line) for line in (tmp_path / "labels.jsonl").read_text().splitlines()]
     results = server.label({"titles": titles}).json()["results"]
     assert [{k: v for k, v in row.items() if k != "line"} for row in predicted] == results
@@ -316,7 +318,9 @@ def test_an_uploaded_file_comes_back_as_titlecat_predict_writes_it(server, nlp, 
     )
     assert response.status_code == 200, response.text
     assert 'filename="people.labelled.csv"' in response.headers["content-disposition"]
-    predict_file(nlp, source, tmp_path / "expected.csv", column="title", id_column="id", progress=False)
+    predict_file(
+        nlp, source, tmp_path / "expected.csv", PredictOptions.of(column="title", id_column="id", progress=False)
+    )
     assert response.content == (tmp_path / "expected.csv").read_bytes()
     with (tmp_path / "expected.csv").open(newline="", encoding="utf-8") as file:
         statuses = Counter(row["status"] for row in csv.DictReader(file))
@@ -344,7 +348,9 @@ def test_an_upload_keeps_the_title_and_the_columns_titlecat_predict_keeps(server
         response = server.post("/v1/label-file", files={"file": ("crm.csv", source.read_bytes())}, data=data)
         assert response.status_code == 200, response.text
         assert response.text.startswith(header)
-        predict_file(nlp, source, tmp_path / "expected.csv", column="title", progress=False, **options)
+        predict_file(
+            nlp, source, tmp_path / "expected.csv", PredictOptions.of(column="title", progress=False, **options)
+        )
         assert response.content == (tmp_path / "expected.csv").read_bytes()
 
 
@@ -392,7 +398,7 @@ def test_an_uploaded_excel_file_comes_back_as_titlecat_predict_writes_it(server,
     assert response.status_code == 200, response.text
     assert 'filename="people.labelled.jsonl"' in response.headers["content-disposition"]
     options = {"column": "title", "id_column": "id", "sheet": "people", "progress": False}
-    predict_file(nlp, source, tmp_path / "expected.jsonl", **options)
+    predict_file(nlp, source, tmp_path / "expected.jsonl", PredictOptions.of(**options))
     assert response.content == (tmp_path / "expected.jsonl").read_bytes()
     assert response.text.count('"status": "ok"') == 40 and '"status": "empty"' in response.text
     # Without `output`, a workbook comes back as a workbook, with the rows `titlecat predict` writes to one.
@@ -402,7 +408,7 @@ def test_an_uploaded_excel_file_comes_back_as_titlecat_predict_writes_it(server,
     assert 'filename="people.labelled.xlsx"' in response.headers["content-disposition"]
     assert response.headers["content-type"] == "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
     (tmp_path / "answer.xlsx").write_bytes(response.content)
-    predict_file(nlp, source, tmp_path / "expected.xlsx", **options)
+    predict_file(nlp, source, tmp_path / "expected.xlsx", PredictOptions.of(**options))
     assert sheet_values(tmp_path / "answer.xlsx") == sheet_values(tmp_path / "expected.xlsx")
     assert len(sheet_values(tmp_path / "answer.xlsx")) == 42  # the header and 41 rows
 

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from conftest import run_predict
 
-from titlecat.predict import check_title, predict_file
+from titlecat.predict import PredictOptions, check_title, predict_file
 
 # Cells anyone can write into a CV or a CRM export, which a spreadsheet would run as a formula.
 HOSTILE = [
@@ -244,7 +244,12 @@ def test_the_service_neutralises_the_cells_of_a_labelled_upload(model, tmp_path)
 
     response = asyncio.run(upload())
     assert response.status_code == 200, response.text
-    predict_file(app.state.files["nlp"], tmp_path / "crm.csv", tmp_path / "want.csv", "title", "id", progress=False)
+    predict_file(
+        app.state.files["nlp"],
+        tmp_path / "crm.csv",
+        tmp_path / "want.csv",
+        PredictOptions.of(column="title", id_column="id", progress=False),
+    )
     assert response.content == (tmp_path / "want.csv").read_bytes()
     rows = list(csv.DictReader(io.StringIO(response.text, newline="")))
     assert [row["id"] for row in rows] == [shown(source["id"]) for source in source_rows]

@@ -17,7 +17,7 @@ from conftest import DATA, load_wheel_in_fresh_venv, train_small_pipelines
 
 from titlecat import predict as predict_module
 from titlecat.labels import TASKS
-from titlecat.predict import check_title, load_pipeline, predict_file
+from titlecat.predict import PredictOptions, check_title, load_pipeline, predict_file
 from titlecat.readers import DataError, normalise_title, read_cv_positions
 
 # A fresh interpreter that has not imported titlecat: what spacy.load finds, it finds through entry points.
@@ -226,10 +226,10 @@ def test_an_interrupted_run_leaves_no_output_and_a_rerun_redoes_it(tiny, tmp_pat
     monkeypatch.setattr(predict_module, "label_records", interrupted)
     output = tmp_path / "out.csv"
     with pytest.raises(KeyboardInterrupt):
-        predict_file(nlp, tmp_path / "titles.csv", output, chunk_size=1000, progress=False)
+        predict_file(nlp, tmp_path / "titles.csv", output, PredictOptions.of(chunk_size=1000, progress=False))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["titles.csv"]
     monkeypatch.setattr(predict_module, "label_records", label_records)
-    summary = predict_file(nlp, tmp_path / "titles.csv", output, chunk_size=1000, progress=False)
+    summary = predict_file(nlp, tmp_path / "titles.csv", output, PredictOptions.of(chunk_size=1000, progress=False))
     assert summary.total == 3000 == len(output.read_text().splitlines()) - 1
 
 

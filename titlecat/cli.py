@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from .predict import MAX_CHARS, check_paths, column_names, fail_on_statuses, load_pipeline, predict_file
+from .predict import (
+    MAX_CHARS,
+    PredictOptions,
+    ReadOptions,
+    RunOptions,
+    check_paths,
+    column_names,
+    fail_on_statuses,
+    load_pipeline,
+    predict_file,
+)
 from .preflight import PreflightError
 from .readers import DataError
 from .spreadsheet import FORMULA_CHARACTERS, parse_output_options
@@ -102,6 +113,20 @@ def confidence_postprocess(output_path: Path, review_below, llm_fallback, llm_sh
     from .confidence import row_postprocess
 
     return row_postprocess(output_path, review_below, llm_fallback, llm_share, llm_below, *rest)
+
+
+def read_options(column, id_column, input_format, encoding, delimiter, sheet, keep_title, keep_columns) -> ReadOptions:
+    """What `predict` and `predict-ray` read, from their options as typed (--keep-columns: comma-separated)."""
+    return ReadOptions(
+        column=column,
+        id_column=id_column,
+        input_format=input_format,
+        encoding=encoding,
+        delimiter=delimiter,
+        sheet=sheet,
+        keep_title=keep_title,
+        keep_columns=column_names(keep_columns),
+    )
 
 
 def notify(message: str) -> None:
@@ -201,30 +226,18 @@ def predict(
         started = time.perf_counter()
         nlp = load_pipeline(model, gpu_id)
         loading_seconds = time.perf_counter() - started
-        summary = predict_file(
-            nlp,
-            input_path,
-            output_path,
-            column,
-            id_column,
-            input_format,
-            all_scores,
-            n_process,
-            batch_size or (GPU_BATCH_SIZE if gpu_id >= 0 else None),
-            chunk_size,
-            max_chars,
-            progress,
-            postprocess,
-            encoding=encoding,
-            delimiter=delimiter,
-            sheet=sheet,
-            keep_title=keep_title,
-            keep_columns=column_names(keep_columns),
+        read = read_options(column, id_column, input_format, encoding, delimiter, sheet, keep_title, keep_columns)
+        read = replace(read, max_chars=max_chars)
+        run = RunOptions(
+            all_scores=all_scores,
+            n_process=n_process,
+            batch_size=batch_size or (GPU_BATCH_SIZE if gpu_id >= 0 else None),
+            chunk_size=chunk_size,
+            progress=progress,
             notify=notify,
-            output_options=output_options,
-            loading_seconds=loading_seconds,
-            model=model,
         )
+        options = PredictOptions(read, run, output_options, postprocess, model, loading_seconds)
+        summary = predict_file(nlp, input_path, output_path, options)
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
     report(output_path, summary, postprocess, fail_on_status)
@@ -292,28 +305,10 @@ def predict_ray_command(
         postprocess = confidence_postprocess(
             output_path, review_below, llm_fallback, llm_share, llm_below, llm_tasks, llm_store, llm_settings, progress
         )
-        summary = predict_ray(
-            input_path,
-            output_path,
-            model,
-            column,
-            id_column,
-            input_format,
-            all_scores,
-            workers,
-            batch_size,
-            max_chars,
-            address,
-            progress,
-            postprocess=postprocess,
-            encoding=encoding,
-            delimiter=delimiter,
-            sheet=sheet,
-            keep_title=keep_title,
-            keep_columns=column_names(keep_columns),
-            notify=notify,
-            output_options=output_options,
-        )
+        read = read_options(column, id_column, input_format, encoding, delimiter, sheet, keep_title, keep_columns)
+        run = RunOptions(all_scores=all_scores, batch_size=batch_size, progress=progress, notify=notify)
+        options = PredictOptions(replace(read, max_chars=max_chars), run, output_options, postprocess, model)
+        summary = predict_ray(input_path, output_path, options, workers, address)
     except (DataError, PreflightError, ValueError, OSError) as error:
         fail(error)
     report(output_path, summary, postprocess, fail_on_status)

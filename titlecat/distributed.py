@@ -16,15 +16,15 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import ray
 from spacy.util import minibatch
 
 from .predict import (
-    MAX_CHARS,
     AnswerCache,
+    PredictOptions,
     Summary,
     check_paths,
     check_records,
@@ -39,7 +39,6 @@ from .predict import (
 )
 from .provenance import Run, fingerprint, pipeline_provenance
 from .readers import read_titles, title_format
-from .spreadsheet import OutputOptions
 
 
 class Labeller:
@@ -118,37 +117,25 @@ def label_in_order(
 def predict_ray(
     input_path: Path | str,
     output_path: Path | str,
-    model: str = "training/combined",
-    column: str = "text",
-    id_column: str | None = None,
-    input_format: str | None = None,
-    all_scores: bool = False,
+    options: PredictOptions = PredictOptions(model="training/combined"),
     workers: int = 2,
-    batch_size: int | None = None,
-    max_chars: int = MAX_CHARS,
     address: str | None = None,
-    progress: bool = True,
     rows_per_block: int = 5000,
-    postprocess=None,
-    encoding: str | None = None,
-    delimiter: str | None = None,
-    sheet: str | None = None,
-    keep_title: bool = True,
-    keep_columns: Sequence[str] = (),
-    notify: Callable[[str], None] | None = None,
-    output_options: OutputOptions = OutputOptions(),
 ) -> Summary:
-    """`titlecat predict-ray`. `postprocess` (titlecat.confidence.RowPostprocess: review flag, LLM fallback) runs
-    on the driver, on each block's rows and checked titles, as `titlecat predict` runs it on each chunk. The
-    driver reads the file (encoding, delimiter, sheet, kept columns as in `titlecat predict`) and writes it
-    (`output_options`: formula-like cells neutralised, CSV for Excel, as in `titlecat predict`)."""
+    """`titlecat predict-ray`: `options` as `titlecat.predict.predict_file`'s (the pipeline is `options.model`, each
+    worker an actor that loads it; `options.run`'s processes and chunks are the actors and `rows_per_block`).
+    `options.postprocess` (review flag, LLM fallback) runs on the driver, on each block's rows and checked titles,
+    as `titlecat predict` runs it on each chunk. The driver reads the file and writes it as `titlecat predict`."""
+    read, labelling, postprocess = options.read, options.run, options.postprocess
+    model = str(options.model or "training/combined")
     if workers < 1:
         raise ValueError(f"--workers {workers}: at least one worker is needed")
     check_paths(input_path, output_path)
-    fmt = title_format(input_path, input_format)
-    keep_columns, kept_names = kept_column_names(keep_columns)
-    reading = {"encoding": encoding, "delimiter": delimiter, "sheet": sheet, "keep_columns": keep_columns}
-    check_input(input_path, column, id_column, fmt, **reading)
+    fmt = title_format(input_path, read.input_format)
+    keep_columns, kept_names = kept_column_names(read.keep_columns)
+    reading = {"encoding": read.encoding, "delimiter": read.delimiter, "sheet": read.sheet}
+    reading["keep_columns"] = keep_columns
+    check_input(input_path, read.column, read.id_column, fmt, **reading)
     # The driver loads the pipeline too: a wrong model fails here, before any worker starts. Loading (the driver's,
     # Ray's start and its actors') is timed apart from labelling, for the summary's titles/s with and without it.
     started = time.perf_counter()
@@ -156,17 +143,19 @@ def predict_ray(
     tasks, pipeline = pipeline_tasks(nlp), pipeline_provenance(nlp)
     del nlp  # the driver labels nothing
     loading_seconds = time.perf_counter() - started
-    fields = output_fields(tasks, all_scores, id_column is not None, keep_title, kept_names)
+    fields = output_fields(tasks, labelling.all_scores, read.id_column is not None, read.keep_title, kept_names)
     if postprocess is not None:
         fields = postprocess.fields(fields)
-    records, found = read_input(input_path, output_path, column, id_column, fmt, output_options, notify, **reading)
+    records, found = read_input(
+        input_path, output_path, read.column, read.id_column, fmt, options.output, labelling.notify, **reading
+    )
     named, model = model, str(Path(model).resolve()) if Path(model).exists() else model
     started = time.perf_counter()
     if not ray.is_initialized():  # a caller's own Ray session keeps its logging as it is
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR)
         quiet_console()
     remote = ray.remote(num_cpus=1)(Labeller)
-    actors = [remote.remote(model, all_scores, batch_size) for _ in range(workers)]
+    actors = [remote.remote(model, labelling.all_scores, labelling.batch_size) for _ in range(workers)]
     try:
         # Waits for every actor to have loaded the pipeline (their start is loading, not labelling).
         check_fingerprints(named, pipeline["sha256"], ray.get([actor.fingerprint.remote() for actor in actors]))
@@ -176,7 +165,10 @@ def predict_ray(
         raise
     loading_seconds += time.perf_counter() - started
     run = Run(pipeline, input_path, fmt, named, found.get("read_as"), bool(found.get("encoding")), postprocess)
-    blocks = (check_records(chunk, max_chars, keep_title, kept_names) for chunk in minibatch(records, rows_per_block))
+    blocks = (
+        check_records(chunk, read.max_chars, read.keep_title, kept_names)
+        for chunk in minibatch(records, rows_per_block)
+    )
     # Two blocks per actor: one being labelled, one waiting, so no actor idles while the driver writes.
     labelled = postprocessed(label_in_order(actors, blocks, 2 * workers), postprocess)
     try:
@@ -184,10 +176,10 @@ def predict_ray(
             output_path,
             fields,
             labelled,
-            progress,
-            max_chars,
+            labelling.progress,
+            read.max_chars,
             fmt,
-            output_options=output_options,
+            output_options=options.output,
             input_delimiter=found.get("delimiter"),
             detected_encoding=found.get("encoding"),
             loading_seconds=loading_seconds,

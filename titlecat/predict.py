@@ -21,6 +21,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import spacy
@@ -692,65 +693,108 @@ def postprocessed(labelled: Iterable[tuple[list[dict], list[dict]]], postprocess
         yield rows if postprocess is None else postprocess(rows, [record["text"] for record in checked])
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """What `predict_file` reads: the title's `column` (CSV/TSV/Excel) or field (JSONL), the one copied as `id`, the
+    `input_format` (None: from the suffix), `encoding` (None: UTF-8, or the one detected), `delimiter` (None: found
+    from the header), the Excel `sheet`, whether the title is copied to the output (`keep_title`) and which other
+    columns are (`keep_columns`), and the longest title labelled (`max_chars`)."""
+
+    column: str = "text"
+    id_column: str | None = None
+    input_format: str | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    keep_title: bool = True
+    keep_columns: Sequence[str] = ()
+    max_chars: int = MAX_CHARS
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How `predict_file` labels: every label's score (`all_scores`), in `n_process` processes (started by
+    `start_method`, None: the platform's), `batch_size` titles a pipeline batch (None: the pipeline's), `chunk_size`
+    rows read, labelled and written at a time, a progress bar (`progress`) and where notes go (`notify`)."""
+
+    all_scores: bool = False
+    n_process: int = 1
+    batch_size: int | None = None
+    chunk_size: int = 20000
+    start_method: str | None = None
+    progress: bool = True
+    notify: Callable[[str], None] | None = None
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """Everything `predict_file` is told besides its pipeline and paths: what to read (`read`), how to label (`run`),
+    how to write (`output`, titlecat.spreadsheet.OutputOptions), the `postprocess` of each chunk's rows
+    (titlecat.confidence.RowPostprocess: review flag, LLM fallback), and for the provenance sidecar (`sidecar`) the
+    pipeline as the user named it (`model`) and the time it took to load (`loading_seconds`)."""
+
+    read: ReadOptions = ReadOptions()
+    run: RunOptions = RunOptions()
+    output: OutputOptions = OutputOptions()
+    postprocess: object = None
+    model: str | Path | None = None
+    loading_seconds: float | None = None
+    sidecar: bool = True
+
+    @classmethod
+    def of(cls, **settings) -> PredictOptions:
+        """The options from flat names (`column="title", chunk_size=4, progress=False`), each put in its group;
+        `output_options` is `output`. A name no group has is a TypeError naming it."""
+        groups: dict[str, dict] = {"read": {}, "run": {}, "own": {}}
+        for name, value in settings.items():
+            if name in ReadOptions.__dataclass_fields__:
+                groups["read"][name] = value
+            elif name in RunOptions.__dataclass_fields__:
+                groups["run"][name] = value
+            elif name in ("postprocess", "model", "loading_seconds", "sidecar", "output_options"):
+                groups["own"]["output" if name == "output_options" else name] = value
+            else:
+                raise TypeError(f"PredictOptions.of: no option named {name!r}")
+        return cls(ReadOptions(**groups["read"]), RunOptions(**groups["run"]), **groups["own"])
+
+
 def predict_file(
-    nlp: Language,
-    input_path: Path | str,
-    output_path: Path | str,
-    column: str = "text",
-    id_column: str | None = None,
-    input_format: str | None = None,
-    all_scores: bool = False,
-    n_process: int = 1,
-    batch_size: int | None = None,
-    chunk_size: int = 20000,
-    max_chars: int = MAX_CHARS,
-    progress: bool = True,
-    postprocess=None,
-    *,
-    encoding: str | None = None,
-    delimiter: str | None = None,
-    sheet: str | None = None,
-    keep_title: bool = True,
-    keep_columns: Sequence[str] = (),
-    notify: Callable[[str], None] | None = None,
-    start_method: str | None = None,
-    output_options: OutputOptions = OutputOptions(),
-    loading_seconds: float | None = None,
-    model: str | Path | None = None,
-    sidecar: bool = True,
+    nlp: Language, input_path: Path | str, output_path: Path | str, options: PredictOptions = PredictOptions()
 ) -> Summary:
-    """Label every row of a file; see `titlecat predict --help`.
+    """Label every row of a file; see `titlecat predict --help` and `PredictOptions`.
 
-    With n_process > 1 a pool of that many processes, started once for the file (each gets the pipeline
-    once: inherited under `fork`, pickled under `spawn`/`forkserver`, `start_method`; default: the
-    platform's), labels chunk after chunk while this process reads, checks and writes.
-    `postprocess` (titlecat.confidence.RowPostprocess: review flag, LLM fallback) adds its columns and
-    changes each chunk's rows, given their checked titles. `output_options` (titlecat.spreadsheet): formula-like
-    cells neutralised (default), CSV for Excel, the output's separator.
-
-    With `sidecar` (default) the run's provenance goes to `OUT.json` with OUT (titlecat.provenance: the pipeline,
-    named by `model` as the user named it, else by its folder; the input; the counts; titles/s with and without
-    `loading_seconds`, the time the caller took to load the pipeline).
+    With `options.run.n_process` > 1 a pool of that many processes, started once for the file (each gets the pipeline
+    once: inherited under `fork`, pickled under `spawn`/`forkserver`, `start_method`; default: the platform's), labels
+    chunk after chunk while this process reads, checks and writes. `options.postprocess` adds its columns and changes
+    each chunk's rows, given their checked titles. With `options.sidecar` (default) the run's provenance goes to
+    `OUT.json` with OUT (titlecat.provenance: the pipeline, named by `options.model` as the user named it, else by its
+    folder; the input; the counts; titles/s with and without `options.loading_seconds`).
     """
+    read, run, postprocess = options.read, options.run, options.postprocess
     check_paths(input_path, output_path)
-    fmt = title_format(input_path, input_format)
+    fmt = title_format(input_path, read.input_format)
     tasks = pipeline_tasks(nlp)
-    keep_columns, kept_names = kept_column_names(keep_columns)
-    fields = output_fields(tasks, all_scores, id_column is not None, keep_title, kept_names)
+    keep_columns, kept_names = kept_column_names(read.keep_columns)
+    fields = output_fields(tasks, run.all_scores, read.id_column is not None, read.keep_title, kept_names)
     if postprocess is not None:
         fields = postprocess.fields(fields)
-    reading = {"encoding": encoding, "delimiter": delimiter, "sheet": sheet, "keep_columns": keep_columns}
+    reading = {
+        "encoding": read.encoding,
+        "delimiter": read.delimiter,
+        "sheet": read.sheet,
+        "keep_columns": keep_columns,
+    }
     records, found = read_input(
-        input_path, output_path, column, id_column, input_format, output_options, notify, **reading
+        input_path, output_path, read.column, read.id_column, read.input_format, options.output, run.notify, **reading
     )
     writing = {
-        "output_options": output_options,
+        "output_options": options.output,
         "input_delimiter": found.get("delimiter"),
         "detected_encoding": found.get("encoding"),
-        "loading_seconds": loading_seconds,
+        "loading_seconds": options.loading_seconds,
     }
-    if sidecar:
-        named = model if model is not None else pipeline_folder(nlp)  # as the user named it, else its folder
+    if options.sidecar:
+        named = options.model if options.model is not None else pipeline_folder(nlp)  # as the user named it
         writing["run"] = Run(
             pipeline_provenance(nlp),
             input_path,
@@ -761,22 +805,21 @@ def predict_file(
             postprocess,
         )
     checked_chunks = (
-        check_records(chunk, max_chars, keep_title, kept_names) for chunk in minibatch(records, chunk_size)
+        check_records(chunk, read.max_chars, read.keep_title, kept_names)
+        for chunk in minibatch(records, run.chunk_size)
     )
+    write = partial(write_predictions, output_path, fields, progress=run.progress, max_chars=read.max_chars)
 
-    if n_process > 1:
+    if run.n_process > 1:
         # Started before the progress bar's thread: fork() in a threaded process may deadlock.
-        context = multiprocessing.get_context(start_method)
-        with context.Pool(
-            n_process, _start_worker, (nlp, tasks, all_scores, batch_size, Underscore.get_state())
-        ) as pool:
-            labelled = labelled_in_pool(pool, checked_chunks, n_process)
-            chunks = postprocessed(labelled, postprocess)
-            return write_predictions(output_path, fields, chunks, progress, max_chars, fmt, **writing)
+        context = multiprocessing.get_context(run.start_method)
+        settings = (nlp, tasks, run.all_scores, run.batch_size, Underscore.get_state())
+        with context.Pool(run.n_process, _start_worker, settings) as pool:
+            labelled = labelled_in_pool(pool, checked_chunks, run.n_process)
+            return write(postprocessed(labelled, postprocess), input_format=fmt, **writing)
     cache = AnswerCache()
     labelled = (
-        (checked, label_records(nlp, tasks, checked, all_scores, batch_size, 1, index > 0, cache))
+        (checked, label_records(nlp, tasks, checked, run.all_scores, run.batch_size, 1, index > 0, cache))
         for index, checked in enumerate(checked_chunks)
     )
-    chunks = postprocessed(labelled, postprocess)
-    return write_predictions(output_path, fields, chunks, progress, max_chars, fmt, **writing)
+    return write(postprocessed(labelled, postprocess), input_format=fmt, **writing)

@@ -52,6 +52,9 @@ from .combined import FACTORY as ANSWERS_FACTORY
 from .predict import (
     MAX_CHARS,
     STATUSES,
+    PredictOptions,
+    ReadOptions,
+    RunOptions,
     Summary,
     answers,
     check_review_below,
@@ -609,7 +612,7 @@ def create_app(
         # ASCII output: an id may hold a lone surrogate, which only an escape can carry.
         return Response(json.dumps({"results": rows}, separators=(",", ":")), media_type="application/json")
 
-    def predict_upload(input_path: Path, output_path: Path, **options) -> Summary:
+    def predict_upload(input_path: Path, output_path: Path, options: PredictOptions) -> Summary:
         if files["nlp"] is None:
             nlp = load_pipeline(model)
             if fingerprint(nlp) != metadata["pipeline"]["sha256"]:
@@ -624,8 +627,8 @@ def create_app(
             # predict_file labels a file's first chunk outside a memory zone; this outer zone frees what it adds
             # too, so that upload after upload leaves nothing in the vocab.
             zone = files["nlp"].memory_zone()
-        with zone:  # no sidecar: the answer is the file, its provenance in the X-Titlecat-Pipeline header
-            return predict_file(files["nlp"], input_path, output_path, progress=False, sidecar=False, **options)
+        with zone:
+            return predict_file(files["nlp"], input_path, output_path, options)
 
     @app.post("/v1/label-file", response_class=FileResponse, responses=ERRORS)
     async def label_file(
@@ -681,18 +684,28 @@ def create_app(
         try:
             with input_path.open("wb") as target:
                 await asyncio.to_thread(shutil.copyfileobj, file.file, target)
-            options = {"column": column, "id_column": id_column or None, "input_format": input_format or None}
-            options.update(encoding=encoding or None, delimiter=delimiter or None, sheet=sheet or None)
-            options["output_options"] = parse_output_options(neutralise_formulas, excel, output_delimiter)
-            options.update(keep_title=keep_title, keep_columns=column_names(keep_columns))
+            read = ReadOptions(
+                column=column,
+                id_column=id_column or None,
+                input_format=input_format or None,
+                encoding=encoding or None,
+                delimiter=delimiter or None,
+                sheet=sheet or None,
+                keep_title=keep_title,
+                keep_columns=column_names(keep_columns),
+            )
+            output_options = parse_output_options(neutralise_formulas, excel, output_delimiter)
+            postprocess = None
             threshold = default_review_below if review_below is None else review_below
             if threshold is not None:
                 from .confidence import RowPostprocess  # scikit-learn: loaded at the first upload that asks
 
-                options["postprocess"] = RowPostprocess(threshold)
+                postprocess = RowPostprocess(threshold)
+            # No sidecar: the answer is the file, its provenance in the X-Titlecat-Pipeline header.
+            run = RunOptions(all_scores, progress=False)
+            options = PredictOptions(read, run, output_options, postprocess, sidecar=False)
             summary = await asyncio.get_running_loop().run_in_executor(
-                files["executor"],
-                partial(predict_upload, input_path, output_path, all_scores=all_scores, **options),
+                files["executor"], partial(predict_upload, input_path, output_path, options)
             )
         except (DataError, ValueError, OSError) as bad:
             shutil.rmtree(folder, ignore_errors=True)
