@@ -382,7 +382,9 @@ class PipelineHeader:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over its path's limit gets 413 before the app parses it."""
+    """ASGI middleware: a request body over its path's limit gets 413 before the app parses it, and the connection
+    is closed: on its Content-Length, before any of the body is read; a chunked body, once more than the limit has
+    arrived (else uvicorn would read and drop the rest of it, however long, to keep the connection)."""
 
     def __init__(self, app, limits: dict[str, int], default: int):
         self.app = app
@@ -414,7 +416,12 @@ class BodyLimit:
                 raise HTTPException(413, message)
             return event
 
-        await self.app(scope, limited_receive, send)
+        async def send_closing_when_over(event):
+            if event["type"] == "http.response.start" and received > limit:
+                event = {**event, "headers": [*event.get("headers", []), (b"connection", b"close")]}
+            await send(event)
+
+        await self.app(scope, limited_receive, send_closing_when_over)
 
 
 def api_key_from_env(name: str) -> str:
