@@ -813,9 +813,17 @@ def serve(
     uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
 
 
-def start_server(model: Path | str, port: int, log: Path, options: Sequence[str] = (), timeout: float = 120.0):
+def start_server(
+    model: Path | str,
+    port: int,
+    log: Path,
+    options: Sequence[str] = (),
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+):
     """`titlecat serve` in a subprocess on 127.0.0.1:port, returned once /health answers (for the load
-    benchmark and the page check). Its log goes to a file: a pipe nobody reads would block it once full."""
+    benchmark, the soak and the page check); `env`: its environment (None: this process's). Its log goes to a
+    file: a pipe nobody reads would block it once full."""
     import subprocess
     import sys
     import time
@@ -824,7 +832,7 @@ def start_server(model: Path | str, port: int, log: Path, options: Sequence[str]
 
     command = [sys.executable, "-m", "titlecat", "serve", "--model", str(model), "--port", str(port), *options]
     with Path(log).open("w") as file:
-        server = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
