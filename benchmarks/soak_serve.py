@@ -54,6 +54,9 @@ TARGET_SINGLE_P99_MS = 50.0
 # The oversized bodies offer this many times the limit: a server that read them whole would take all of it.
 OVERSIZE_FACTOR = {"/v1/label": 8, "/v1/label-file": 2}
 FILLER = b" " * 2**16
+# onnxruntime (the multilingual pipelines' encoder) writes this to the temporary folder once, at its first run: a
+# session id, not something a request left.
+ONNXRUNTIME_SESSION_FILE = ".ses"
 BOUNDARY = "titlecat-soak-boundary"
 # Words of job titles in several languages and scripts; most titles add a token of their own (a region and a
 # number), new to the server's vocab until the pool of titles has been seen.
@@ -76,6 +79,7 @@ class Record:
     failure: str | None = None  # no answer: "closed" (by the server), "timeout" (--timeout), "refused"
     problem: str | None = None  # an answer its kind does not expect
     seconds: float = 0.0
+    titles: int = 0  # titles (or rows of a file) sent to be labelled
     sent: int | None = None  # bytes of an oversized body the client sent before the answer
     offered: int | None = None  # bytes of that body in all
 
@@ -269,12 +273,14 @@ def check_upload(record: Record, response: httpx.Response, rows: int) -> None:
 
 async def single(soak: Soak, rng: random.Random, record: Record) -> None:
     titles = [soak.title(rng)]
+    record.titles = len(titles)
     check_rows(record, await soak.post(record, "/v1/label", json_body({"titles": titles}), JSON), titles)
 
 
 async def batch(soak: Soak, rng: random.Random, record: Record) -> None:
     titles = [soak.title(rng) for _ in range(rng.randint(2, 200))]
     ids = [f"row-{index}" for index in range(len(titles))]
+    record.titles = len(titles)
     body: dict = {"titles": titles, "ids": ids, "all_scores": rng.random() < 0.3}
     if rng.random() < 0.3:
         body["review_below"] = 0.5
@@ -365,6 +371,7 @@ async def oversized_upload(soak: Soak, rng: random.Random, record: Record) -> No
 
 async def long_titles(soak: Soak, rng: random.Random, record: Record) -> None:
     titles = [soak.title(rng), *rng.sample(soak.long_titles, rng.randint(1, 2))]
+    record.titles = len(titles)
     check_rows(record, await soak.post(record, "/v1/label", json_body({"titles": titles}), JSON), titles)
 
 
@@ -379,6 +386,7 @@ async def trickle(body: bytes, pieces: int, pause: float) -> AsyncIterator[bytes
 async def slow_label(soak: Soak, rng: random.Random, record: Record) -> None:
     """A good body sent in 5-15 pieces, 0.1-0.2 s apart."""
     titles = [soak.title(rng) for _ in range(rng.randint(1, 20))]
+    record.titles = len(titles)
     body = json_body({"titles": titles})
     content = trickle(body, rng.randint(5, 15), rng.uniform(0.1, 0.2))
     response = await soak.post(record, "/v1/label", content, {**JSON, "Content-Length": str(len(body))})
@@ -387,7 +395,7 @@ async def slow_label(soak: Soak, rng: random.Random, record: Record) -> None:
 
 async def slow_upload(soak: Soak, rng: random.Random, record: Record) -> None:
     titles = [soak.title(rng) for _ in range(rng.randint(1, 50))]
-    record.variant = "csv"
+    record.variant, record.titles = "csv", len(titles)
     body = multipart(*table_file("csv", titles))
     content = trickle(body, rng.randint(5, 15), rng.uniform(0.1, 0.2))
     response = await soak.post(record, "/v1/label-file", content, {**MULTIPART, "Content-Length": str(len(body))})
@@ -403,6 +411,7 @@ async def file_upload(soak: Soak, rng: random.Random, record: Record) -> None:
         titles = [soak.title(rng) for _ in range(rng.choice([1, 10, 100, 300]))]
         name, content, fields = table_file(record.variant, titles)
         rows = len(titles)
+    record.titles = rows
     output = rng.choice(["", "", "csv", "jsonl", "xlsx"])
     if output:
         fields["output"] = output
@@ -568,6 +577,7 @@ def summarise(
         "seconds_run": elapsed,
         "requests": len(records),
         "requests_per_second": len(records) / elapsed,
+        "titles_labelled": sum(record.titles for record in records if record.status == 200),
         "kinds": kinds,
         "rss": memory,
         "open_files": {"first": samples.fds[0][1], "last": samples.fds[-1][1]} if samples.fds else None,
@@ -637,6 +647,11 @@ def report(result: dict) -> str:
         f"{sum(s['unexpected'] for s in result['kinds'].values())} | "
         f"{sum(s['unanswered'] for s in result['kinds'].values())} |",
         "",
+        f"Titles (and rows of files) labelled: {result['titles_labelled']:,} "
+        f"({result['titles_labelled'] / result['seconds_run']:,.0f}/s). The server's CPU time: "
+        f"{server['cpu_seconds'] or 0:,.0f} s, {(server['cpu_seconds'] or 0) / result['seconds_run']:.2f} of "
+        f"{os.cpu_count()} CPUs on average, beside the clients and whatever else the load average counts.",
+        "",
         "Oversized bodies, sent by the client before the server's answer (the most of any one) of what each offered:",
         "",
     ]
@@ -658,8 +673,8 @@ def report(result: dict) -> str:
         f"**{memory['growth_percent']:+.1f}%**; peak after the warm-up {megabytes(memory['peak_after_warmup_bytes'])}"
         f" MiB ({memory['peak_growth_percent']:+.1f}%); {len(memory['samples'])} samples. Open files "
         + (f"{files['first']} at the start, {files['last']} at the end. " if files else "not sampled. ")
-        + f"Server CPU time {server['cpu_seconds'] or 0:,.0f} s; alive after the run: {server['alive_after']}; "
-        f"stopped by SIGTERM: {server['stopped_on_sigterm']}; errors in its log: {server['log_errors']}; "
+        + f"Server alive after the run: {server['alive_after']}; stopped by SIGTERM: {server['stopped_on_sigterm']}; "
+        f"errors in its log: {server['log_errors']}; "
         f"temporary files left: {server['temp_left']}.",
         "",
         "| check | result |",
@@ -752,7 +767,8 @@ def main(
         cpu = cpu_seconds(server.pid)
     finally:
         stopped = stop_server(server)
-    temp_left = sorted(str(path.relative_to(temp)) for path in set(temp.rglob("*")) - temp_before)
+    left = set(temp.rglob("*")) - temp_before - {temp / ONNXRUNTIME_SESSION_FILE}
+    temp_left = sorted(str(path.relative_to(temp)) for path in left)
     shutil.rmtree(temp, ignore_errors=True)
     log = log_path.read_text(errors="replace")
     server_state = {

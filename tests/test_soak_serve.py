@@ -50,6 +50,7 @@ def test_a_short_soak_gets_every_kind_its_answer_and_no_5xx(model, tmp_path):
         if "offered" in summary:
             assert summary["read_whole"] == 0 and summary["sent_max"] < summary["offered"], (kind, summary)
     assert report["requests"] == sum(summary["requests"] for summary in report["kinds"].values()) > 100
+    assert report["titles_labelled"] > report["kinds"]["single"]["requests"]  # and batches, files
     assert all(report["checks"][name] for name in ("no_5xx", "all_answered", "server_ok")), report["checks"]
     assert report["server"]["stopped_on_sigterm"] and report["server"]["temp_left"] == 0
     samples = report["rss"]["samples"]
