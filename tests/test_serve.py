@@ -205,6 +205,24 @@ def test_a_chunked_body_over_the_limit_gets_413(server):
     assert server.alive()
 
 
+def test_a_chunked_body_over_the_limit_is_read_no_further_once_refused(server):
+    """After its 413 the server closes the connection: it neither reads nor drops the rest of a long chunked body."""
+    offered = 16 * MAX_BODY_BYTES
+    sent = 0
+
+    def chunks():
+        nonlocal sent
+        while sent < offered:
+            sent += 2**16
+            yield b" " * 2**16
+
+    response = server.post("/v1/label", content=chunks(), headers={"Content-Type": "application/json"})
+    # The limit and what the loopback's socket buffers took before the server closed: a few MiB, not 64.
+    assert sent < offered / 2, f"{sent:,} bytes sent"
+    assert response.status_code == 413 and response.headers["connection"] == "close"
+    assert server.alive()
+
+
 def test_an_upload_over_the_limit_gets_413_before_it_is_read(server):
     """The Content-Length alone decides: nothing of the announced 200 MB is sent."""
     request = (

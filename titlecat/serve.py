@@ -385,7 +385,9 @@ class PipelineHeader:
 
 
 class BodyLimit:
-    """ASGI middleware: a request body over its path's limit gets 413 before the app parses it."""
+    """ASGI middleware: a request body over its path's limit gets 413 before the app parses it, and the connection
+    is closed: on its Content-Length, before any of the body is read; a chunked body, once more than the limit has
+    arrived (else uvicorn would read and drop the rest of it, however long, to keep the connection)."""
 
     def __init__(self, app, limits: dict[str, int], default: int):
         self.app = app
@@ -417,7 +419,12 @@ class BodyLimit:
                 raise HTTPException(413, message)
             return event
 
-        await self.app(scope, limited_receive, send)
+        async def send_closing_when_over(event):
+            if event["type"] == "http.response.start" and received > limit:
+                event = {**event, "headers": [*event.get("headers", []), (b"connection", b"close")]}
+            await send(event)
+
+        await self.app(scope, limited_receive, send_closing_when_over)
 
 
 def api_key_from_env(name: str) -> str:
@@ -819,9 +826,17 @@ def serve(
     uvicorn.run(f"{__name__}:app_from_env", factory=True, workers=workers, **options)
 
 
-def start_server(model: Path | str, port: int, log: Path, options: Sequence[str] = (), timeout: float = 120.0):
+def start_server(
+    model: Path | str,
+    port: int,
+    log: Path,
+    options: Sequence[str] = (),
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
+):
     """`titlecat serve` in a subprocess on 127.0.0.1:port, returned once /health answers (for the load
-    benchmark and the page check). Its log goes to a file: a pipe nobody reads would block it once full."""
+    benchmark, the soak and the page check); `env`: its environment (None: this process's). Its log goes to a
+    file: a pipe nobody reads would block it once full."""
     import subprocess
     import sys
     import time
@@ -830,7 +845,7 @@ def start_server(model: Path | str, port: int, log: Path, options: Sequence[str]
 
     command = [sys.executable, "-m", "titlecat", "serve", "--model", str(model), "--port", str(port), *options]
     with Path(log).open("w") as file:
-        server = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT)
+        server = subprocess.Popen(command, stdout=file, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
