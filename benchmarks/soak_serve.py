@@ -45,6 +45,7 @@ from pathlib import Path
 
 import httpx
 import typer
+from bench_serve import cpu_model  # this folder: the scripts run as `python benchmarks/...`
 
 from titlecat.predict import MAX_CHARS, check_title
 from titlecat.serve import MAX_BODY_BYTES, MAX_TITLES, MAX_UPLOAD_BYTES, start_server
@@ -705,14 +706,6 @@ def stop_server(process: subprocess.Popen) -> bool:
 def log_errors(log: str) -> int:
     """Lines of the server's log that report an error (uvicorn's ERROR lines, tracebacks)."""
     return sum(1 for line in log.splitlines() if line.startswith(("ERROR", "Traceback")))
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def main(
