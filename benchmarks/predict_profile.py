@@ -7,12 +7,17 @@ titles, so common ones repeat).
 `stages`: one process, the first `--rows` rows of a file, each stage of `predict_file` run on its own over the whole
 sample (reading, checking, tokenizing, each pipeline component, the answers, writing): seconds and share, a table.
 `run`: `titlecat predict` on each file in a fresh process: titles/s with and without loading, and peak RSS.
+`table`: the benchmark table of issue 48 in one run: `titlecat predict` on both files, `nlp.pipe` on the distinct
+titles and peak RSS for each pipeline given, beside the reference study's bag-of-words recipe (trained here on the
+curated CSVs) labelling the same files the same way (read, both tasks, written), each in a fresh process.
 """
 
 from __future__ import annotations
 
 import csv
+import itertools
 import json
+import pickle
 import random
 import subprocess
 import sys
@@ -28,10 +33,74 @@ app = typer.Typer(help=__doc__, no_args_is_help=True)
 # A fresh wrapper process: RUSAGE_CHILDREN then holds that one run's peak RSS and CPU seconds.
 PEAK_RSS = (
     "import resource, subprocess, sys\n"
-    "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)\n"
+    "done = subprocess.run(sys.argv[1:], capture_output=True, text=True)\n"
+    "sys.stdout.write(done.stdout)\n"
+    "sys.stderr.write(done.stderr[-3000:])\n"
+    "if done.returncode:\n"
+    "    sys.exit(done.returncode)\n"
     "usage = resource.getrusage(resource.RUSAGE_CHILDREN)\n"
     "print(usage.ru_maxrss, usage.ru_utime + usage.ru_stime)\n"
 )
+
+
+# `nlp.pipe` over a CSV column in a fresh process, the objects of the loaded process frozen out of the garbage
+# collector's reach (as `titlecat predict` does; docs/use.md): prints titles/s after loading.
+PIPE_JOB = (
+    "import csv, gc, sys, time, spacy\n"
+    "nlp = spacy.load(sys.argv[1])\n"
+    "gc.freeze()\n"
+    "start = time.perf_counter()\n"
+    "rows = csv.DictReader(open(sys.argv[2], newline='', encoding='utf-8'))\n"
+    "n = sum(1 for _ in nlp.pipe((row[sys.argv[3]] for row in rows), batch_size=1000))\n"
+    "print(n / (time.perf_counter() - start))\n"
+)
+
+# The reference recipe as a file job: read the CSV, both tasks' labels a block of 10,000 titles at a time, write
+# id, title and labels; prints the titles and titles/s after loading.
+REFERENCE_JOB = (
+    "import csv, pickle, sys, time\n"
+    "models = pickle.load(open(sys.argv[1], 'rb'))\n"
+    "start = time.perf_counter()\n"
+    "rows = csv.DictReader(open(sys.argv[2], newline='', encoding='utf-8'))\n"
+    "column, id_column, n = sys.argv[4], sys.argv[5], 0\n"
+    "with open(sys.argv[3], 'w', newline='', encoding='utf-8') as file:\n"
+    "    writer = csv.writer(file)\n"
+    "    writer.writerow(['line', 'id', 'title', *models])\n"
+    "    def flush(block):\n"
+    "        titles = [row[column] for row in block]\n"
+    "        labels = [models[task].predict(titles) for task in models]\n"
+    "        for index, row in enumerate(block):\n"
+    "            writer.writerow([n + index + 2, row.get(id_column, ''), row[column], *(l[index] for l in labels)])\n"
+    "    block = []\n"
+    "    for row in rows:\n"
+    "        block.append(row)\n"
+    "        if len(block) == 10000:\n"
+    "            flush(block); n += len(block); block = []\n"
+    "    flush(block); n += len(block)\n"
+    "print(n, n / (time.perf_counter() - start))\n"
+)
+
+FILES = (("distinct", "text", None), ("export", "title", "contact_id"))
+
+
+def first_rows(source: Path, n: int, folder: Path) -> Path:
+    """The header and the first `n` rows of a CSV (every row for n = 0), as a file in `folder`."""
+    if not n:
+        return source
+    part_path = folder / f"{source.stem}_{n}.csv"
+    if not part_path.exists():
+        with source.open(encoding="utf-8") as full, part_path.open("w", encoding="utf-8") as part:
+            part.writelines(itertools.islice(full, n + 1))
+    return part_path
+
+
+def measured(command: list[str]) -> tuple[str, float]:
+    """A command's stdout and its peak RSS in MiB (its largest process), run under a fresh wrapper process."""
+    result = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    *output, usage = result.stdout.strip().splitlines()
+    return "\n".join(output), int(usage.split()[0]) / 1024
 
 
 def source_titles(assets: Path) -> list[str]:
@@ -86,8 +155,6 @@ def files(
 
 def timed_stages(nlp, path: Path, column: str, id_column: str | None, rows: int, batch_size: int) -> dict[str, float]:
     """Seconds of each stage of labelling the first `rows` rows of `path` in one process, each over the whole sample."""
-    import itertools
-
     from titlecat.predict import (
         OutputOptions,
         PredictionWriter,
@@ -159,6 +226,23 @@ def stages(
     typer.echo("\n".join(lines))
 
 
+def predict_run(model: Path, source: Path, column: str, id_column: str | None, n_process: int, folder: Path) -> dict:
+    """`titlecat predict` of a file in a fresh process: its rows, titles/s with and without loading (the sidecar's)
+    and peak RSS."""
+    out = folder / "out.csv"
+    command = [sys.executable, "-m", "titlecat", "predict", str(source), str(out), "-m", str(model),
+               "--column", column, "--n-process", str(n_process), "--no-progress"]  # fmt: skip
+    if id_column:
+        command += ["--id-column", id_column]
+    start = time.perf_counter()
+    _, rss = measured(command)
+    wall = time.perf_counter() - start
+    sidecar = json.loads(Path(f"{out}.json").read_text(encoding="utf-8"))
+    rates = sidecar["titles_per_second"]
+    return {"rows": sidecar["rows"]["total"], "seconds": wall, "with_loading": rates["with_loading"],
+            "without_loading": rates["without_loading"], "rss": rss}  # fmt: skip
+
+
 @app.command()
 def run(
     models: list[Path] = typer.Argument(..., exists=True),
@@ -172,39 +256,96 @@ def run(
         "| pipeline | file | rows | processes | seconds | titles/s with loading | titles/s without | peak RSS MiB |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
         for model in models:
-            for name, column, id_column in (("distinct", "text", None), ("export", "title", "contact_id")):
+            for name, column, id_column in FILES:
                 for n in rows:
-                    source = data_dir / f"{name}.csv"
-                    if n:
-                        source = Path(folder) / f"{name}_{n}.csv"
-                        with (data_dir / f"{name}.csv").open(encoding="utf-8") as full, source.open("w") as part:
-                            for index, line in enumerate(full):
-                                if index > n:
-                                    break
-                                part.write(line)
-                    out = Path(folder) / "out.csv"
-                    command = [sys.executable, "-m", "titlecat", "predict", str(source), str(out), "-m", str(model),
-                               "--column", column, "--n-process", str(n_process), "--no-progress"]  # fmt: skip
-                    if id_column:
-                        command += ["--id-column", id_column]
-                    start = time.perf_counter()
-                    result = subprocess.run([sys.executable, "-c", PEAK_RSS, *command], capture_output=True, text=True)
-                    wall = time.perf_counter() - start
-                    if result.returncode:
-                        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-                    rss = int(result.stdout.split()[-2]) / 1024
-                    sidecar = json.loads(Path(f"{out}.json").read_text(encoding="utf-8"))
-                    total = sidecar["rows"]["total"]
-                    rates = sidecar["titles_per_second"]
+                    source = first_rows(data_dir / f"{name}.csv", n, folder)
+                    done = predict_run(model, source, column, id_column, n_process, folder)
                     lines.append(
-                        f"| {model} | {name} | {total:,} | {n_process} | {wall:.1f} | {rates['with_loading']:,.0f} | "
-                        f"{rates['without_loading']:,.0f} | {rss:,.0f} |"
+                        f"| {model} | {name} | {done['rows']:,} | {n_process} | {done['seconds']:.1f} | "
+                        f"{done['with_loading']:,.0f} | {done['without_loading']:,.0f} | {done['rss']:,.0f} |"
                     )
                     typer.echo(lines[-1])
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def reference_models(assets: Path, folder: Path) -> Path:
+    """The reference study's bag-of-words recipe (titlecat.baseline.train_reference_bow) for each task, trained on
+    its curated CSV, pickled for a fresh process. Trained for speed: its quality is the study benchmark's."""
+    from titlecat.baseline import train_reference_bow
+    from titlecat.labels import get_task
+    from titlecat.readers import read_curated_csv
+
+    models = {}
+    for task in ("seniority", "department"):
+        examples = read_curated_csv(assets / get_task(task).curated_asset, get_task(task))[0]
+        models[task] = train_reference_bow([e.text for e in examples], [e.label for e in examples])
+    path = folder / "reference_bow.pkl"
+    path.write_bytes(pickle.dumps(models))
+    return path
+
+
+@app.command()
+def table(
+    models: list[Path] = typer.Argument(..., exists=True, help="Combined pipelines (the fast one, the default)"),
+    assets: Path = typer.Option(Path("assets"), exists=True, help="Where the reference recipe's curated CSVs are"),
+    data_dir: Path = typer.Option(Path("metrics/bench_million")),
+    rows: int = typer.Option(1_000_000, help="Rows of each file (the first N; 0: all)"),
+    encoder_rows: int = typer.Option(30_000, help="Rows of the distinct titles for a pipeline with a title encoder"),
+    output: Path = typer.Option(Path("metrics/predict_million.md")),
+):
+    """Issue 48's table, one run: for each pipeline and the reference bag-of-words recipe, titles/s through
+    `titlecat predict` (the recipe: the same file job) on both files, `nlp.pipe` on the distinct titles, peak RSS."""
+    from titlecat.multilingual import ENCODER_FACTORY
+
+    header = [
+        "| pipeline | predict: distinct rows | titles/s | peak RSS MiB | predict: export rows | titles/s "
+        "| peak RSS MiB | `nlp.pipe` titles/s (distinct) | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    lines, record = list(header), {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        for model in models:
+            # The default's encoder labels ~600 titles/s here: a million distinct would take half an hour.
+            with_encoder = f'"{ENCODER_FACTORY}"' in (model / "config.cfg").read_text(encoding="utf-8")
+            runs = {}
+            for name, column, id_column in FILES:
+                n = encoder_rows if with_encoder and name == "distinct" else rows
+                source = first_rows(data_dir / f"{name}.csv", n, folder)
+                runs[name] = predict_run(model, source, column, id_column, 1, folder)
+                typer.echo(f"{model} predict {name}: {runs[name]}")
+            source = first_rows(data_dir / "distinct.csv", encoder_rows if with_encoder else rows, folder)
+            rate, rss = measured([sys.executable, "-c", PIPE_JOB, str(model), str(source), "text"])
+            runs["nlp.pipe"] = {"rows": runs["distinct"]["rows"], "without_loading": float(rate), "rss": rss}
+            typer.echo(f"{model} nlp.pipe: {runs['nlp.pipe']}")
+            record[str(model)] = runs
+        reference = reference_models(assets, folder)
+        runs = {}
+        for name, column, id_column in FILES:
+            source = first_rows(data_dir / f"{name}.csv", rows, folder)
+            command = [sys.executable, "-c", REFERENCE_JOB, str(reference), str(source), str(folder / "reference.csv"),
+                       column, id_column or ""]  # fmt: skip
+            output, rss = measured(command)
+            n, rate = output.split()
+            runs[name] = {"rows": int(n), "without_loading": float(rate), "rss": rss}
+            typer.echo(f"reference bag-of-words {name}: {runs[name]}")
+        record["reference bag-of-words recipe"] = runs
+    for system, runs in record.items():
+        distinct, export = runs["distinct"], runs["export"]
+        pipe = runs.get("nlp.pipe")
+        lines.append(
+            f"| {system} | {distinct['rows']:,} | {distinct['without_loading']:,.0f} | {distinct['rss']:,.0f} | "
+            f"{export['rows']:,} | {export['without_loading']:,.0f} | {export['rss']:,.0f} | "
+            + (f"{pipe['without_loading']:,.0f} | {pipe['rss']:,.0f} |" if pipe else "| |")
+        )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    output.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    typer.echo("\n".join(lines))
 
 
 if __name__ == "__main__":

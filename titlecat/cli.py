@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -110,9 +111,21 @@ def confidence_postprocess(output_path: Path, review_below, llm_fallback, llm_sh
     if all(option is None for option in (review_below, llm_fallback, llm_share, llm_below)):
         return None
     # scikit-learn and the LLM code load only when a confidence option asks for them
-    from .confidence import row_postprocess
+    with study_extra("the confidence options (--review-below, --llm-fallback)"):
+        from .confidence import row_postprocess
 
-    return row_postprocess(output_path, review_below, llm_fallback, llm_share, llm_below, *rest)
+        return row_postprocess(output_path, review_below, llm_fallback, llm_share, llm_below, *rest)
+
+
+@contextlib.contextmanager
+def study_extra(what: str):
+    """Turn a missing package of the `study` extra (pyproject.toml) into a clear error: a lean install (`pip install
+    titlecat`) labels titles, and the rest of the study needs `titlecat[study]`."""
+    try:
+        yield
+    except ModuleNotFoundError as error:
+        missing = f"{what} needs titlecat's study packages ({error.name} is missing)"
+        fail(ValueError(f"{missing}: pip install 'titlecat[study]'"))
 
 
 def read_options(column, id_column, input_format, encoding, delimiter, sheet, keep_title, keep_columns) -> ReadOptions:
@@ -365,7 +378,8 @@ def encoder(
     from .encoder_pack import PackError, provide_encoder
 
     try:
-        folder, action = provide_encoder(source, output_dir)
+        with study_extra("titlecat encoder"):
+            folder, action = provide_encoder(source, output_dir)
     except (PackError, OSError) as error:
         fail(error)
     typer.secho(f"✔ {folder}: {action}", fg="green")
