@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from titlecat.labels import TASKS
@@ -45,6 +46,31 @@ def test_seen_unseen_split_and_bootstrap_intervals():
     low, high = intervals["accuracy"]
     assert 0.6 < low < 0.75 < high < 0.9  # around the point estimate 0.75
     assert intervals == bootstrap_intervals(gold * 25, predicted * 25, task, resamples=200)  # seeded
+
+
+def test_resampled_macro_f1_is_scikit_learns_on_every_resample():
+    from conftest import curated_examples
+    from sklearn.metrics import f1_score
+
+    from titlecat.metrics import resampled_indices, resampled_macro_f1
+
+    gold = [example.label for example in curated_examples("department", 150, seed=3)]
+    labels = sorted(set(gold))
+    # Wrong on every third title, and a label no gold title has on every eleventh: labels absent from a resample's
+    # gold or from its predictions both occur.
+    predicted = [
+        "Unheard-of" if i % 11 == 0 else labels[(labels.index(g) + 1) % len(labels)] if i % 3 == 0 else g
+        for i, g in enumerate(gold)
+    ]
+    indices = np.array(list(resampled_indices(len(gold), 300, seed=1)))
+    expected = [
+        f1_score(np.array(gold)[row], np.array(predicted)[row], average="macro", zero_division=0) for row in indices
+    ]
+    assert np.allclose(resampled_macro_f1(gold, predicted, indices), expected, rtol=0, atol=1e-12)
+    task = TASKS["department"]
+    assert bootstrap_intervals(gold, predicted, task, resamples=300, seed=1)["macro_f1"] == pytest.approx(
+        (np.percentile(expected, 2.5), np.percentile(expected, 97.5)), abs=1e-12
+    )
 
 
 def test_paired_differences_are_zero_for_the_same_answers_and_certain_for_a_strictly_better_pipeline():

@@ -193,7 +193,7 @@ def test_preflight_script(tiny_xlmr_dir):
 
 TRF_CONFIG_STEPS = (
     "train-seniority-base", "train-seniority-augmented", "train-department-base", "train-department-augmented",
-    "calibrate", "assemble", "evaluate", "package",
+    "calibrate", "assemble", "evaluate", "summarize", "package",
 )  # fmt: skip
 
 
