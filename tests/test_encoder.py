@@ -104,3 +104,25 @@ def test_the_title_encoder_runs_int8_close_to_the_fp32_reference_and_saves_what_
     runtime = reloaded.get_pipe("titlecat_title_encoder").runtime
     torch_vectors = runtime.encode(TITLES, "query: ", 64, 64, torch_device="cpu")
     assert ((torch_vectors * vectors).sum(axis=1)).min() > 0.98
+
+
+def test_chunks_run_side_by_side_give_the_vectors_of_chunks_run_one_after_another(converted):
+    """The CPU runtime runs its chunks on several threads at once (one ONNX Runtime thread each): a title's
+    vector is the same bits however many run at once and whatever chunk it falls in."""
+    import spacy
+
+    nlp = spacy.blank("xx")
+    encoder = nlp.add_pipe("titlecat_title_encoder")
+    encoder.initialize(encoder_path=str(converted))
+    runtime = encoder.runtime
+    titles = [*TITLES, *(f"{title} {n}" for n in range(7) for title in TITLES)]
+    runtime.threads = 1
+    one_at_a_time = runtime.encode(titles, "query: ", 64, 3)
+    for threads in (2, 4):
+        runtime.threads = threads
+        assert runtime.workers == threads
+        assert np.array_equal(runtime.encode(titles, "query: ", 64, 3), one_at_a_time), threads
+    # Other chunks (other padding, other kernel shapes): within float rounding, as alone and in a batch.
+    for threads, chunk_size in ((3, 64), (2, 1)):
+        runtime.threads = threads
+        assert np.abs(runtime.encode(titles, "query: ", 64, chunk_size) - one_at_a_time).max() < 1e-6
