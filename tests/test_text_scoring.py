@@ -192,3 +192,22 @@ def test_titlecat_predict_writes_the_same_bytes_with_and_without_the_doc_free_pa
         rows = list(csv.DictReader(file))
     assert len(rows) == len(titles) and sum(row["status"] == "ok" for row in rows) > 5000
     assert outputs["1"] == outputs["0"]
+
+
+# Texts the tokenizer must not cut word by word, or whose words it cuts as alone: a trailing space (a piece of its
+# own), whitespace other than spaces, characters the normaliser replaces, NFKC's changes, an added token.
+UNUSUAL_TEXTS = [
+    "Sales ", " Sales", "Sales  Manager", "Sales\u00a0Manager", "Sales\tManager", "a\u00a8b c",
+    "ｓａｌｅｓ ｍａｎａｇｅｒ", "e\u0301cole", "a \u0301b", "<s>Lead", "Lead</s> x", "a\u200bb",
+    "Vertriebs\u2581leiter", "x\x01y", "ﬁnance ﬂ",
+]  # fmt: skip
+
+
+def test_piece_ids_by_words_are_those_of_the_whole_text(fast_pipelines, corpus_titles):
+    table = spacy.load(fast_pipelines / "combined").get_pipe("title_encoder").table
+    assert table._not_by_words is not None  # the tiny encoder's tokenizer is one whose words are cut alone
+    texts = corpus_titles + UNUSUAL_TEXTS
+    whole = [encoding.ids for encoding in table.tokenizer.encode_batch(texts, add_special_tokens=False)]
+    assert table.piece_ids(texts) == whole
+    assert table.piece_ids(texts[::-1]) == whole[::-1]  # from the words it remembers
+    assert sum(not table._not_by_words.search(text) for text in texts) > 0.8 * len(texts)  # most, by words
