@@ -6,6 +6,8 @@ on curated titles (piece vectors of the tiny encoder, `titlecat.MultilingualTitl
 from __future__ import annotations
 
 import csv
+import gc
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +118,15 @@ def test_label_texts_gives_the_answers_of_nlp_pipe_without_making_a_doc(fast_pip
     assert text_scorer(nlp) is None
     with pytest.raises(AssertionError, match="a Doc was made"):
         label_texts(nlp, tasks, titles[:3])
+
+
+def test_a_pipeline_is_not_kept_alive_by_its_scorer(fast_pipelines):
+    nlp = spacy.load(fast_pipelines / "combined")
+    assert text_scorer(nlp) is text_scorer(nlp) is not None  # decided once
+    pipeline = weakref.ref(nlp)
+    del nlp
+    gc.collect()
+    assert pipeline() is None
 
 
 def add_unknown_component(nlp, kind: str):

@@ -95,7 +95,8 @@ class TextScorer:
     `cats` (each title's `doc.cats`)."""
 
     def __init__(self, steps: Sequence[tuple[str, object]], answer_tasks: Sequence[tuple[str, ...]] = ()):
-        # ("vectors", TitleVectorPipe) or ("textcat", TextcatLayers), in the pipeline's order.
+        # ("vectors", (name, a weak reference to its TitleVectorPipe)) or ("textcat", TextcatLayers), in the
+        # pipeline's order.
         self.steps = list(steps)
         self.textcats = [step for kind, step in self.steps if kind == "textcat"]
         # The labels of each task a titlecat_answers component answers: 0.0 for a blank title, as it sets them.
@@ -109,7 +110,9 @@ class TextScorer:
         vector_pipe: str | None = None
         for name, pipe in nlp.pipeline:
             if isinstance(pipe, TitleVectorPipe):
-                steps.append(("vectors", (name, pipe)))
+                # A weak reference: the scorer is kept per pipeline in a WeakKeyDictionary, and the component holds
+                # its pipeline (`pipe.nlp`), which a strong one would then keep alive for ever.
+                steps.append(("vectors", (name, weakref.ref(pipe))))
                 vector_pipe = name
             elif isinstance(pipe, TextCategorizer):
                 steps.append(("textcat", textcat_layers(name, pipe, vector_pipe)))
@@ -144,7 +147,7 @@ class TextScorer:
         for kind, step in self.steps:
             if kind == "vectors":
                 name, pipe = step
-                vectors[name] = title_vectors(pipe, batch)
+                vectors[name] = title_vectors(pipe(), batch)
                 continue
             textcat: TextcatLayers = step
             if not any(batch):
