@@ -155,16 +155,9 @@ def files(
 
 def timed_stages(nlp, path: Path, column: str, id_column: str | None, rows: int, batch_size: int) -> dict[str, float]:
     """Seconds of each stage of labelling the first `rows` rows of `path` in one process, each over the whole sample."""
-    from titlecat.predict import (
-        OutputOptions,
-        PredictionWriter,
-        answers,
-        check_records,
-        merge_answers,
-        output_fields,
-        pipeline_tasks,
-    )
+    from titlecat.predict import answers, check_records, pipeline_tasks
     from titlecat.readers import read_titles
+    from titlecat.text_scoring import text_scorer
 
     seconds: dict[str, float] = {}
     start = time.perf_counter()
@@ -174,6 +167,9 @@ def timed_stages(nlp, path: Path, column: str, id_column: str | None, rows: int,
     checked = check_records(records, keep_title=True)
     seconds["checking"] = time.perf_counter() - start
     texts = [record["text"] for record in checked if record["status"] == "ok"]
+    if text_scorer(nlp) is not None:
+        labelled = doc_free_stages(nlp, texts, batch_size, seconds)
+        return written_stages(checked, labelled, pipeline_tasks(nlp), id_column, seconds, len(records))
     start = time.perf_counter()
     docs = [nlp.make_doc(text) for text in texts]
     seconds["tokenizing"] = time.perf_counter() - start
@@ -184,15 +180,65 @@ def timed_stages(nlp, path: Path, column: str, id_column: str | None, rows: int,
     tasks = pipeline_tasks(nlp)
     start = time.perf_counter()
     labelled = [answers(doc.cats, tasks, False) for doc in docs]
-    rows_out = merge_answers(checked, labelled)
     seconds["answers"] = time.perf_counter() - start
+    return written_stages(checked, labelled, tasks, id_column, seconds, len(records))
+
+
+def doc_free_stages(nlp, texts: list[str], batch_size: int, seconds: dict[str, float]) -> list[dict]:
+    """The Doc-free path's stages (titlecat.text_scoring), timed from inside: the title vectors, the n-gram
+    features, the linear layers and softmax (the rest of the scoring), the answer rows."""
+    from titlecat import text_scoring
+    from titlecat.components import TitleFeatures
+    from titlecat.predict import pipeline_tasks, scored_answers
+
+    timed = {"title vectors (doc-free)": 0.0, "n-gram features (doc-free)": 0.0}
+
+    def timing(function, stage):
+        def timed_function(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                timed[stage] += time.perf_counter() - start
+
+        return timed_function
+
+    scorer = text_scoring.text_scorer(nlp)
+    title_vectors, of_texts, scores = text_scoring.title_vectors, TitleFeatures.of_texts, scorer.scores
+    text_scoring.title_vectors = timing(title_vectors, "title vectors (doc-free)")
+    TitleFeatures.of_texts = timing(of_texts, "n-gram features (doc-free)")
+    scorer.scores = timing(scores, "scores")
+    timed["scores"] = 0.0
+    try:
+        start = time.perf_counter()
+        labelled = scored_answers(scorer, texts, pipeline_tasks(nlp), False, batch_size)
+        total = time.perf_counter() - start
+    finally:
+        text_scoring.title_vectors, TitleFeatures.of_texts = title_vectors, of_texts
+        del scorer.scores
+    seconds["title vectors (doc-free)"] = timed["title vectors (doc-free)"]
+    seconds["n-gram features (doc-free)"] = timed["n-gram features (doc-free)"]
+    seconds["linear layers, softmax (doc-free)"] = (
+        timed["scores"] - timed["title vectors (doc-free)"] - timed["n-gram features (doc-free)"]
+    )
+    seconds["answer rows (doc-free)"] = total - timed["scores"]
+    return labelled
+
+
+def written_stages(checked, labelled, tasks, id_column, seconds: dict[str, float], n_records: int) -> dict:
+    """`seconds` with merging the answers into rows ("answers", added to what is there) and writing them."""
+    from titlecat.predict import OutputOptions, PredictionWriter, merge_answers, output_fields
+
+    start = time.perf_counter()
+    rows_out = merge_answers(checked, labelled)
+    seconds["answers"] = seconds.get("answers", 0.0) + time.perf_counter() - start
     fields = output_fields(tasks, False, id_column is not None, True, [])
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         with PredictionWriter(Path(folder) / "out.csv", fields, OutputOptions()) as writer:
             writer.write(rows_out)
         seconds["writing"] = time.perf_counter() - start
-    seconds["(rows)"] = len(records)
+    seconds["(rows)"] = n_records
     return seconds
 
 
@@ -204,7 +250,8 @@ def stages(
     batch_size: int = typer.Option(1000),
     output: Path = typer.Option(Path("metrics/predict_profile.md")),
 ):
-    """The share of each stage, for each pipeline on both files' first `--rows` rows."""
+    """The share of each stage, for each pipeline on both files' first `--rows` rows: a pipeline the Doc-free path
+    scores (titlecat.text_scoring) is timed on it, by its own stages, unless TITLECAT_DOC_FREE=0."""
     import spacy
 
     lines = ["| pipeline | file | stage | seconds | share | titles/s of the stage |", "|---|---|---|---:|---:|---:|"]

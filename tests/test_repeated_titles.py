@@ -18,6 +18,7 @@ from titlecat import predict as predict_module
 from titlecat.components import TEXT_KEY, TitleFeatures, title_text
 from titlecat.labels import TASKS
 from titlecat.predict import AnswerCache, PredictOptions, predict_file
+from titlecat.text_scoring import DOC_FREE_VARIABLE, TextScorer
 
 TITLES = ["Head of Sales", "Werkstudent IT-Support", "Directeur commercial", "Einkäuferin", "Senior Developer"]
 
@@ -42,23 +43,30 @@ def one_by_one(model: Path, titles: list[str]) -> list[dict]:
     return [{label: round(score, 4) for label, score in nlp(title).cats.items()} for title in titles]
 
 
+@pytest.mark.parametrize("doc_free", ["1", "0"])
 @pytest.mark.parametrize("max_titles", [50_000, 3])
 def test_a_repeated_title_goes_through_the_pipeline_once_with_the_answers_of_one_by_one(
-    model, tmp_path, monkeypatch, max_titles
+    model, tmp_path, monkeypatch, max_titles, doc_free
 ):
     # Repeats within a chunk of 4 and across chunks; a cache of 3 titles is emptied as it fills.
     titles = [TITLES[i] for i in (0, 1, 0, 0, 2, 3, 1, 0, 4, 4, 2, 0, 3)]
     source = write_titles(tmp_path / "export.csv", titles)
     nlp = spacy.load(model)
-    piped: list[str] = []
-    pipe = nlp.pipe
+    piped: list[str] = []  # the titles labelled, through nlp.pipe or the Doc-free path
+    pipe, doc_free_scores = nlp.pipe, TextScorer.scores
 
     def counting_pipe(texts, **kwargs):
         texts = list(texts)
         piped.extend(texts)
         return pipe(texts, **kwargs)
 
+    def counting_scores(scorer, texts, batch_size):
+        piped.extend(texts)
+        return doc_free_scores(scorer, texts, batch_size)
+
     monkeypatch.setattr(nlp, "pipe", counting_pipe)
+    monkeypatch.setattr(TextScorer, "scores", counting_scores)
+    monkeypatch.setenv(DOC_FREE_VARIABLE, doc_free)
     monkeypatch.setattr(predict_module, "AnswerCache", lambda: AnswerCache(max_titles))
     predict_file(
         nlp,

@@ -140,12 +140,16 @@ class TitleFeatures:
     last_batch: tuple = ((), None)
 
     def __call__(self, model: Model, docs: list[Doc], is_train: bool):
+        return self.of_texts([title_text(doc) for doc in docs], model.ops), _no_gradient
+
+    def of_texts(self, texts: list[str], ops) -> tuple:
+        """(keys, values, lengths) of a batch of titles' texts, as arrays of `ops`: the forward pass without Docs,
+        which titlecat.text_scoring calls on strings."""
         table = self.table
-        texts = [title_text(doc) for doc in docs]
-        batch_key = (table.min_n, table.max_n, type(model.ops), texts)
+        batch_key = (table.min_n, table.max_n, type(ops), texts)
         last_key, last_features = TitleFeatures.last_batch
         if last_key == batch_key:
-            return last_features, _no_gradient
+            return last_features
         if len(table.keys) > table.max_keys:
             table.clear()
         # Two blocks per title, words then characters, as ids with repeats; counted below for the batch.
@@ -176,14 +180,13 @@ class TitleFeatures:
         norms = np.sqrt(np.bincount(block_of_value, weights=values**2, minlength=len(block_sizes)))
         values /= np.maximum(norms, 1e-8)[block_of_value]
         features_per_block = np.bincount(block_of_value, minlength=len(block_sizes))
-        ops = model.ops
         batch = (
             ops.asarray(table.keys_of(pairs & 0xFFFFFFFF)),
             ops.asarray(values, dtype="f"),
             ops.asarray(features_per_block[0::2] + features_per_block[1::2], dtype="int32"),
         )
         TitleFeatures.last_batch = (batch_key, batch)
-        return batch, _no_gradient
+        return batch
 
 
 def _no_gradient(d_batch) -> list:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from pathlib import Path
 
 import catalogue
@@ -47,6 +49,8 @@ class PieceTable:
         self.tokenizer.no_truncation()
         # Without character offsets where tokenizers has it (>= 0.20): the pieces' ids are all a vector needs.
         self._encode_batch = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        self._not_by_words = not_by_words(tokenizer_json)
+        self._word_pieces: dict[str, list[int]] = {}
 
     def __getstate__(self) -> dict:
         return {"tokenizer_json": self.tokenizer_json, "table": np.asarray(self.table)}
@@ -63,7 +67,7 @@ class PieceTable:
         vectors = np.zeros((len(texts), self.width), dtype="float32")
         if not texts:
             return vectors
-        ids = [encoding.ids for encoding in self._encode_batch(texts, add_special_tokens=False)]
+        ids = self.piece_ids(texts)
         lengths = np.fromiter(map(len, ids), dtype="int64", count=len(ids))
         has_pieces = lengths > 0
         if has_pieces.any():
@@ -72,6 +76,32 @@ class PieceTable:
             vectors[has_pieces] = np.add.reduceat(rows, starts, axis=0) / lengths[has_pieces, None]
         norms = np.linalg.norm(vectors, axis=1, keepdims=True)
         return vectors / np.maximum(norms, 1e-12)
+
+    def piece_ids(self, texts: list[str]) -> list[list[int]]:
+        """Each text's piece ids, as the tokenizer gives them. The tokenizer splits a text into words at its spaces
+        and cuts each word into pieces on its own, so a text it normalises to itself (`not_by_words`) has the pieces
+        of its words one after the other: each distinct word is cut once and remembered (titles reuse a small
+        vocabulary), the other texts are encoded whole."""
+        if self._not_by_words is None:
+            return [encoding.ids for encoding in self._encode_batch(texts, add_special_tokens=False)]
+        word_pieces = self._word_pieces
+        if len(word_pieces) > MAX_WORDS:
+            word_pieces.clear()
+        unsafe = self._not_by_words.search
+        by_words = [not unsafe(text) and unicodedata.is_normalized("NFKC", text) for text in texts]
+        whole = [text for text, by_word in zip(texts, by_words, strict=True) if not by_word]
+        new_words = list({word: None for text, by_word in zip(texts, by_words, strict=True) if by_word
+                          for word in text.split(" ") if word and word not in word_pieces})  # fmt: skip
+        encoded = self._encode_batch(new_words + whole, add_special_tokens=False)
+        word_pieces.update(zip(new_words, (encoding.ids for encoding in encoded), strict=False))
+        whole_ids = iter([encoding.ids for encoding in encoded[len(new_words) :]])
+        ids = []
+        for text, by_word in zip(texts, by_words, strict=True):
+            if by_word:
+                ids.append([piece for word in text.split(" ") if word for piece in word_pieces[word]])
+            else:
+                ids.append(next(whole_ids))
+        return ids
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256(self.tokenizer_json.encode("utf-8"))
@@ -91,6 +121,39 @@ class PieceTable:
         # Memory-mapped: a batch of titles touches a few thousand of the 250k rows.
         table = np.load(path / "table.npy", mmap_mode="r", allow_pickle=False)
         return cls((path / "tokenizer.json").read_text(encoding="utf-8"), table)
+
+
+# Words remembered with their pieces (`PieceTable.piece_ids`), at most; emptied when full.
+MAX_WORDS = 2**18
+
+
+def not_by_words(tokenizer_json: str) -> re.Pattern | None:
+    """What keeps a text from being cut into pieces word by word (`PieceTable.piece_ids`) by this tokenizer: any
+    whitespace but a space, a space at the end (a piece of its own), a control character, a character the
+    normaliser replaces or removes, an added token's text. None when the tokenizer is not one whose words are cut
+    alone (a Metaspace split at every space before a Unigram model, a normaliser of one-character replacements,
+    NFKC and the collapsing of spaces): every text is then encoded whole. NFKC is checked text by text."""
+    config = json.loads(tokenizer_json)
+    pre_tokenizer = config.get("pre_tokenizer") or {}
+    if (config.get("model") or {}).get("type") != "Unigram" or pre_tokenizer != {
+        "type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always", "split": True
+    }:  # fmt: skip
+        return None
+    normalizer = config.get("normalizer") or {}
+    steps = normalizer.get("normalizers", []) if normalizer.get("type") == "Sequence" else [normalizer]
+    replaced = []
+    for step in steps:
+        pattern = step.get("pattern") or {}
+        if step.get("type") == "NFKC" or (step.get("type") == "Replace" and pattern == {"Regex": " {2,}"}):
+            continue
+        if step.get("type") == "Replace" and len(pattern.get("String", "")) == 1:
+            replaced.append(re.escape(pattern["String"]))
+        elif step.get("type") == "Replace" and re.fullmatch(r"\[[^\]]*\]", pattern.get("Regex", "")):
+            replaced.append(pattern["Regex"])
+        else:
+            return None
+    added = [re.escape(token["content"]) for token in config.get("added_tokens") or []]
+    return re.compile("|".join([r"[^\S ]", " $", r"[\x00-\x1f\x7f-\x9f]", *replaced, *added]))
 
 
 def compact_normalizer(tokenizer_json: str) -> str:

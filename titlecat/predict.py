@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import spacy
 from spacy.language import Language
 from spacy.tokens.underscore import Underscore
@@ -38,6 +39,7 @@ from .preflight import check_gpu
 from .provenance import Run, fingerprint, pipeline_folder, pipeline_provenance, sidecar_path, write_json_atomically
 from .readers import SURROGATE, TitleRecord, normalise_title, read_titles, title_format
 from .spreadsheet import TEXT_MARK, OutputOptions, formula_like, note_semicolons
+from .text_scoring import TextScorer, text_scorer
 
 # Row statuses: only "ok" rows are labelled; the others are written with empty answers and counted.
 STATUSES = ("ok", "empty", "not_text", "too_long", "undecodable", "malformed")
@@ -302,18 +304,42 @@ def label_texts(
     cache: AnswerCache | None = None,
 ) -> list[dict]:
     """The answers (see `answers`) for each text, read inside a memory zone (see `label_records`). Each distinct
-    text goes through the pipeline once, and not at all if `cache` holds it; the answers `cache` lacked are added."""
+    text goes through the pipeline once, and not at all if `cache` holds it; the answers `cache` lacked are added.
+    A pipeline of titlecat's parts scores them without Docs (titlecat.text_scoring), others through `nlp.pipe`."""
     if not texts:
         return []
     known = cache.known(texts) if cache is not None else {}
     new = [text for text in dict.fromkeys(texts) if text not in known]
-    with nlp.memory_zone() if memory_zone else contextlib.nullcontext():
-        docs = nlp.pipe(new, batch_size=batch_size, n_process=n_process)
-        labelled = {text: answers(doc.cats, tasks, all_scores) for text, doc in zip(new, docs, strict=True)}
+    scorer = text_scorer(nlp) if n_process == 1 else None
+    if scorer is not None:
+        rows = scored_answers(scorer, new, tasks, all_scores, batch_size or nlp.batch_size)
+        labelled = dict(zip(new, rows, strict=True))
+    else:
+        with nlp.memory_zone() if memory_zone else contextlib.nullcontext():
+            docs = nlp.pipe(new, batch_size=batch_size, n_process=n_process)
+            labelled = {text: answers(doc.cats, tasks, all_scores) for text, doc in zip(new, docs, strict=True)}
     if cache is not None:
         cache.add(labelled)
     known.update(labelled)
     return [known[text] for text in texts]
+
+
+def scored_answers(
+    scorer: TextScorer, texts: list[str], tasks: dict[str, tuple[str, ...]], all_scores: bool, batch_size: int
+) -> list[dict]:
+    """`answers` of each text's cats, from the Doc-free scores: the best label of a task is the first of its
+    highest scores (as `max` picks it), every score rounded by Python's `round`, so the rows are the same."""
+    columns: dict[str, list] = {}
+    for task, scores in scorer.task_scores(texts, batch_size, tasks).items():
+        labels = tasks[task]
+        best = scores.argmax(axis=1)
+        columns[task] = np.asarray(labels, dtype=object)[best].tolist()
+        columns[f"{task}_score"] = [round(score, 4) for score in scores[np.arange(len(texts)), best].tolist()]
+        if all_scores:
+            for label, label_column in zip(labels, scores.T.tolist(), strict=True):
+                columns[f"{task}:{label}"] = [round(score, 4) for score in label_column]
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def merge_answers(checked: list[dict], labelled: list[dict]) -> list[dict]:

@@ -70,6 +70,7 @@ from .provenance import HEADER as PIPELINE_HEADER
 from .provenance import fingerprint, header_value, pipeline_provenance
 from .readers import DataError
 from .spreadsheet import FORMULA_CHARACTERS, parse_output_options
+from .text_scoring import text_scorer
 
 # Hosted enrichment APIs take 10-500 titles a request; 1,000 keeps one request's labelling under ~0.1 s here.
 MAX_TITLES = 1000
@@ -304,14 +305,19 @@ class Labeller:
         self.titles_seen += len(texts)
         results = []
         with zone:
-            docs = self.nlp.pipe(texts, batch_size=self.max_batch)
+            # A pipeline of titlecat's parts is scored without Docs (titlecat.text_scoring), the same scores.
+            scorer = text_scorer(self.nlp)
+            if scorer is not None:
+                all_cats = iter(scorer.cats(texts, self.max_batch))
+            else:
+                all_cats = (doc.cats for doc in self.nlp.pipe(texts, batch_size=self.max_batch))
             for job in jobs:
                 rows = []
                 for index, (status, _) in enumerate(job.checked):
                     row = {"id": job.ids[index]} if job.ids is not None else {}
                     row["status"] = status
                     if status == "ok":
-                        row.update(answers(next(docs).cats, self.tasks, job.all_scores))
+                        row.update(answers(next(all_cats), self.tasks, job.all_scores))
                     else:
                         row.update(self.no_answers[job.all_scores])
                     rows.append(row)
