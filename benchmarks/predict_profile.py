@@ -377,8 +377,8 @@ def table(
             source = first_rows(data_dir / f"{name}.csv", rows, folder)
             command = [sys.executable, "-c", REFERENCE_JOB, str(reference), str(source), str(folder / "reference.csv"),
                        column, id_column or ""]  # fmt: skip
-            output, rss = measured(command)
-            n, rate = output.split()
+            printed, rss = measured(command)
+            n, rate = printed.split()
             runs[name] = {"rows": int(n), "without_loading": float(rate), "rss": rss}
             typer.echo(f"reference bag-of-words {name}: {runs[name]}")
         record["reference bag-of-words recipe"] = runs
