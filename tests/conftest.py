@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import email
 import functools
 import json
@@ -402,3 +403,12 @@ def run_predict(*args: object):
     from titlecat.cli import app
 
     return CliRunner().invoke(app, ["predict", *map(str, args), "--no-progress"])
+
+
+def write_titles(path: Path, titles: list[str]) -> Path:
+    """A CSV of titles with an id column (id, title)."""
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "title"])
+        writer.writerows([index, title] for index, title in enumerate(titles))
+    return path

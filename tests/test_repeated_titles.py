@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import spacy
+from conftest import write_titles
 from spacy.training import Example
 
 import titlecat.combined  # noqa: F401  (registers titlecat_answers)
@@ -21,14 +22,6 @@ from titlecat.predict import AnswerCache, PredictOptions, predict_file
 from titlecat.text_scoring import DOC_FREE_VARIABLE, TextScorer
 
 TITLES = ["Head of Sales", "Werkstudent IT-Support", "Directeur commercial", "Einkäuferin", "Senior Developer"]
-
-
-def write_titles(path: Path, titles: list[str]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["id", "title"])
-        writer.writerows([index, title] for index, title in enumerate(titles))
-    return path
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import spacy
-from conftest import curated_examples, train_small_pipelines
+from conftest import curated_examples, train_small_pipelines, write_titles
 from spacy.training import Example
 
 from titlecat import predict as predict_module
@@ -170,14 +170,6 @@ def test_a_pipeline_with_a_part_it_does_not_know_falls_back_to_nlp_pipe(
     monkeypatch.setattr(nlp, "pipe", counting_pipe)
     assert label_texts(nlp, tasks, titles) == expected
     assert piped == list(dict.fromkeys(titles))
-
-
-def write_titles(path: Path, titles: list[str]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as file:
-        writer = csv.writer(file)
-        writer.writerow(["id", "title"])
-        writer.writerows([index, title] for index, title in enumerate(titles))
-    return path
 
 
 @pytest.mark.parametrize("all_scores", [False, True])
