@@ -93,9 +93,11 @@ MAX_LENGTH = typer.Option(MAX_CHARS, "--max-chars", min=1, help="Longer titles g
 REVIEW_BELOW = typer.Option(
     None,
     help="Add needs_review: true where a model score is below this (0-1); written True/False in CSV/TSV, "
-    "true/false in JSONL, booleans in Excel",
+    "true/false in JSONL, booleans in Excel (needs titlecat[study])",
 )
-LLM_FALLBACK = typer.Option(None, help="Send unsure titles to an LLM: openai, recorded or a .cfg")
+LLM_FALLBACK = typer.Option(
+    None, help="Send unsure titles to an LLM: openai, recorded or a .cfg (needs titlecat[study])"
+)
 LLM_SHARE = typer.Option(None, help="Share (0-1) of least confident titles per task to send")
 LLM_BELOW = typer.Option(None, help="Instead of --llm-share: send titles scoring below this")
 LLM_TASKS = typer.Option("department", help="Tasks whose unsure answers go to the LLM (comma-separated)")
@@ -124,7 +126,7 @@ def study_extra(what: str):
     try:
         yield
     except ModuleNotFoundError as error:
-        missing = f"{what} needs titlecat's study packages ({error.name} is missing)"
+        missing = f"{what}: titlecat's study packages are not installed ({error.name} is missing)"
         fail(ValueError(f"{missing}: pip install 'titlecat[study]'"))
 
 
