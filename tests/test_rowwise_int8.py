@@ -26,7 +26,13 @@ def run(model, x: np.ndarray) -> np.ndarray:
 
 
 def test_rows_are_quantised_one_at_a_time_after_smoothing():
-    from titlecat.rowwise_int8 import activation_maxima_of, is_weight_matmul, rowwise_int8, smoothing_factors
+    from titlecat.rowwise_int8 import (
+        WEIGHT_LEVELS,
+        activation_maxima_of,
+        is_weight_matmul,
+        rowwise_int8,
+        smoothing_factors,
+    )
 
     rng = np.random.default_rng(0)
     weight = rng.normal(size=(48, 24)).astype("float32")
@@ -45,7 +51,7 @@ def test_rows_are_quantised_one_at_a_time_after_smoothing():
     smoothing = smoothing_factors(maxima["x"], np.abs(weight).max(axis=1), 0.5)
     smoothed_x, smoothed_weight = x / smoothing, weight * smoothing[:, None]
     row_scale = np.abs(smoothed_x).max(axis=-1, keepdims=True) / 127
-    column_scale = np.abs(smoothed_weight).max(axis=0) / 127
+    column_scale = np.abs(smoothed_weight).max(axis=0) / WEIGHT_LEVELS
     x_int = np.round(smoothed_x / row_scale)
     w_int = np.round(smoothed_weight / column_scale)
     expected = (x_int @ w_int) * row_scale * column_scale + bias

@@ -65,16 +65,23 @@ def title_features(text: str, min_n: int, max_n: int) -> tuple[list[str], list[s
     return _word_features(lowered), [gram for piece in lowered.split() for gram in _char_ngrams(piece, min_n, max_n)]
 
 
+# The bound of a FeatureTable. The curated and CV titles' words and pieces take some 66,000 keys; new word pairs,
+# most of what an unseen title brings, add the rest. 2^17 keys (~40 MiB) is reached within the first 200,000
+# distinct titles and emptied about every 200,000 after (refilling costs ~0.2 s): a million distinct titles then
+# peak within 2% of 100,000's, where 2^19 grew by 133 MiB without ever filling (docs/speed.md).
+MAX_FEATURE_KEYS = 2**17
+
+
 class FeatureTable:
     """The hashed features of title pieces, memoised as small ids into one table of keys.
 
     Job titles reuse a small vocabulary ("manager", "leiter", "sales"), so most pieces of an unseen
     title were featurised before, and small ids let the forward pass count a whole batch's features
     with one numpy sort. The table is emptied when it outgrows `max_keys`, which keeps memory flat
-    on millions of titles (2^19 keys: about 200 MiB at most, as the caches it replaced took).
+    on millions of titles (MAX_FEATURE_KEYS).
     """
 
-    def __init__(self, min_n: int, max_n: int, max_keys: int = 2**19):
+    def __init__(self, min_n: int, max_n: int, max_keys: int = MAX_FEATURE_KEYS):
         self.min_n, self.max_n, self.max_keys = min_n, max_n, max_keys
         self.clear()
 
@@ -125,7 +132,7 @@ class TitleFeatures:
     (nlp.pipe(n_process=...) under the spawn and forkserver start methods, the default on macOS, Windows and,
     from Python 3.14, Linux). A pickle carries the settings, not the memo, which each process refills."""
 
-    def __init__(self, min_n: int, max_n: int, max_keys: int = 2**19):
+    def __init__(self, min_n: int, max_n: int, max_keys: int = MAX_FEATURE_KEYS):
         self.table = FeatureTable(min_n, max_n, max_keys)
 
     def __getstate__(self) -> dict:
@@ -193,7 +200,7 @@ def _no_gradient(d_batch) -> list:
     return []
 
 
-def extract_title_features(min_n: int, max_n: int, max_keys: int = 2**19) -> Model[list[Doc], tuple]:
+def extract_title_features(min_n: int, max_n: int, max_keys: int = MAX_FEATURE_KEYS) -> Model[list[Doc], tuple]:
     """(keys, values, lengths) for thinc's SparseLinear: each title's hashed features (`title_features`)
     with their counts, a title's word block and its character block each scaled to unit length."""
     return Model(

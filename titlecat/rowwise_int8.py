@@ -5,7 +5,8 @@ For each MatMul X @ W with W a weight:
   X / s                   smoothing (SmoothQuant): per input channel s = max|X|^a / max|W|^(1-a), measured on
                           calibration titles, moves the activations' outlier channels into the weights
   q = round(X / r) + 128  r = max|row| / 127, one scale per row: QuantizeLinear with one block per row
-  Y = r * (q - 128) @ Wq * w   MatMulIntegerToFloat (u8 x s8 kernels: VNNI / AMX), w per output column
+  Y = r * (q - 128) @ Wq * w   MatMulIntegerToFloat (u8 x s8 kernels), Wq in 7 bits (WEIGHT_LEVELS), w per
+                          output column
 ONNX Runtime's own schemes do not fit: `quantize_dynamic` scales the whole activation matrix at once (answers
 changed with the batch), and `MatMulNBits` with int8 activations ran slower than fp32 here (docs/multilingual.md).
 """
@@ -15,6 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 SMOOTHING_ALPHA = 0.5
+# Weights in 7 bits (-63..63): x86 CPUs without VNNI (AVX2, AVX-512 without VNNI: AMD Zen 2 and 3, older Intel)
+# multiply u8 x s8 with vpmaddubsw, which adds two products in 16 bits and saturates past 32,767; 255 x 127 x 2
+# does, 255 x 63 x 2 = 32,130 does not. So every CPU computes the exact integer sums the graph says (with 8-bit
+# weights an AMD EPYC without VNNI saturated some, and its vectors were not those of a VNNI CPU; docs/multilingual.md).
+WEIGHT_LEVELS = 63
 # QuantizeLinear's block along the last axis: longer than any row, so one scale per row (opset 21 blocks).
 BLOCK_OF_ROW = 1 << 30
 # Titles the smoothing is measured on: written for it, in the languages titlecat meets, none from any data set.
@@ -90,7 +96,7 @@ def rowwise_int8(model, activation_maxima: dict[str, np.ndarray], alpha: float =
         weight = weights[node.input[1]]
         smoothing = smoothing_factors(activation_maxima[x], np.abs(weight).max(axis=1), alpha)
         weight = weight * smoothing[:, None]
-        column_scale = (np.maximum(np.abs(weight).max(axis=0), 1e-12) / 127).astype(np.float32)
+        column_scale = (np.maximum(np.abs(weight).max(axis=0), 1e-12) / WEIGHT_LEVELS).astype(np.float32)
         new_initializers += [
             numpy_helper.from_array(1 / smoothing, prefix + "inv_smoothing"),
             numpy_helper.from_array(np.round(weight / column_scale).astype(np.int8), prefix + "w_int8"),
