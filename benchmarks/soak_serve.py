@@ -7,7 +7,7 @@ good single-title and batch requests, malformed JSON, fields of the wrong type, 
 server's limit (announced by Content-Length, chunked, and an upload), very long titles, bodies trickled slowly,
 file uploads (CSV, TSV, JSONL, text, Excel) and bad ones, and, with --api-key-env, requests without the key.
 Titles come from a pool of --distinct-titles generated ones (several languages, most with a token of their own),
-so that the pipeline's memo of title pieces (titlecat.components.FeatureTable, bounded at 2^19 keys) fills during
+so that the pipeline's memo of title pieces (titlecat.components.FeatureTable, bounded at 2^17 keys) fills during
 the warm-up and growth after it means a leak; with 0 every title is new and the memo grows to its bound.
 
 Every answer is checked against what its kind expects (status and, for 200, the rows); a request with no answer

@@ -660,7 +660,9 @@ def test_torch_adam_takes_the_steps_thincs_adam_takes(tiny_xlmr_dir, grad_clip, 
     for name, (start, thinc_end) in by_thinc.items():
         torch_end = by_torch[name][1]
         change = (thinc_end - start).abs().max().item()
-        assert (torch_end - thinc_end).abs().max().item() <= 1e-3 * max(change, 1e-6), name
+        # A floor of 1e-5: the attention keys' biases get a gradient that is zero but for rounding (softmax ignores
+        # a shift common to every key), so they move by ~1e-9, noise that differs with the CPU's kernels.
+        assert (torch_end - thinc_end).abs().max().item() <= 1e-3 * max(change, 1e-5), name
         moved += change > 0
     assert moved >= len(by_thinc) - 2  # all but the pooler, whose output a title classifier never reads
     by_thinc, by_torch = train(False, SGD(0.01)), train(True, SGD(0.01))
