@@ -126,26 +126,3 @@ def test_chunks_run_side_by_side_give_the_vectors_of_chunks_run_one_after_anothe
     for threads, chunk_size in ((3, 64), (2, 1)):
         runtime.threads = threads
         assert np.abs(runtime.encode(titles, "query: ", 64, chunk_size) - one_at_a_time).max() < 1e-6
-
-
-def test_each_labelling_process_takes_its_share_of_the_cores_for_the_encoder(converted):
-    """`titlecat predict --n-process N`: a title encoder left to pick its threads (0: a chunk at once for each core)
-    runs cores / N chunks at once in each process; one told its threads keeps them; one process changes nothing."""
-    import spacy
-
-    from titlecat.predict import share_encoder_threads
-
-    nlp = spacy.blank("xx")
-    encoder = nlp.add_pipe("titlecat_title_encoder")
-    encoder.initialize(encoder_path=str(converted))
-    runtime = encoder.runtime
-    cores = runtime.workers
-    share_encoder_threads(nlp, 1)
-    assert runtime.threads == 0 and runtime.workers == cores
-    share_encoder_threads(nlp, 2)
-    assert runtime.workers == max(1, cores // 2)
-    share_encoder_threads(nlp, 4 * cores)
-    assert runtime.workers == max(1, cores // 2)  # already set: kept
-    runtime.threads = 0
-    share_encoder_threads(nlp, 4 * cores)
-    assert runtime.workers == 1

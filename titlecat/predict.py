@@ -359,28 +359,13 @@ def merge_answers(checked: list[dict], labelled: list[dict]) -> list[dict]:
     return rows
 
 
-def share_encoder_threads(nlp: Language, n_process: int) -> None:
-    """A title encoder left to pick its threads (threads = 0: a chunk at once for each core) takes its share of the
-    cores instead, in each of `n_process` processes: with one chunk thread a core in every process, 2 processes on 2
-    cores ran 4 chunks at once and contended for the cores (docs/speed.md)."""
-    if n_process <= 1:
-        return
-    for _, pipe in nlp.pipeline:
-        runtime = getattr(pipe, "runtime", None)
-        if isinstance(runtime, multilingual.EncoderRuntime) and not runtime.threads:
-            runtime.threads = max(1, runtime.workers // n_process)
-
-
 # One labelling process of `titlecat predict --n-process N`: its pipeline and settings, set once when it starts.
 _worker: dict = {}
 
 
-def _start_worker(
-    nlp: Language, tasks: dict, all_scores: bool, batch_size: int, underscore: tuple, n_process: int = 1
-) -> None:
+def _start_worker(nlp: Language, tasks: dict, all_scores: bool, batch_size: int, underscore: tuple) -> None:
     # The Doc extensions of the parent, which a spawned process does not have (as spaCy's own nlp.pipe does).
     Underscore.load_state(underscore)
-    share_encoder_threads(nlp, n_process)
     _worker.update(nlp=nlp, tasks=tasks, all_scores=all_scores, batch_size=batch_size, chunks=0, cache=AnswerCache())
     freeze_long_lived_objects()
 
@@ -854,7 +839,7 @@ def predict_file(
     if run.n_process > 1:
         # Started before the progress bar's thread: fork() in a threaded process may deadlock.
         context = multiprocessing.get_context(run.start_method)
-        settings = (nlp, tasks, run.all_scores, run.batch_size, Underscore.get_state(), run.n_process)
+        settings = (nlp, tasks, run.all_scores, run.batch_size, Underscore.get_state())
         with context.Pool(run.n_process, _start_worker, settings) as pool:
             labelled = labelled_in_pool(pool, checked_chunks, run.n_process)
             return write(postprocessed(labelled, postprocess), input_format=fmt, **writing)
