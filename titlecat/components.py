@@ -65,10 +65,10 @@ def title_features(text: str, min_n: int, max_n: int) -> tuple[list[str], list[s
     return _word_features(lowered), [gram for piece in lowered.split() for gram in _char_ngrams(piece, min_n, max_n)]
 
 
-# The bound of a FeatureTable. The curated and CV titles' words and pieces take some 66,000 keys; new word pairs,
-# most of what an unseen title brings, add the rest. 2^17 keys (~40 MiB) is reached within the first 200,000
-# distinct titles and emptied about every 200,000 after (refilling costs ~0.2 s): a million distinct titles then
-# peak within 2% of 100,000's, where 2^19 grew by 133 MiB without ever filling (docs/speed.md).
+# The bound of a FeatureTable. The words and pieces of the study's titles take some 47,000 keys; new word pairs,
+# most of what an unseen title brings, add the rest. 2^17 keys is reached within the first 200,000 distinct titles
+# and emptied about every 200,000 after (refilling costs ~0.2 s): a million distinct titles then peak within 3% of
+# 100,000's, where 2^19 grew by 114 MiB (+18.6%) without ever filling (docs/speed.md).
 MAX_FEATURE_KEYS = 2**17
 
 
