@@ -412,3 +412,9 @@ def write_titles(path: Path, titles: list[str]) -> Path:
         writer.writerow(["id", "title"])
         writer.writerows([index, title] for index, title in enumerate(titles))
     return path
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a CSV that `titlecat predict` wrote, as dicts by header."""
+    with path.open(newline="", encoding="utf-8") as file:
+        return list(csv.DictReader(file))

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import spacy
-from conftest import DATA, REPO, piece_vectors_of, write_docbins
+from conftest import DATA, REPO, piece_vectors_of, read_rows, write_docbins
 from fake_openai_server import FakeOpenAI
 
 from titlecat.combined import combine
@@ -175,11 +175,6 @@ def write_titles(path: Path, titles: list[str]) -> Path:
         writer.writerow(["id", "title"])
         writer.writerows([[f"t{i}", title] for i, title in enumerate(titles)] + [["bad", "12345"]])
     return path
-
-
-def read_rows(path: Path) -> list[dict]:
-    with path.open(newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
 
 
 def run_predict(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -4,13 +4,12 @@ features. The pipeline is the `model` fixture: both titlecat textcats with rando
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import pytest
 import spacy
-from conftest import write_titles
+from conftest import read_rows, write_titles
 from spacy.training import Example
 
 import titlecat.combined  # noqa: F401  (registers titlecat_answers)
@@ -22,11 +21,6 @@ from titlecat.predict import AnswerCache, PredictOptions, predict_file
 from titlecat.text_scoring import DOC_FREE_VARIABLE, TextScorer
 
 TITLES = ["Head of Sales", "Werkstudent IT-Support", "Directeur commercial", "Einkäuferin", "Senior Developer"]
-
-
-def read_rows(path: Path) -> list[dict]:
-    with path.open(newline="", encoding="utf-8") as file:
-        return list(csv.DictReader(file))
 
 
 def one_by_one(model: Path, titles: list[str]) -> list[dict]:
